@@ -1,0 +1,54 @@
+# tcplab - run `make help`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+SCENARIO ?= idle
+PROFILE ?=
+PROFILES ?=
+BACKEND ?=
+N ?=
+BYTES ?=
+LAB ?=
+ARGS ?=
+
+RUN_ARGS = --scenario $(SCENARIO) \
+  $(if $(PROFILE),--profile $(PROFILE)) \
+  $(if $(BACKEND),--backend $(BACKEND)) \
+  $(if $(N),-n $(N)) \
+  $(if $(BYTES),--bytes $(BYTES)) \
+  $(if $(LAB),--lab $(LAB)) $(ARGS)
+
+.PHONY: help lab test unit images clean wipe lint install
+
+help: ## list targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@echo "  variables: SCENARIO=idle|c2s|s2c|timewait PROFILE=NAME BACKEND=netns|docker|auto N=10000 BYTES=13 LAB=FILE"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install tcplab into it
+
+lab: $(STAMP) ## run a scenario: make lab SCENARIO=s2c [PROFILE=..] [BACKEND=..] [N=..] [BYTES=..]
+	$(BIN)/tcplab run $(RUN_ARGS)
+
+test: $(STAMP) ## run the whole test suite (root: namespaces; docker tests need a daemon)
+	$(BIN)/python -m pytest -q -ra
+
+unit: $(STAMP) ## run the unit tests only (no root needed)
+	$(BIN)/python -m pytest -q tests/unit
+
+images: $(STAMP) ## build the lab node image (offline with debootstrap when no registry answers)
+	$(BIN)/tcplab images
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check .
+
+wipe clean: $(STAMP) ## remove everything tcplab runs left behind (namespaces, containers, sysctls)
+	$(BIN)/tcplab wipe

@@ -1,0 +1,151 @@
+"""From snapshots to per-connection figures. Pure functions over parsed data.
+
+Rules (documented in docs/analysis.md):
+
+* Bytes of a cache are the memory in its slab pages (num_slabs x pagesperslab x page),
+  so slab overhead is counted; objects x objsize is kept beside it.
+* A cache counts as socket memory only where its growth tracks the connection count:
+  at least ``TRACKS_MIN`` objects per connection. Smaller changes are drift.
+* Caches known to grow for other reasons are never attributed: ``proc_inode_cache``
+  (something scanning ``/proc/<pid>/fd`` adds one per open socket while it runs) and
+  its dentries (subtracted from ``dentry``), and process-heap caches. ``nf_conntrack``
+  is real per-connection memory, but not socket memory: it is its own category.
+* Merged caches (SLUB) are reported under the name slabinfo prints, with their aliases.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any, Mapping
+
+from .parsers import SlabLine, SsSummary
+from .probes import Snapshot
+
+TRACKS_MIN = 0.25  # objects per connection
+
+#: Caches that grow with open sockets for reasons other than the sockets themselves.
+NOT_SOCKET = {
+    "proc_inode_cache": "a /proc/<pid>/fd scanner: one inode per open descriptor it looks at",
+    "anon_vma": "process heap", "anon_vma_chain": "process heap",
+    "vm_area_struct": "process heap", "maple_node": "process address space",
+    "pid": "processes", "task_struct": "processes", "mm_struct": "processes",
+    "files_cache": "processes", "signal_cache": "processes", "sighand_cache": "processes",
+    "cred_jar": "processes", "kernfs_node_cache": "sysfs", "radix_tree_node": "page cache",
+    "buffer_head": "page cache", "ext4_inode_cache": "files", "shmem_inode_cache": "files",
+}
+CONNTRACK = ("nf_conntrack",)
+SKMEM_FIELDS = {"r": "rmem_alloc", "t": "wmem_alloc", "w": "wmem_queued", "f": "fwd_alloc"}
+
+
+def cache_deltas(base: Mapping[str, SlabLine], now: Mapping[str, SlabLine], connections: int,
+                 aliases: Mapping[str, list[str]]) -> list[dict[str, Any]]:
+    """Per-cache change between two slabinfo snapshots, classified."""
+    n = max(connections, 1)
+    rows = []
+    proc_growth = 0
+    if "proc_inode_cache" in now and "proc_inode_cache" in base:
+        proc_growth = now["proc_inode_cache"].active_objs - base["proc_inode_cache"].active_objs
+    for name in sorted(set(base) | set(now)):
+        b, c = base.get(name), now.get(name)
+        objs = (c.active_objs if c else 0) - (b.active_objs if b else 0)
+        nbytes = (c.bytes() if c else 0) - (b.bytes() if b else 0)
+        if objs == 0 and nbytes == 0:
+            continue
+        line = c or b
+        assert line is not None
+        note = ""
+        if name == "dentry" and proc_growth > 0:
+            # /proc/<pid>/fd lookups add a dentry with each proc inode: not socket memory.
+            share = min(proc_growth, max(objs, 0))
+            if objs > 0:
+                nbytes = round(nbytes * (objs - share) / objs)
+            objs -= share
+            note = f"{share:,} dentries of /proc fd lookups set apart"
+        per_conn_objs = objs / n
+        if name in NOT_SOCKET:
+            category, reason = "drift", NOT_SOCKET[name]
+        elif name.startswith(CONNTRACK):
+            category, reason = "conntrack", "connection tracking entry (not socket memory)"
+        elif abs(per_conn_objs) >= TRACKS_MIN:
+            category, reason = "socket", f"{per_conn_objs:.2f} objects per connection"
+        else:
+            category, reason = "drift", f"{per_conn_objs:.3f} objects per connection"
+        rows.append({
+            "cache": name,
+            "aliases": list(aliases.get(name, [])),
+            "objsize": line.objsize,
+            "objects": objs,
+            "bytes": nbytes,
+            "objects_per_connection": round(per_conn_objs, 4),
+            "bytes_per_connection": round(nbytes / n, 1),
+            "object_bytes_per_connection": round(objs * line.objsize / n, 1),
+            "category": category,
+            "attributed": category == "socket",
+            "reason": reason + (f"; {note}" if note else ""),
+        })
+    rows.sort(key=lambda r: -abs(r["bytes"]))
+    return rows
+
+
+def buffers(summary: SsSummary, sockstat: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
+    """Socket buffer memory of one host from ``ss -m`` skmem, plus sockstat pages."""
+    sockets = sum(summary.states.values())
+    out: dict[str, Any] = {"sockets": sockets}
+    main_state = max(summary.states, key=summary.states.get) if summary.states else None
+    for key, label in SKMEM_FIELDS.items():
+        total = sum(s.get(key, 0) for s in summary.sums.values())
+        median = summary.medians.get(main_state, {}).get(key, 0) if main_state else 0
+        out[label] = {"sum": total, "median": median,
+                      "per_socket": round(total / sockets, 1) if sockets else 0}
+    out["recv_q"] = sum(s.get("recv_q", 0) for s in summary.sums.values())
+    out["send_q"] = sum(s.get("send_q", 0) for s in summary.sums.values())
+    out["sockstat_mem_pages"] = sockstat.get("TCP", {}).get("mem", 0)
+    return out
+
+
+def checkpoint(base: Snapshot, snap: Snapshot, connections: int,
+               aliases: Mapping[str, list[str]]) -> dict[str, Any]:
+    """Everything the result stores for one checkpoint."""
+    n = max(connections, 1)
+    rows = cache_deltas(base.slab, snap.slab, connections, aliases)
+    socket_bytes = sum(r["bytes"] for r in rows if r["category"] == "socket")
+    slab_delta = snap.meminfo.get("Slab", 0) - base.meminfo.get("Slab", 0)
+    return {
+        "name": snap.name,
+        "time": snap.time,
+        "connections": connections,
+        "collect_seconds": round(snap.seconds, 3),
+        "states": {h: dict(s.ss.states) for h, s in snap.hosts.items()},
+        "per_connection_bytes": {
+            "total": round(socket_bytes / n, 1),
+            "by_cache": rows,
+            "conntrack": round(sum(r["bytes"] for r in rows if r["category"] == "conntrack") / n, 1),
+            "drift": round(sum(r["bytes"] for r in rows if r["category"] == "drift") / n, 1),
+            "meminfo_slab": round(slab_delta / n, 1),
+        },
+        "buffers": {h: buffers(s.ss, s.sockstat) for h, s in snap.hosts.items()},
+        "sockstat": {h: s.sockstat for h, s in snap.hosts.items()},
+        "memory": {h: s.memory for h, s in snap.hosts.items() if s.memory is not None},
+    }
+
+
+def idle_pair_estimate(slab: Mapping[str, SlabLine]) -> dict[str, int]:
+    """What the objects of one idle connection pair (both ends) add up to, by object size.
+
+    Each end: a TCP sock, a socket inode, a file, a dentry (and the LSM blobs of inode
+    and file where the kernel has them); the connecting end also holds a bind bucket
+    and (6.x) a bind2 bucket per local port.
+    """
+    parts: dict[str, int] = {}
+    for cache, count in (("TCP", 2), ("sock_inode_cache", 2), ("filp", 2), ("dentry", 2),
+                         ("lsm_inode_cache", 2), ("lsm_file_cache", 2)):
+        if cache in slab:
+            parts[cache] = count * slab[cache].objsize
+    bind = slab.get("tcp_bind_bucket") or slab.get("eventpoll_epi")
+    parts["bind buckets"] = 2 * (bind.objsize if bind else 128)
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0

@@ -1,0 +1,113 @@
+"""The Backend facade: what the run needs from any kind of lab host.
+
+Like Kathara's manager: the runner and the CLI only talk to this interface; netns,
+docker (and later ssh/vm) implement it and mirror each other.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .. import hostctl
+from ..config import HostSpec, Lab
+from ..errors import RunError
+from ..journal import Journal
+from ..runner import LineChannel, Runner
+
+
+@dataclass
+class LabHost:
+    """A lab host as the run sees it: a name, a role, an address, a runner."""
+
+    spec: HostSpec
+    runner: Runner
+    sysctls: dict[str, str] = field(default_factory=dict)  # every net.* value, read back
+    info: dict[str, Any] = field(default_factory=dict)  # backend details (netns, container id…)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def role(self) -> str:
+        return self.spec.role
+
+    @property
+    def address(self) -> str:
+        return self.spec.address
+
+
+class Backend(ABC):
+    """Creates the lab hosts of one run, gives a runner for each, removes them."""
+
+    name: str = ""
+
+    def __init__(self, lab: Lab, run_id: str, journal: Journal, root: Path,
+                 log: Callable[[str], None]) -> None:
+        self.lab = lab
+        self.run_id = run_id
+        self.journal = journal
+        self.root = root  # the project checkout: scenarios/, images/
+        self.log = log
+        self.hosts: dict[str, LabHost] = {}
+
+    # -- checks before anything is created ---------------------------------------
+    @abstractmethod
+    def preflight(self) -> None:
+        """Raise InputError when this backend cannot run here. Creates nothing."""
+
+    # -- lifecycle ------------------------------------------------------------------
+    @abstractmethod
+    def up(self, sysctls: Mapping[str, Mapping[str, str]]) -> dict[str, LabHost]:
+        """Create every host with its per-namespace sysctls pinned; read them back."""
+
+    @abstractmethod
+    def undo_handlers(self) -> dict[str, Callable[[dict], None]]:
+        """How to remove each kind of journal entry this backend writes."""
+
+    def down(self) -> list[str]:
+        """Remove everything this run created (journal undo). Returns problems."""
+        return self.journal.undo(self.undo_handlers(), self.log)
+
+    # -- on the hosts ---------------------------------------------------------------------
+    @abstractmethod
+    def side_command(self, host: LabHost) -> list[str]:
+        """The command that starts the side script on a host."""
+
+    def start_side(self, host: LabHost) -> LineChannel:
+        channel = host.runner.spawn(self.side_command(host))
+        pid = getattr(channel, "pid", None)
+        if pid is not None:
+            from ..journal import process_start_time
+
+            self.journal.record("process", pid=pid, start=process_start_time(pid), host=host.name)
+        return channel
+
+    def apply_sysctls(self, host: LabHost, wanted: Mapping[str, str]) -> dict[str, str]:
+        """Write ``wanted`` on the host, read back every net.* value, fail on a mismatch."""
+        out = host.runner.run(hostctl.apply_argv(wanted), timeout=60).stdout
+        data = json.loads(out)
+        values: dict[str, str] = data["values"]
+        bad = {k: v for k, v in wanted.items() if values.get(k) != v}
+        if data["errors"] or bad:
+            detail = "; ".join(
+                f"{k}: wanted {v!r}, got {values.get(k)!r} ({data['errors'].get(k, 'not applied')})"
+                for k, v in bad.items()
+            )
+            raise RunError(f"{host.name}: sysctls did not take: {detail}")
+        return values
+
+    def kernel_runner(self) -> Runner | None:
+        """A runner on the measured kernel (None: the local machine's kernel)."""
+        return None
+
+    def metadata(self) -> dict[str, Any]:
+        return {"backend": self.name}
+
+    def per_host_memory(self, host: LabHost) -> dict[str, Any] | None:
+        """Backend-specific per-host memory accounting (cgroups), if any."""
+        return None

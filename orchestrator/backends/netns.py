@@ -1,0 +1,82 @@
+"""netns backend: each lab host is a network namespace; a veth pair joins them.
+
+Needs only root and iproute2. Names carry a short id of the run, and every namespace
+and link is journalled before it is created, so cleanup never guesses by pattern.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import subprocess
+from pathlib import Path
+from typing import Callable, Mapping
+
+from ..errors import InputError, RunError
+from ..journal import LOCAL_HANDLERS
+from ..runner import LocalRunner
+from .base import Backend, LabHost
+
+
+def short_id(run_id: str) -> str:
+    return hashlib.sha256(run_id.encode()).hexdigest()[:6]
+
+
+def _ip(*args: str) -> None:
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RunError(f"`ip {' '.join(args)}` failed: {proc.stderr.strip()}")
+
+
+class NetnsBackend(Backend):
+    name = "netns"
+
+    def preflight(self) -> None:
+        if os.geteuid() != 0:
+            raise InputError("the netns backend needs root (network namespaces, /proc/slabinfo): "
+                             "run as root, e.g. sudo make lab")
+        if subprocess.run(["ip", "-V"], capture_output=True).returncode != 0:
+            raise InputError("iproute2 (`ip`) is missing: apt-get install iproute2")
+
+    def namespace(self, host_name: str) -> str:
+        return f"tcplab-{short_id(self.run_id)}-{host_name}"
+
+    def up(self, sysctls: Mapping[str, Mapping[str, str]]) -> dict[str, LabHost]:
+        sid = short_id(self.run_id)
+        prefix = ipaddress.ip_network(self.lab.subnet).prefixlen
+        server, client = self.lab.host("server"), self.lab.host("client")
+        for spec in (server, client):
+            ns = self.namespace(spec.name)
+            self.journal.record("netns", name=ns)
+            _ip("netns", "add", ns)
+            self.hosts[spec.name] = LabHost(spec, LocalRunner(spec.name, ["ip", "netns", "exec", ns]),
+                                            info={"netns": ns})
+        # A veth pair made in the root namespace, then each end moved into its host.
+        ends = {server.name: f"tl{sid}s", client.name: f"tl{sid}c"}
+        self.journal.record("link", name=ends[server.name])
+        _ip("link", "add", ends[server.name], "type", "veth", "peer", "name", ends[client.name])
+        for spec in (server, client):
+            ns, dev = self.namespace(spec.name), ends[spec.name]
+            _ip("link", "set", dev, "netns", ns)
+            _ip("-n", ns, "link", "set", dev, "name", "eth0")
+            _ip("-n", ns, "addr", "add", f"{spec.address}/{prefix}", "dev", "eth0")
+            _ip("-n", ns, "link", "set", "eth0", "up")
+            _ip("-n", ns, "link", "set", "lo", "up")
+        for name, host in self.hosts.items():
+            host.sysctls = self.apply_sysctls(host, sysctls.get(name, {}))
+        return self.hosts
+
+    def undo_handlers(self) -> dict[str, Callable[[dict], None]]:
+        return dict(LOCAL_HANDLERS)
+
+    def side_command(self, host: LabHost) -> list[str]:
+        return ["python3", str(self.root / "scenarios" / "side.py")]
+
+    def metadata(self) -> dict:
+        return {"backend": self.name, "image": None,
+                "namespaces": {h.name: h.info["netns"] for h in self.hosts.values()}}
+
+
+def side_script(root: Path) -> Path:
+    return root / "scenarios" / "side.py"

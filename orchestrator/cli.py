@@ -1,0 +1,182 @@
+"""The ``tcplab`` command. Exit codes: 0 success, 2 bad input (nothing created), 1 failed run."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Callable
+
+from . import __version__, config, scenario
+from .errors import InputError, LabError
+
+
+def project_root() -> Path:
+    """The checkout holding lab/ and scenarios/: $TCPLAB_ROOT, the cwd, or the package's parent."""
+    env = os.environ.get("TCPLAB_ROOT")
+    if env:
+        return Path(env).resolve()
+    for candidate in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        if (candidate / "scenarios").is_dir() and (candidate / "lab").is_dir():
+            return candidate
+    raise InputError("cannot find the tcplab project (lab/ and scenarios/): run from the "
+                     "checkout or set TCPLAB_ROOT")
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
+        raise InputError(f"{self.prog}: {message}; see {self.prog} --help")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text.replace(",", "").replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="tcplab", description="Measure what a TCP connection costs the Linux kernel.")
+    p.add_argument("--version", action="version", version=f"tcplab {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    run = sub.add_parser("run", help="run a scenario, print and save a report")
+    run.add_argument("--scenario", "-s", required=True, help="a name in scenarios/ or a path")
+    run.add_argument("--profile", "-p", help="a name in lab/profiles/ or a path (default: the lab's)")
+    run.add_argument("--backend", "-b", choices=["netns", "docker", "auto"])
+    run.add_argument("-n", "--connections", type=_positive_int, help="connections (default: the scenario's)")
+    run.add_argument("--bytes", type=_positive_int, dest="nbytes", help="bytes per connection")
+    run.add_argument("--lab", type=Path, help="lab file (default lab/default.yaml)")
+    run.add_argument("--results", type=Path, help="results directory (default results/)")
+    run.add_argument("--allow-host-sysctls", action="store_true",
+                     help="let a profile change host-wide sysctls (saved first, restored after)")
+    run.add_argument("--stall", type=float, default=30.0,
+                     help="seconds without progress before a side is declared stalled")
+    run.add_argument("--per-worker", type=_positive_int, default=0,
+                     help="sockets per side worker process (default: as the fd limit allows)")
+
+    rep = sub.add_parser("report", help="re-render the report of a saved run")
+    rep.add_argument("run_dir", type=Path)
+    rep.add_argument("--format", choices=["table", "markdown", "json"], default="table")
+
+    sub.add_parser("scenarios", help="list scenarios")
+    prof = sub.add_parser("profiles", help="list sysctl profiles, or show one resolved")
+    prof.add_argument("action", nargs="?", choices=["show"])
+    prof.add_argument("name", nargs="?")
+
+    wipe = sub.add_parser("wipe", help="remove everything tcplab runs left behind")
+    wipe.add_argument("--all", action="store_true",
+                      help="also runs whose owner still runs (stop them first)")
+    return p
+
+
+def cmd_run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    from . import report_text
+    from .labrun import run_plan
+    from .plan import RunOptions, make_plan
+    from .results import load_result
+    from .ui import UI
+
+    root = project_root()
+    _refuse_stale()
+    opts = RunOptions(scenario=args.scenario, root=root, profile=args.profile,
+                      backend=args.backend, connections=args.connections, nbytes=args.nbytes,
+                      lab_file=args.lab, allow_host_sysctls=args.allow_host_sysctls,
+                      results_dir=args.results, stall=args.stall, per_worker=args.per_worker)
+    plan = make_plan(opts)
+    ui = UI(phases=4)
+    sc = plan.scenario
+    ui.line(f"tcplab {__version__} · backend {plan.backend} · kernel {os.uname().release} · "
+            f"profile {plan.profile.name} · {sc.name} · N={sc.connections:,} · BYTES={sc.bytes:,}")
+    run_dir = run_plan(plan, ui)
+    ui.phase("report", str(run_dir / "result.json"))
+    out("")
+    out(report_text.render(load_result(run_dir)))
+    return 0
+
+
+def _refuse_stale() -> None:
+    from .journal import stale_runs
+
+    stale = stale_runs()
+    if stale:
+        raise InputError(f"a previous run ({stale[0].run_id}) ended without cleaning up; run "
+                         "`tcplab wipe` (make clean) to remove what it left, then try again")
+
+
+def cmd_report(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    import json
+
+    from . import report_text
+    from .results import load_result
+
+    result = load_result(args.run_dir)
+    if args.format == "json":
+        out(json.dumps(result, indent=1))
+    else:
+        out(report_text.render(result, "github" if args.format == "markdown" else "simple"))
+    return 0
+
+
+def cmd_scenarios(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    from tabulate import tabulate
+
+    rows = scenario.list_scenarios(project_root() / "scenarios")
+    out(tabulate(rows, ["scenario", "description"], tablefmt="plain"))
+    return 0
+
+
+def cmd_profiles(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    from tabulate import tabulate
+
+    pdir = project_root() / "lab" / "profiles"
+    if args.action == "show":
+        if not args.name:
+            raise InputError("tcplab profiles show: expected a profile name")
+        prof = config.load_profile(args.name, pdir)
+        out(f"{prof.name}: {prof.description}")
+        out(f"files: {' -> '.join(str(f) for f in prof.files)}")
+        rows = sorted(prof.sysctls.items())
+        out(tabulate(rows, ["sysctl", "value"], tablefmt="plain") if rows else "(no sysctl changed)")
+        return 0
+    out(tabulate(config.list_profiles(pdir), ["profile", "description"], tablefmt="plain"))
+    return 0
+
+
+def cmd_wipe(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    from .wipe import wipe
+
+    for line in wipe(include_live=args.all):
+        out(line)
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "report": cmd_report, "scenarios": cmd_scenarios,
+            "profiles": cmd_profiles, "wipe": cmd_wipe}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args, print)
+    except LabError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"tcplab: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("tcplab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Lab files and sysctl profiles: load, validate strictly, resolve includes.
+
+Nothing here creates anything; every problem is an :class:`InputError` naming the
+file and the key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import sysctls
+from .errors import InputError
+from .yamlfile import Doc, show
+
+BACKENDS = ("netns", "docker", "auto")
+ROLES = ("server", "client")
+LAB_NETWORK = ipaddress.ip_network("198.18.0.0/15")
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    name: str
+    role: str
+    address: str
+    sysctls: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Lab:
+    path: Path
+    name: str
+    backend: str
+    subnet: str
+    hosts: tuple[HostSpec, ...]
+    profile: str
+
+    def host(self, role: str) -> HostSpec:
+        return next(h for h in self.hosts if h.role == role)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "backend": self.backend,
+            "network": {"subnet": self.subnet},
+            "profile": self.profile,
+            "hosts": {
+                h.name: {"role": h.role, "address": h.address, "sysctls": dict(h.sysctls)}
+                for h in self.hosts
+            },
+        }
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    path: Path
+    description: str
+    sysctls: dict[str, str]
+    files: tuple[Path, ...]  # this profile and every included one, in resolution order
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "sysctls": dict(self.sysctls),
+            "files": [str(f) for f in self.files],
+        }
+
+
+def _sysctl_map(doc: Doc, key: str = "sysctls") -> dict[str, str]:
+    raw = doc.map(key)
+    out: dict[str, str] = {}
+    for name, value in raw.data.items():
+        if not isinstance(name, str) or name.count(".") < 1:
+            raise raw.fail(str(name), "a sysctl name like net.ipv4.tcp_rmem")
+        sysctls.check_exists(name, str(doc.file))
+        out[name] = sysctls.normalize_value(name, value, str(doc.file))
+    return out
+
+
+def load_lab(path: Path) -> Lab:
+    doc = Doc.load(path, empty_ok=False)
+    doc.only(["name", "description", "backend", "network", "hosts", "profile"])
+    backend = doc.str("backend", "auto")
+    if backend not in BACKENDS:
+        raise doc.fail("backend", "one of " + ", ".join(BACKENDS), backend)
+    net = doc.map("network")
+    net.only(["subnet"])
+    subnet_text = net.str("subnet", "198.18.0.0/24")
+    try:
+        subnet = ipaddress.ip_network(subnet_text)
+    except ValueError:
+        raise net.fail("subnet", "a network like 198.18.0.0/24", subnet_text) from None
+    if not subnet.subnet_of(LAB_NETWORK):  # type: ignore[arg-type]
+        raise net.fail("subnet", "a network inside 198.18.0.0/15 (reserved for benchmarks)",
+                       subnet_text)
+    hosts_doc = doc.map("hosts", required=True)
+    hosts: list[HostSpec] = []
+    for name in hosts_doc.data:
+        h = hosts_doc.map(str(name))
+        h.only(["role", "address", "sysctls"])
+        role = h.str("role", required=True)
+        if role not in ROLES:
+            raise h.fail("role", "server or client", role)
+        address = h.str("address", required=True)
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            raise h.fail("address", "an IP address", address) from None
+        if ip not in subnet or ip in (subnet.network_address, subnet.broadcast_address):
+            raise h.fail("address", f"a host address inside network.subnet {subnet}", address)
+        hosts.append(HostSpec(str(name), role, address, _sysctl_map(h)))
+    roles = sorted(h.role for h in hosts)
+    if roles != ["client", "server"]:
+        raise hosts_doc.fail(None, "exactly one host with role server and one with role client",
+                             ", ".join(roles) or "none")
+    if len({h.address for h in hosts}) != len(hosts):
+        raise hosts_doc.fail(None, "a different address for each host")
+    return Lab(
+        path=path,
+        name=doc.str("name", path.stem),
+        backend=backend,
+        subnet=str(subnet),
+        hosts=tuple(hosts),
+        profile=doc.str("profile", "default"),
+    )
+
+
+def profile_path(name_or_path: str, profiles_dir: Path) -> Path:
+    """A profile is a name in ``lab/profiles`` or a path to a YAML file."""
+    if "/" in name_or_path or name_or_path.endswith((".yaml", ".yml")):
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise InputError(f"{path}: profile file not found")
+        return path
+    path = profiles_dir / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in profiles_dir.glob("*.yaml"))) or "none"
+        raise InputError(f"unknown profile {name_or_path!r}: no {path}; known profiles: {known}")
+    return path
+
+
+def load_profile(name_or_path: str, profiles_dir: Path) -> Profile:
+    path = profile_path(name_or_path, profiles_dir)
+    values, files, description = _resolve(path, profiles_dir, ())
+    return Profile(path.stem, path, description, values, tuple(files))
+
+
+def _resolve(path: Path, profiles_dir: Path, stack: tuple[Path, ...]
+             ) -> tuple[dict[str, str], list[Path], str]:
+    real = path.resolve()
+    if real in stack:
+        cycle = " -> ".join(p.name for p in stack + (real,))
+        raise InputError(f"{path}: include: cycle {cycle}; remove one of these includes")
+    doc = Doc.load(path)
+    doc.only(["description", "include", "sysctls"])
+    description = doc.str("description", "")
+    includes = doc.list("include", [])
+    merged: dict[str, str] = {}
+    files: list[Path] = []
+    for i, inc in enumerate(includes):
+        if not isinstance(inc, str) or not inc:
+            raise doc.fail(f"include[{i}]", "a profile name", inc)
+        try:
+            inc_path = profile_path(inc, profiles_dir)
+        except InputError as exc:
+            raise InputError(f"{doc.where(f'include[{i}]')}: {exc}") from None
+        values, inc_files, _ = _resolve(inc_path, profiles_dir, stack + (real,))
+        merged.update(values)
+        files += [f for f in inc_files if f not in files]
+    merged.update(_sysctl_map(doc))
+    files.append(path)
+    return merged, files, description
+
+
+def list_profiles(profiles_dir: Path) -> list[tuple[str, str]]:
+    out = []
+    for path in sorted(profiles_dir.glob("*.yaml")):
+        try:
+            desc = Doc.load(path).data.get("description", "")
+        except InputError as exc:
+            desc = f"(invalid: {exc})"
+        out.append((path.stem, str(desc)))
+    return out
+
+
+def check_scalar(doc: Doc, key: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise doc.fail(key, "one of " + ", ".join(allowed), value)
+    return str(value)
+
+
+__all__ = ["Lab", "HostSpec", "Profile", "load_lab", "load_profile", "list_profiles", "show"]

@@ -1,0 +1,228 @@
+"""The run journal: every resource a run creates is written down before it is created.
+
+Teardown, Ctrl-C and ``tcplab wipe`` after a crash all use the same undo: walk the
+journal backwards and remove or restore each entry. Nothing that is not in a journal
+(or, for Docker, not labelled ``tcplab.run``) is ever touched.
+
+State lives in ``/run/tcplab`` (tmpfs: it goes away at reboot, like namespaces and
+sysctl changes do); ``TCPLAB_STATE_DIR`` overrides it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .errors import InputError
+
+Entry = dict[str, Any]
+UndoFn = Callable[[Entry], None]
+
+
+def state_root() -> Path:
+    return Path(os.environ.get("TCPLAB_STATE_DIR", "/run/tcplab"))
+
+
+def process_start_time(pid: int) -> int | None:
+    """Start time of a process in clock ticks since boot, or None if it is gone.
+
+    Stored with every pid we record, so a recycled pid is never mistaken for ours.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def alive(pid: int, start: int | None) -> bool:
+    now = process_start_time(pid)
+    return now is not None and (start is None or now == start)
+
+
+@dataclass
+class Journal:
+    """The append-only record of one run's resources."""
+
+    run_id: str
+    dir: Path
+
+    @property
+    def path(self) -> Path:
+        return self.dir / "journal.jsonl"
+
+    @classmethod
+    def create(cls, run_id: str) -> "Journal":
+        directory = state_root() / "runs" / run_id
+        directory.mkdir(parents=True, exist_ok=False)
+        directory.chmod(0o700)
+        journal = cls(run_id, directory)
+        owner = {"pid": os.getpid(), "start": process_start_time(os.getpid()),
+                 "created": time.time()}
+        (directory / "owner.json").write_text(json.dumps(owner))
+        return journal
+
+    def record(self, kind: str, **fields: Any) -> Entry:
+        entry = {"kind": kind, **fields}
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(entry) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        return entry
+
+    def entries(self) -> list[Entry]:
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a torn last line after a crash: the resource was not created yet
+        return out
+
+    def owner(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.dir / "owner.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def is_stale(self) -> bool:
+        owner = self.owner()
+        return not owner or not alive(int(owner.get("pid", 0)), owner.get("start"))
+
+    def undo(self, handlers: dict[str, UndoFn], log: Callable[[str], None]) -> list[str]:
+        """Undo every entry, newest first. Returns the problems (never raises)."""
+        problems = []
+        for entry in reversed(self.entries()):
+            handler = handlers.get(entry["kind"])
+            if handler is None:
+                problems.append(f"no handler to undo {entry}")
+                continue
+            try:
+                handler(entry)
+            except Exception as exc:  # keep going: undo as much as possible
+                problems.append(f"{entry['kind']} {entry.get('name') or entry.get('id')}: {exc}")
+        if not problems:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        for p in problems:
+            log(f"cleanup: {p}")
+        return problems
+
+
+def journals() -> Iterator[Journal]:
+    runs = state_root() / "runs"
+    if runs.is_dir():
+        for d in sorted(runs.iterdir()):
+            if d.is_dir():
+                yield Journal(d.name, d)
+
+
+def stale_runs() -> list[Journal]:
+    return [j for j in journals() if j.is_stale()]
+
+
+# --- undo handlers for what the local machine holds -------------------------------
+
+def undo_netns(entry: Entry) -> None:
+    name = entry["name"]
+    if Path("/run/netns", name).exists():
+        for pid in _netns_pids(name):
+            _kill(pid)
+        subprocess.run(["ip", "netns", "delete", name], check=True, capture_output=True)
+
+
+def _netns_pids(name: str) -> list[int]:
+    out = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def undo_link(entry: Entry) -> None:
+    name = entry["name"]
+    if Path("/sys/class/net", name).exists():
+        subprocess.run(["ip", "link", "delete", name], check=True, capture_output=True)
+
+
+def undo_host_sysctl(entry: Entry) -> None:
+    from . import sysctls  # local import: journal is imported by everything
+
+    sysctls.write_host(entry["name"], entry["old"])
+
+
+def undo_process(entry: Entry) -> None:
+    pid, start = int(entry["pid"]), entry.get("start")
+    if alive(pid, start):
+        _kill(pid)
+
+
+def undo_path(entry: Entry) -> None:
+    path = Path(entry["path"])
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists():
+        path.unlink()
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(50):
+            if process_start_time(pid) is None:
+                return
+            time.sleep(0.02)
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+LOCAL_HANDLERS: dict[str, UndoFn] = {
+    "netns": undo_netns,
+    "link": undo_link,
+    "host_sysctl": undo_host_sysctl,
+    "process": undo_process,
+    "path": undo_path,
+}
+
+
+class HostLock:
+    """One measuring run per machine: slab counters are global.
+
+    An flock on a file: the kernel drops it when the holder dies, so a crashed run
+    cannot leave it stuck.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        root = state_root()
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another run"
+            os.close(fd)
+            raise InputError(
+                f"another tcplab run is measuring on this machine ({holder}); slab counters "
+                "are machine-wide, so wait for it to finish"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"run {self.run_id}, pid {os.getpid()}".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None

@@ -1,0 +1,340 @@
+"""Execute a plan: create hosts, drive the sides through the steps, snapshot, save.
+
+Teardown is the journal's undo and runs on success, on error, on Ctrl-C and on
+SIGTERM. A run that fails part-way still saves what it measured, marked incomplete.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__, analysis, probes
+from .backends import Backend, LabHost, backend_class
+from .errors import LabError, RunError
+from .journal import HostLock, Journal
+from .parsers import SsSummary
+from .plan import Plan
+from .results import SCHEMA, new_run_dir, write_json_atomic
+from .runner import LineChannel
+from .scenario import Expect, Step
+from .ui import UI, Ticker
+
+
+class Interrupted(RunError):
+    """SIGINT or SIGTERM arrived; the run stops and cleans up."""
+
+
+def _raise_interrupt(signum: int, _frame: Any) -> None:
+    raise Interrupted(f"interrupted by {signal.Signals(signum).name}; cleaned up")
+
+
+class Sides:
+    """The two side processes of a run, spoken to in JSON lines."""
+
+    def __init__(self, channels: dict[str, LineChannel], hosts: dict[str, LabHost],
+                 stall: float) -> None:
+        self.channels = channels  # by role
+        self.hosts = hosts
+        self.stall = stall
+
+    def send(self, role: str, msg: dict) -> None:
+        self.channels[role].send(msg)
+
+    def wait(self, roles: list[str], op: str, ticker: Ticker | None = None,
+             progress_role: str | None = None) -> dict[str, dict]:
+        """Wait for each role's reply to ``op``; a silent side for ``stall`` s fails the run."""
+        replies: dict[str, dict] = {}
+        last = {r: time.monotonic() for r in roles}
+        while len(replies) < len(roles):
+            for role in roles:
+                if role in replies:
+                    continue
+                msg = self.channels[role].receive(timeout=0.05)
+                if msg is None:
+                    if time.monotonic() - last[role] > self.stall:
+                        raise RunError(f"{self.channels[role].host} ({role}): no answer to {op} "
+                                       f"for {self.stall:.0f} s; the side stalled")
+                    continue
+                last[role] = time.monotonic()
+                if "progress" in msg:
+                    if ticker is not None and role == progress_role:
+                        ticker.advance(int(msg["progress"]))
+                    continue
+                if not msg.get("ok"):
+                    raise RunError(f"{self.channels[role].host} ({role}): {op} failed: "
+                                   f"{msg.get('error')}")
+                replies[role] = msg
+        return replies
+
+    def do(self, roles: list[str], msg: dict, **kw: Any) -> dict[str, dict]:
+        for role in roles:
+            self.send(role, msg)
+        return self.wait(roles, msg["op"], **kw)
+
+    def close(self) -> None:
+        for channel in self.channels.values():
+            try:
+                channel.send({"op": "exit"})
+            except LabError:
+                pass
+            channel.close()
+
+
+def unmet(expect: Expect, quick: dict[str, SsSummary], n: int, app_pending: bool) -> list[str]:
+    """What a checkpoint still waits for (empty: reached). Pure, for tests."""
+    problems = []
+    for role, wanted in expect.states.items():
+        have = {k: v for k, v in quick[role].states.items() if k != "LISTEN"}
+        for state in sorted(set(wanted) | set(have)):
+            if have.get(state, 0) != wanted.get(state, 0):
+                problems.append(f"{role}: {state} {have.get(state, 0):,} of {wanted.get(state, 0):,}")
+    if not app_pending:
+        for direction, per_conn in expect.queued.items():
+            sender, receiver = direction.split(">")
+            in_kernel = (sum(s.get("recv_q", 0) for s in quick[receiver].sums.values())
+                         + sum(s.get("send_q", 0) for s in quick[sender].sums.values()))
+            if in_kernel != per_conn * n:
+                problems.append(f"{sender}->{receiver}: {in_kernel:,} bytes queued of "
+                                f"{per_conn * n:,}")
+    return problems
+
+
+class LabRun:
+    def __init__(self, plan: Plan, ui: UI) -> None:
+        self.plan = plan
+        self.ui = ui
+        self.root = plan.options.root
+        self.results_dir = plan.options.results_dir or self.root / "results"
+        self.run_dir: Path | None = None
+        self.backend: Backend | None = None
+        self.hosts: dict[str, LabHost] = {}
+        self.by_role: dict[str, LabHost] = {}
+        self.sides: Sides | None = None
+        self.snapshots: list[probes.Snapshot] = []
+        self.checkpoints: list[dict[str, Any]] = []
+        self.aliases: dict[str, list[str]] = {}
+        self.events: dict[str, Any] = {}
+        self.app_pending = False
+        self.unread = {"server": 0, "client": 0}  # bytes per connection sent, not yet read
+
+    # -- top level ------------------------------------------------------------------------
+    def execute(self) -> Path:
+        plan = self.plan
+        self.run_dir = new_run_dir(self.results_dir, plan.scenario.name, plan.profile.name)
+        run_id = self.run_dir.name
+        lock = HostLock(run_id)
+        lock.acquire()
+        journal = Journal.create(run_id)
+        self.backend = backend_class(plan.backend)(plan.lab, run_id, journal, self.root, self.ui.line)
+        old = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+        started = time.time()
+        error: LabError | None = None
+        try:
+            self.backend.preflight()
+            self._up()
+            self._steps()
+        except LabError as exc:
+            error = exc
+        except KeyboardInterrupt:
+            error = Interrupted("interrupted; cleaned up")
+        finally:
+            for s in old:
+                signal.signal(s, signal.SIG_IGN)  # teardown must finish
+            try:
+                self._save(started, error)
+            finally:
+                if self.sides is not None:
+                    self.sides.close()
+                problems = self.backend.down()
+                lock.release()
+                for s, handler in old.items():
+                    signal.signal(s, handler)
+                if problems:
+                    self.ui.line(f"cleanup left problems; run `tcplab wipe` ({problems[0]})")
+        if error is not None:
+            raise error
+        return self.run_dir
+
+    # -- phases ---------------------------------------------------------------------------
+    def _up(self) -> None:
+        plan = self.plan
+        assert self.backend is not None
+        self.ui.phase("hosts", f"creating {', '.join(h.name for h in plan.lab.hosts)} "
+                      f"({plan.backend})")
+        for name, value in plan.global_sysctls.items():
+            from . import sysctls
+
+            old = sysctls.read_host(name)
+            self.backend.journal.record("host_sysctl", name=name, old=old, new=value)
+            sysctls.write_host(name, value)
+            self.ui.note(f"host sysctl {name}: {old} -> {value} (restored at the end)")
+        self.hosts = self.backend.up(plan.host_sysctls)
+        self.by_role = {h.role: h for h in self.hosts.values()}
+        pinned = sum(len(v) for v in plan.host_sysctls.values())
+        self.ui.note(", ".join(f"{h.name} {h.address}" for h in self.hosts.values())
+                     + f" · {pinned} sysctls pinned, verified")
+        self.aliases = probes.read_slab_aliases()
+        server, client = self.by_role["server"], self.by_role["client"]
+        channels = {}
+        for host, peer in ((server, client), (client, server)):
+            channel = self.backend.start_side(host)
+            channels[host.role] = channel
+            channel.send({"role": host.role, "address": host.address, "peer": peer.address,
+                          "shards": plan.shards, "stall": plan.options.stall,
+                          "per_worker": plan.options.per_worker})
+        self.sides = Sides(channels, self.hosts, plan.options.stall)
+        for role in ("server", "client"):
+            hello = channels[role].receive(timeout=plan.options.stall)
+            if not hello or "hello" not in hello:
+                raise RunError(f"{self.by_role[role].name}: side script did not start: {hello}")
+        prepared = self.sides.do(["server", "client"], {"op": "prepare"})
+        self.events["workers"] = {r: p["workers"] for r, p in prepared.items()}
+
+    def _steps(self) -> None:
+        plan = self.plan
+        n = plan.scenario.connections
+        expectations = plan.scenario.expectations()
+        assert self.sides is not None
+        self.ui.phase("ramp", f"{n:,} connections over {len(plan.shards)} server port(s), "
+                      f"{self.events['workers']['client']} client worker(s)")
+        for step in plan.scenario.steps:
+            if step.action == "checkpoint":
+                self._checkpoint(step, expectations[step.name])
+            else:
+                self._act(step)
+
+    def _act(self, step: Step) -> None:
+        assert self.sides is not None
+        n = self.plan.scenario.connections
+        if step.action == "connect":
+            start = time.monotonic()
+            self.sides.send("server", {"op": "connect"})
+            with self.ui.progress("connect", n) as ticker:
+                self.sides.send("client", {"op": "connect"})
+                self.sides.wait(["server", "client"], "connect", ticker, "client")
+            seconds = time.monotonic() - start
+            self.events["ramp"] = {"seconds": round(seconds, 3), "rate": round(n / seconds, 1)}
+            self.ui.note(f"{n:,}/{n:,} connected in {seconds:.2f} s · {n / seconds:,.0f} conn/s")
+            self.ui.phase("measure", "checkpoints")
+        elif step.action == "send":
+            nbytes = step.bytes if step.bytes is not None else self.plan.scenario.bytes
+            reply = self.sides.do([step.side], {"op": "send", "bytes": nbytes})[step.side]
+            self.unread[step.side] += nbytes
+            self.app_pending = reply.get("pending", 0) > 0
+            if self.app_pending:
+                self.ui.note(f"{step.side}: {reply['pending']:,} bytes wait in the application: "
+                             "the kernel's buffers are full")
+        elif step.action == "read":
+            peer = "client" if step.side == "server" else "server"
+            self.sides.do([step.side], {"op": "read", "bytes": self.unread[peer]})
+            self.unread[peer] = 0
+            self.app_pending = False
+        elif step.action == "close":
+            self.sides.do([step.side], {"op": "close"})
+        elif step.action == "wait":
+            time.sleep(step.seconds)
+
+    def _checkpoint(self, step: Step, expect: Expect) -> None:
+        n = self.plan.scenario.connections
+        deadline = time.monotonic() + self.plan.options.stall
+        previous: Any = None
+        stable = 0
+        while True:
+            quick = {h.role: probes.quick_summary(h) for h in self.hosts.values()}
+            problems = unmet(expect, quick, n, self.app_pending)
+            if not problems and self.app_pending:
+                key = [(q.states, q.sums) for q in quick.values()]
+                stable = stable + 1 if key == previous else 0
+                previous = key
+                problems = [] if stable >= 3 else ["queues still moving"]
+            if not problems:
+                break
+            if time.monotonic() > deadline:
+                raise RunError(f"checkpoint {step.name}: not reached after "
+                               f"{self.plan.options.stall:.0f} s: {'; '.join(problems[:4])}")
+            time.sleep(0.1)
+        assert self.run_dir is not None and self.backend is not None
+        memory_of = getattr(self.backend, "per_host_memory", None)
+        snap = probes.take(step.name, self.hosts, self.run_dir / "raw",
+                           self.backend.kernel_runner(), memory_of)
+        self.snapshots.append(snap)
+        connections = 0 if step.name == "baseline" else n
+        if self.snapshots[0] is not snap:
+            self.checkpoints.append(analysis.checkpoint(self.snapshots[0], snap, connections,
+                                                        self.aliases))
+        else:
+            self.checkpoints.append({"name": snap.name, "time": snap.time, "connections": 0,
+                                     "collect_seconds": round(snap.seconds, 3),
+                                     "states": {h: dict(s.ss.states) for h, s in snap.hosts.items()},
+                                     "sockstat": {h: s.sockstat for h, s in snap.hosts.items()}})
+        total = self.checkpoints[-1].get("per_connection_bytes", {}).get("total")
+        shown = f"{total:,.0f} B/connection" if total is not None else "reference"
+        self.ui.note(f"{step.name:<12} ✓ {shown} ({snap.seconds:.2f} s to collect)")
+
+    # -- result ---------------------------------------------------------------------------
+    def _save(self, started: float, error: LabError | None) -> None:
+        if self.run_dir is None:
+            return
+        plan = self.plan
+        hosts_meta = {
+            h.name: {"role": h.role, "address": h.address,
+                     "sysctls_pinned": plan.host_sysctls.get(h.name, {}),
+                     "net_sysctls": h.sysctls, **h.info}
+            for h in self.hosts.values()
+        }
+        first = self.snapshots[0].slab if self.snapshots else {}
+        result = {
+            "schema": SCHEMA,
+            "run_id": self.run_dir.name,
+            "status": "complete" if error is None else "incomplete",
+            "error": None if error is None else str(error),
+            "started": started,
+            "finished": time.time(),
+            "scenario": plan.scenario.to_dict(),
+            "profile": plan.profile.to_dict(),
+            "lab": plan.lab.to_dict(),
+            "metadata": {
+                "tool_version": __version__,
+                "git_commit": _git_commit(self.root),
+                "kernel": {"release": platform.release(), "version": platform.version(),
+                           "machine": platform.machine()},
+                "hostname": socket.gethostname(),
+                "python": platform.python_version(),
+                **(self.backend.metadata() if self.backend else {"backend": plan.backend}),
+                "backend_choice": plan.notes[0] if plan.notes else plan.backend,
+                "hosts": hosts_meta,
+                "host_sysctls": plan.global_sysctls,
+                "shards": plan.shards,
+                "workers": self.events.get("workers"),
+                "page_size": os.sysconf("SC_PAGE_SIZE"),
+                "slab_aliases": self.aliases,
+                "objsize": {k: v.objsize for k, v in first.items()},
+                "idle_pair_estimate": analysis.idle_pair_estimate(first) if first else None,
+            },
+            "ramp": self.events.get("ramp"),
+            "checkpoints": self.checkpoints,
+        }
+        write_json_atomic(self.run_dir / "result.json", result)
+
+
+def _git_commit(root: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def run_plan(plan: Plan, ui: UI, on_done: Callable[[Path], None] | None = None) -> Path:
+    run_dir = LabRun(plan, ui).execute()
+    if on_done:
+        on_done(run_dir)
+    return run_dir

@@ -1,0 +1,189 @@
+"""Turn user input into a validated plan. Nothing is created here.
+
+Every check that can fail on bad input happens in :func:`make_plan`, so a mistake
+exits with code 2 before a namespace, container or file exists.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import sysctls
+from .config import Lab, Profile, load_lab, load_profile
+from .errors import InputError
+from .scenario import Scenario, load_scenario
+from .yamlfile import key_path
+
+BASE_PORT = 5000
+PORT_SHARE = 0.5  # use at most half the ephemeral range per (client, server port): see NOTES
+
+
+@dataclass
+class RunOptions:
+    scenario: str
+    root: Path
+    profile: str | None = None
+    backend: str | None = None
+    connections: int | None = None
+    nbytes: int | None = None
+    lab_file: Path | None = None
+    allow_host_sysctls: bool = False
+    results_dir: Path | None = None
+    stall: float = 30.0
+    per_worker: int = 0  # 0: as many sockets per worker as the fd limit allows
+
+    @property
+    def lab_path(self) -> Path:
+        return self.lab_file or self.root / "lab" / "default.yaml"
+
+
+@dataclass
+class Plan:
+    options: RunOptions
+    lab: Lab
+    profile: Profile
+    scenario: Scenario
+    backend: str
+    host_sysctls: dict[str, dict[str, str]]  # per lab host: pinned in its namespace
+    global_sysctls: dict[str, str]  # host-wide, applied only with --allow-host-sysctls
+    shards: list[list[int]]  # [[server port, connections], ...]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "host_sysctls": self.host_sysctls,
+                "global_sysctls": self.global_sysctls, "shards": self.shards}
+
+
+def port_range(values: dict[str, str], defaults: dict[str, str]) -> tuple[int, int]:
+    text = values.get("net.ipv4.ip_local_port_range") or defaults.get(
+        "net.ipv4.ip_local_port_range", "32768 60999")
+    low, high = (int(x) for x in text.split())
+    return low, high
+
+
+def make_shards(connections: int, per_port: int) -> list[list[int]]:
+    """Spread connections evenly over as few server ports as the port range allows."""
+    ports = max(1, math.ceil(connections / per_port))
+    base, extra = divmod(connections, ports)
+    return [[BASE_PORT + i, base + (1 if i < extra else 0)] for i in range(ports)]
+
+
+def choose_backend(requested: str) -> tuple[str, str]:
+    """Resolve ``auto``: docker when a daemon answers, else netns. Returns (name, why)."""
+    if requested != "auto":
+        return requested, "requested"
+    try:
+        import docker  # noqa: F401 - optional at this point
+
+        client = docker.from_env(timeout=3)
+        client.ping()
+        client.close()
+        return "docker", "auto: a Docker daemon answers"
+    except Exception:
+        return "netns", "auto: no Docker daemon answers"
+
+
+def make_plan(opts: RunOptions) -> Plan:
+    root = opts.root
+    lab = load_lab(opts.lab_path)
+    profile = load_profile(opts.profile or lab.profile, root / "lab" / "profiles")
+    scenario = load_scenario(opts.scenario, root / "scenarios")
+    if opts.connections is not None and opts.connections < 1:
+        raise InputError(f"-n/N: expected a number of connections >= 1, got {opts.connections}")
+    if opts.nbytes is not None and opts.nbytes < 0:
+        raise InputError(f"--bytes/BYTES: expected a byte count >= 0, got {opts.nbytes}")
+    scenario = scenario.with_overrides(opts.connections, opts.nbytes)
+    requested = opts.backend or lab.backend
+    if requested not in ("netns", "docker", "auto"):
+        raise InputError(f"--backend/BACKEND: expected netns, docker or auto, got {requested!r}")
+    backend, why = choose_backend(requested)
+
+    classes = sysctls.classify(list(profile.sysctls) + [k for h in lab.hosts for k in h.sysctls])
+    global_sysctls = {k: v for k, v in profile.sysctls.items() if classes[k] == "host"}
+    for host in lab.hosts:
+        for key in host.sysctls:
+            if classes[key] == "host":
+                raise InputError(
+                    f"{lab.path}: hosts.{host.name}.{key_path('sysctls', key)} is host-wide on this "
+                    "kernel (not per namespace); move it to a profile and run with "
+                    "--allow-host-sysctls, or remove it")
+    if global_sysctls and not opts.allow_host_sysctls:
+        key = next(iter(global_sysctls))
+        where = next((f for f in reversed(profile.files) if key in _keys_of(f)), profile.path)
+        raise InputError(
+            f"{where}: {key_path('sysctls', key)} is host-wide on this kernel (not per "
+            f"{'container' if backend == 'docker' else 'namespace'}); add --allow-host-sysctls "
+            "to change it for the run (it is restored afterwards), or remove it")
+    per_ns = {k: v for k, v in profile.sysctls.items() if classes[k] == "namespace"}
+    host_sysctls = {h.name: {**h.sysctls, **per_ns} for h in lab.hosts}
+
+    defaults = sysctls.namespace_defaults()
+    client = lab.host("client")
+    low, high = port_range(host_sysctls[client.name], defaults)
+    per_port = max(1, int((high - low + 1) * PORT_SHARE))
+    shards = make_shards(scenario.connections, per_port)
+    if len(shards) > 2000:
+        raise InputError(
+            f"{scenario.connections:,} connections need {len(shards)} server ports with the "
+            f"client's ip_local_port_range {low} {high}; widen it in {lab.path} "
+            f"(hosts.{client.name}.sysctls) or lower N")
+    _check_backlog(lab, host_sysctls, defaults, scenario)
+    _check_memory(scenario)
+    _check_environment()
+    plan = Plan(opts, lab, profile, scenario, backend, host_sysctls, global_sysctls, shards)
+    plan.notes.append(f"backend {backend} ({why})")
+    return plan
+
+
+def _keys_of(path: Path) -> set[str]:
+    from .yamlfile import Doc
+
+    try:
+        return set(Doc.load(path).data.get("sysctls") or {})
+    except InputError:
+        return set()
+
+
+def _check_backlog(lab: Lab, host_sysctls: dict[str, dict[str, str]], defaults: dict[str, str],
+                   scenario: Scenario) -> None:
+    """Connections the server holds unaccepted at once must fit its listen backlog."""
+    server = lab.host("server")
+    somaxconn = int(host_sysctls[server.name].get("net.core.somaxconn",
+                                                  defaults.get("net.core.somaxconn", "4096")))
+    if somaxconn < 128:
+        raise InputError(
+            f"net.core.somaxconn {somaxconn} on the server is too small for a connection ramp; "
+            f"raise it in {lab.path} (hosts.{server.name}.sysctls) to at least 128")
+
+
+def _check_memory(scenario: Scenario) -> None:
+    """Refuse a run whose sockets would not fit in available memory (rough upper bound)."""
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+    except OSError:
+        return
+    avail = next((int(line.split()[1]) * 1024 for line in meminfo.splitlines()
+                  if line.startswith("MemAvailable:")), 0)
+    per_conn = 10_000 + 2 * _bytes_in_flight(scenario)  # generous: ~8 KB of objects + buffers
+    need = scenario.connections * per_conn
+    if avail and need > 0.8 * avail:
+        fits = int(0.8 * avail / per_conn)
+        raise InputError(
+            f"{scenario.connections:,} connections need about {need / 2**30:.1f} GiB of kernel "
+            f"memory and {avail / 2**30:.1f} GiB is available; the largest N that fits is about "
+            f"{fits:,}")
+
+
+def _bytes_in_flight(scenario: Scenario) -> int:
+    return scenario.bytes + sum(s.bytes or 0 for s in scenario.steps if s.action == "send")
+
+
+def _check_environment() -> None:
+    if os.geteuid() != 0:
+        raise InputError("tcplab needs root (namespaces, sysctls, /proc/slabinfo): run it as root")
+    if not os.access("/proc/slabinfo", os.R_OK):
+        raise InputError("/proc/slabinfo is not readable: run as root (it is mode 0400)")

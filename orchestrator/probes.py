@@ -1,0 +1,95 @@
+"""Snapshots of kernel memory: what is read at each checkpoint, and from where.
+
+Global counters (slabinfo, meminfo) come from the measured kernel; socket counters
+(sockstat, ``ss``) from each lab host, since they are per network namespace. Raw
+text is saved gzip-compressed beside the result, so any figure can be re-derived.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from . import parsers
+from .backends.base import LabHost
+from .runner import Runner
+
+SS_ALL = ["ss", "-t", "-a", "-n", "-m", "-i", "-H"]  # -a: TIME-WAIT and SYN-RECV too
+SS_QUICK = ["ss", "-t", "-a", "-n", "-H"]
+
+
+@dataclass
+class HostSnapshot:
+    sockstat: dict[str, dict[str, int]]
+    ss: parsers.SsSummary
+    memory: dict[str, Any] | None = None  # cgroup accounting, where the backend has it
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sockstat": self.sockstat, "ss": self.ss.to_dict(), "memory": self.memory}
+
+
+@dataclass
+class Snapshot:
+    name: str
+    time: float
+    slab: dict[str, parsers.SlabLine]
+    meminfo: dict[str, int]
+    hosts: dict[str, HostSnapshot] = field(default_factory=dict)
+    seconds: float = 0.0  # how long collecting took
+
+
+def read_text(runner: Runner | None, path: str) -> str:
+    if runner is None:
+        return Path(path).read_text()
+    return runner.run(["cat", path], timeout=30).stdout
+
+
+def read_slab_aliases(root: Path = Path("/sys/kernel/slab")) -> dict[str, list[str]]:
+    links: dict[str, str | None] = {}
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return {}
+    for entry in entries:
+        links[entry.name] = os.readlink(entry.path) if entry.is_symlink() else None
+    return parsers.slab_alias_groups(links)
+
+
+def _tee(lines: Iterable[str], path: Path) -> Iterator[str]:
+    with gzip.open(path, "wt", compresslevel=3) as fh:
+        for line in lines:
+            fh.write(line if line.endswith("\n") else line + "\n")
+            yield line
+
+
+def quick_summary(host: LabHost) -> parsers.SsSummary:
+    """State counts and queue sums only: cheap enough to poll while waiting."""
+    return parsers.summarize_ss(parsers.iter_ss(host.runner.stream(SS_QUICK)))
+
+
+def take(name: str, hosts: dict[str, LabHost], raw_dir: Path, kernel: Runner | None,
+         memory_of: Any = None) -> Snapshot:
+    """Collect one checkpoint's snapshot and save the raw text under raw_dir/name."""
+    start = time.monotonic()
+    out = raw_dir / name
+    out.mkdir(parents=True, exist_ok=False)
+    slab_text = read_text(kernel, "/proc/slabinfo")
+    mem_text = read_text(kernel, "/proc/meminfo")
+    snap = Snapshot(name, time.time(), parsers.parse_slabinfo(slab_text),
+                    parsers.parse_meminfo(mem_text))
+    for host in hosts.values():
+        sockstat_text = host.runner.run(["cat", "/proc/net/sockstat"]).stdout
+        lines = _tee(host.runner.stream(SS_ALL), out / f"{host.name}-ss.txt.gz")
+        summary = parsers.summarize_ss(parsers.iter_ss(lines))
+        memory = memory_of(host) if memory_of else None
+        snap.hosts[host.name] = HostSnapshot(parsers.parse_sockstat(sockstat_text), summary, memory)
+        (out / f"{host.name}-sockstat.txt").write_text(sockstat_text)
+    with gzip.open(out / "slabinfo.txt.gz", "wt") as fh:
+        fh.write(slab_text)
+    (out / "meminfo.txt").write_text(mem_text)
+    snap.seconds = time.monotonic() - start
+    return snap

@@ -1,0 +1,111 @@
+"""The terminal report, rendered from a saved result alone (tabulate)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tabulate import tabulate
+
+TOP_CACHES = 7
+
+
+def _n(value: float | int | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}"
+
+
+def header(result: dict[str, Any]) -> str:
+    meta = result["metadata"]
+    sc = result["scenario"]
+    status = "" if result.get("status") == "complete" else f" · INCOMPLETE: {result.get('error')}"
+    return (f"tcplab {meta.get('tool_version')} · {sc['name']} · profile {result['profile']['name']} · "
+            f"backend {meta.get('backend')} · kernel {meta['kernel']['release']} · "
+            f"N={sc['connections']:,} · BYTES={sc['bytes']:,}{status}")
+
+
+def measured(result: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in result.get("checkpoints", []) if "per_connection_bytes" in c]
+
+
+def top_caches(checkpoints: list[dict[str, Any]], limit: int = TOP_CACHES) -> list[str]:
+    weight: dict[str, float] = {}
+    for cp in checkpoints:
+        for row in cp["per_connection_bytes"]["by_cache"]:
+            if row["attributed"]:
+                weight[row["cache"]] = max(weight.get(row["cache"], 0), abs(row["bytes_per_connection"]))
+    return sorted(weight, key=lambda c: -weight[c])[:limit]
+
+
+def memory_table(result: dict[str, Any], fmt: str = "simple") -> str:
+    cps = measured(result)
+    caches = top_caches(cps)
+    rows = []
+    for cp in cps:
+        pcb = cp["per_connection_bytes"]
+        by = {r["cache"]: r for r in pcb["by_cache"]}
+        shown = [by[c]["bytes_per_connection"] if c in by and by[c]["attributed"] else 0
+                 for c in caches]
+        rest = pcb["total"] - sum(shown)
+        rows.append([cp["name"], *[_n(v) for v in shown], _n(rest), _n(pcb["total"]),
+                     _n(pcb["drift"]), _n(pcb.get("conntrack")), _n(pcb["meminfo_slab"])])
+    head = ["checkpoint", *[_short(c) for c in caches], "other", "total", "drift*", "conntrack*",
+            "Slab (meminfo)"]
+    return tabulate(rows, head, tablefmt=fmt, colalign=("left",) + ("right",) * (len(head) - 1))
+
+
+def _short(cache: str) -> str:
+    return {"sock_inode_cache": "sock_inode", "skbuff_head_cache": "skbuff"}.get(cache, cache)
+
+
+def buffers_table(result: dict[str, Any], fmt: str = "simple") -> str:
+    rows = []
+    for cp in measured(result):
+        for host, buf in cp["buffers"].items():
+            rows.append([cp["name"], host, _n(buf["sockets"]), _n(buf["rmem_alloc"]["median"]),
+                         _n(buf["wmem_queued"]["median"]), _n(buf["fwd_alloc"]["median"]),
+                         _n(buf["recv_q"]), _n(buf["send_q"]), _n(buf["sockstat_mem_pages"])])
+    head = ["checkpoint", "host", "sockets", "rmem_alloc", "wmem_queued", "fwd_alloc",
+            "Recv-Q total", "Send-Q total", "sockstat mem†"]
+    return tabulate(rows, head, tablefmt=fmt)
+
+
+def states_table(result: dict[str, Any], fmt: str = "simple") -> str:
+    rows = []
+    for cp in result.get("checkpoints", []):
+        for host, states in cp.get("states", {}).items():
+            text = ", ".join(f"{k} {v:,}" for k, v in sorted(states.items())) or "-"
+            rows.append([cp["name"], host, text])
+    return tabulate(rows, ["checkpoint", "host", "TCP states (ss)"], tablefmt=fmt)
+
+
+def merged_notes(result: dict[str, Any]) -> list[str]:
+    aliases = result["metadata"].get("slab_aliases") or {}
+    notes = []
+    for cache in top_caches(measured(result), limit=50):
+        if aliases.get(cache):
+            notes.append(f"{cache} also counts {', '.join(aliases[cache])} (SLUB merged caches)")
+    return notes
+
+
+def render(result: dict[str, Any], fmt: str = "simple") -> str:
+    parts = [header(result), ""]
+    if not measured(result):
+        parts.append("no checkpoint was measured")
+        return "\n".join(parts)
+    parts += ["Kernel memory per connection (client + server ends, one kernel), bytes",
+              memory_table(result, fmt),
+              "* not socket memory: drift = caches whose growth does not track the connection "
+              "count; conntrack = netfilter entries", ""]
+    parts += ["Socket buffers per host (median per socket from ss -m skmem; queues summed), bytes",
+              buffers_table(result, fmt),
+              "† pages charged to TCP in /proc/net/sockstat; machine-wide, not per host", ""]
+    parts += [states_table(result, fmt)]
+    notes = merged_notes(result)
+    if notes:
+        parts += ["", *notes]
+    est = result["metadata"].get("idle_pair_estimate")
+    if est:
+        parts += ["", f"Objects of one idle connection pair by live object sizes: "
+                      f"{est['total']:,} B"]
+    return "\n".join(parts)

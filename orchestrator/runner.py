@@ -1,0 +1,235 @@
+"""One shape for commands run on lab hosts, local (netns) or remote (SSH).
+
+Like invoke/fabric: every command gives a :class:`Result`; a failure raises
+:class:`CommandError` carrying the command, host, exit code and the tail of stderr.
+Long-running side scripts are driven through a :class:`LineChannel` (JSON lines on
+stdin/stdout), whatever the transport.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shlex
+import subprocess
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+from .errors import CommandError, RunError
+
+Command = Sequence[str] | str
+
+
+def render(cmd: Command) -> str:
+    return cmd if isinstance(cmd, str) else shlex.join(cmd)
+
+
+@dataclass(frozen=True)
+class Result:
+    command: str
+    host: str
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    def check(self) -> "Result":
+        if not self.ok:
+            raise CommandError(self)
+        return self
+
+    def __str__(self) -> str:
+        tail = " | ".join(self.stderr.strip().splitlines()[-3:]) or "(no stderr)"
+        return f"`{self.command}` on {self.host} exited {self.exit_code}: {tail}"
+
+
+class LineChannel(ABC):
+    """A running process spoken to in JSON lines."""
+
+    host: str
+
+    @abstractmethod
+    def send(self, obj: dict) -> None: ...
+
+    @abstractmethod
+    def receive(self, timeout: float) -> dict | None:
+        """The next JSON line, or None on timeout. Raises RunError when the process ended."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop the process (politely, then by force) and release the channel."""
+
+
+class Runner(ABC):
+    """Runs commands on one lab host."""
+
+    host: str
+
+    @abstractmethod
+    def run(self, cmd: Command, *, check: bool = True, timeout: float | None = 60,
+            stdin: str | None = None) -> Result: ...
+
+    @abstractmethod
+    def spawn(self, cmd: Command) -> LineChannel: ...
+
+    def stream(self, cmd: Command) -> Iterator[str]:
+        """Lines of a command's stdout as they come (default: run then split)."""
+        yield from self.run(cmd).stdout.splitlines()
+
+
+class _ReaderThread(threading.Thread):
+    """Feeds a queue with the lines of a file object; None marks the end."""
+
+    def __init__(self, fileobj: Any, sink: "queue.Queue[str | None]") -> None:
+        super().__init__(daemon=True)
+        self.fileobj = fileobj
+        self.sink = sink
+
+    def run(self) -> None:
+        try:
+            for line in iter(self.fileobj.readline, ""):
+                self.sink.put(line)
+        except (OSError, ValueError):
+            pass
+        finally:
+            self.sink.put(None)
+
+
+class QueueChannel(LineChannel):
+    """Shared JSON-lines logic over a queue of stdout lines."""
+
+    def __init__(self, host: str, command: str) -> None:
+        self.host = host
+        self.command = command
+        self.lines: "queue.Queue[str | None]" = queue.Queue()
+        self.ended = False
+
+    def stderr_tail(self) -> str:
+        return ""
+
+    def receive(self, timeout: float) -> dict | None:
+        if self.ended:
+            raise RunError(self._ended_message())
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if line is None:
+            self.ended = True
+            raise RunError(self._ended_message())
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            raise RunError(f"{self.host}: side script printed something that is not JSON: "
+                           f"{line.strip()[:200]}") from None
+
+    def _ended_message(self) -> str:
+        tail = self.stderr_tail().strip().splitlines()[-3:]
+        return (f"{self.host}: side process ended unexpectedly ({self.command[:80]}): "
+                f"{' | '.join(tail) or 'no stderr'}")
+
+
+class LocalChannel(QueueChannel):
+    def __init__(self, host: str, argv: list[str]) -> None:
+        super().__init__(host, shlex.join(argv))
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, bufsize=1, start_new_session=True,
+        )
+        self.pid = self.proc.pid
+        self._stderr: list[str] = []
+        _ReaderThread(self.proc.stdout, self.lines).start()
+        threading.Thread(target=self._drain_stderr, daemon=True).start()
+
+    def _drain_stderr(self) -> None:
+        for line in iter(self.proc.stderr.readline, ""):
+            self._stderr.append(line)
+            del self._stderr[:-50]
+
+    def stderr_tail(self) -> str:
+        time.sleep(0.05)
+        return "".join(self._stderr)
+
+    def send(self, obj: dict) -> None:
+        try:
+            self.proc.stdin.write(json.dumps(obj) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            raise RunError(self._ended_message()) from None
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(self.proc.pid, 9)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=10)
+
+
+class LocalRunner(Runner):
+    """Runs commands on this machine, optionally behind a prefix (``ip netns exec NS``)."""
+
+    def __init__(self, host: str, prefix: Sequence[str] = ()) -> None:
+        self.host = host
+        self.prefix = list(prefix)
+
+    def _argv(self, cmd: Command) -> list[str]:
+        argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+        return self.prefix + argv
+
+    def run(self, cmd: Command, *, check: bool = True, timeout: float | None = 60,
+            stdin: str | None = None) -> Result:
+        argv = self._argv(cmd)
+        try:
+            proc = subprocess.run(argv, input=stdin, capture_output=True, text=True,
+                                  timeout=timeout)
+            result = Result(render(cmd), self.host, proc.returncode, proc.stdout, proc.stderr)
+        except subprocess.TimeoutExpired as exc:
+            result = Result(render(cmd), self.host, 124, _text(exc.stdout),
+                            _text(exc.stderr) + f"\ntimed out after {timeout} s")
+        except FileNotFoundError as exc:
+            result = Result(render(cmd), self.host, 127, "", f"{exc.filename}: not found")
+        return result.check() if check else result
+
+    def spawn(self, cmd: Command) -> LocalChannel:
+        return LocalChannel(self.host, self._argv(cmd))
+
+    def stream(self, cmd: Command) -> Iterator[str]:
+        argv = self._argv(cmd)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            yield from proc.stdout
+        finally:
+            proc.stdout.close()
+            err = proc.stderr.read()
+            code = proc.wait()
+            if code != 0:
+                raise CommandError(Result(render(cmd), self.host, code, "", err))
+
+
+def _text(data: bytes | str | None) -> str:
+    if data is None:
+        return ""
+    return data.decode(errors="replace") if isinstance(data, bytes) else data
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

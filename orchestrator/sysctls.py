@@ -1,0 +1,133 @@
+"""Sysctl names and values: validation, normalisation, and per-namespace classification.
+
+Whether a sysctl is per network namespace or host-wide depends on the kernel version,
+so it is probed, not listed: a key that exists under ``/proc/sys/net`` inside a fresh
+network namespace is per-namespace; every other key is host-global.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import InputError, RunError
+from .yamlfile import key_path, show
+
+PROC_SYS = Path("/proc/sys")
+
+#: Keys whose values are a fixed number of integers, with an ordering rule.
+_TRIPLES = {
+    "net.ipv4.tcp_rmem": "min default max",
+    "net.ipv4.tcp_wmem": "min default max",
+    "net.ipv4.tcp_mem": "low pressure high",
+    "net.ipv4.udp_mem": "low pressure high",
+}
+_PAIRS = {"net.ipv4.ip_local_port_range": "low high"}
+
+
+def sysctl_path(name: str, root: Path = PROC_SYS) -> Path:
+    return root / name.replace(".", "/")
+
+
+def normalize_value(name: str, value: Any, where: str) -> str:
+    """Return the value as the kernel prints it (integers joined by one space).
+
+    ``where`` is the ``file: key`` prefix used in error messages.
+    """
+    label = f"{where}: {key_path('sysctls', name)}"
+    if isinstance(value, bool) or value is None or isinstance(value, (list, dict, float)):
+        raise InputError(f"{label}: expected an integer or a string of integers, got {show(value)}")
+    text = str(value).strip()
+    parts = text.split()
+    if name in _TRIPLES or name in _PAIRS:
+        shape = _TRIPLES.get(name) or _PAIRS[name]
+        count = len(shape.split())
+        words = {2: "two", 3: "three"}[count]
+        if len(parts) != count or not all(_is_int(p) for p in parts):
+            raise InputError(f'{label}: expected {words} integers "{shape}", got {show(value)}')
+        numbers = [int(p) for p in parts]
+        if numbers != sorted(numbers) or numbers[0] < 0:
+            order = " <= ".join(shape.split())
+            raise InputError(f"{label}: expected {order}, got {show(value)}")
+        if name in _PAIRS and not (1 <= numbers[0] and numbers[1] <= 65535):
+            raise InputError(f"{label}: expected ports between 1 and 65535, got {show(value)}")
+        return " ".join(parts)
+    if not parts or not all(_is_int(p) for p in parts):
+        raise InputError(f"{label}: expected an integer or integers, got {show(value)}")
+    return " ".join(parts)
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def check_exists(name: str, where: str, root: Path = PROC_SYS) -> None:
+    if not sysctl_path(name, root).is_file():
+        raise InputError(
+            f"{where}: {key_path('sysctls', name)}: this kernel ({os.uname().release}) has no "
+            f"such sysctl; check the spelling or remove it"
+        )
+
+
+@functools.lru_cache(maxsize=1)
+def namespace_defaults() -> dict[str, str]:
+    """Every sysctl of a fresh network namespace with its value (probed once).
+
+    The keys are the per-namespace sysctls; the values are what a new namespace
+    starts with (kernel defaults, not the host's values).
+    """
+    code = (
+        "import os\n"
+        "for d, _, fs in os.walk('/proc/sys/net'):\n"
+        "    for f in fs:\n"
+        "        p = os.path.join(d, f)\n"
+        "        try: v = ' '.join(open(p).read().split())\n"
+        "        except OSError: continue\n"
+        "        print(p[10:].replace('/', '.') + '=' + v)\n"
+    )
+    try:
+        out = subprocess.run(
+            ["unshare", "--net", "--", "python3", "-c", code],
+            capture_output=True, text=True, timeout=30, check=True,
+        )
+    except FileNotFoundError:
+        raise InputError("unshare (util-linux) is not installed: apt-get install util-linux") from None
+    except subprocess.CalledProcessError as exc:
+        raise RunError(
+            f"could not probe per-namespace sysctls with unshare --net: {exc.stderr.strip()[-200:]}; "
+            "tcplab needs root"
+        ) from None
+    return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+
+
+def classify(names: list[str]) -> dict[str, str]:
+    """Map each name to ``"namespace"`` or ``"host"``."""
+    per_ns = namespace_defaults()
+    return {name: ("namespace" if name in per_ns else "host") for name in names}
+
+
+def read_host(name: str) -> str:
+    return " ".join(sysctl_path(name).read_text().split())
+
+
+def write_host(name: str, value: str) -> None:
+    try:
+        sysctl_path(name).write_text(value + "\n")
+    except OSError as exc:
+        raise RunError(f"cannot set host sysctl {name}={value}: {exc.strerror}") from None
+
+
+def differs(live: Mapping[str, str], wanted: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """Keys whose live value is not the wanted one: {name: (wanted, live)}."""
+    return {
+        k: (v, live.get(k, "<missing>"))
+        for k, v in wanted.items()
+        if " ".join(str(live.get(k, "")).split()) != v
+    }

@@ -1,0 +1,75 @@
+"""What a run prints while it works: numbered phases, a progress bar on a terminal,
+plain log lines otherwise (CI logs, pipes)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import contextmanager
+from typing import Iterator, TextIO
+
+
+class UI:
+    def __init__(self, stream: TextIO | None = None, phases: int = 5, quiet: bool = False) -> None:
+        self.stream = stream or sys.stderr
+        self.phases = phases
+        self.phase_no = 0
+        self.quiet = quiet
+        self.tty = self.stream.isatty()
+
+    def line(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=self.stream, flush=True)
+
+    def phase(self, name: str, text: str) -> None:
+        self.phase_no += 1
+        self.line(f"[{self.phase_no}/{self.phases}] {name:<8} {text}")
+
+    def note(self, text: str) -> None:
+        self.line(f"      {text}")
+
+    @contextmanager
+    def progress(self, label: str, total: int) -> Iterator["Ticker"]:
+        ticker = Ticker(self, label, total)
+        try:
+            yield ticker
+        finally:
+            ticker.finish()
+
+
+class Ticker:
+    """Counts progress; a rich bar on a terminal, a log line every 25% otherwise."""
+
+    def __init__(self, ui: UI, label: str, total: int) -> None:
+        self.ui = ui
+        self.label = label
+        self.total = max(total, 1)
+        self.done = 0
+        self.start = time.monotonic()
+        self.next_log = 0.25
+        self.bar = None
+        if ui.tty and not ui.quiet:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn)
+
+            self.bar = Progress(TextColumn(f"      {label}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(label, total=self.total)
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        if self.bar is not None:
+            self.bar.update(self.task, completed=self.done)
+        elif self.done / self.total >= self.next_log and self.done < self.total:
+            self.ui.note(f"{self.label} {self.done:,}/{self.total:,}")
+            self.next_log += 0.25
+
+    @property
+    def rate(self) -> float:
+        return self.done / max(time.monotonic() - self.start, 1e-9)
+
+    def finish(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None

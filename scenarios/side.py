@@ -1,0 +1,370 @@
+#!/usr/bin/env python3
+"""tcplab side script: holds one side (server or client) of the lab's connections.
+
+Runs on a lab host with nothing but python3 (standard library only). It is driven
+by the orchestrator over stdin/stdout, one JSON object per line:
+
+    stdin, first line: {"role": "server"|"client", "address": ..., "peer": ...,
+                        "shards": [[port, count], ...], "stall": seconds}
+    then operations:   {"op": "prepare"} {"op": "connect"} {"op": "send", "bytes": B}
+                       {"op": "read", "bytes": B} {"op": "close"} {"op": "exit"}
+    stdout:            {"hello": {...}} once, then for each operation any number of
+                       {"progress": done, "op": ...} and one {"ok": true|false, ...}
+
+Connections are sharded over forked worker processes, each below the per-process
+file descriptor limit, so one side can hold more sockets than one process may.
+A worker exits when its parent goes away; the side exits when stdin closes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+import resource
+
+PROGRESS_EVERY = 2000
+FD_MARGIN = 64  # descriptors a worker keeps for itself (pipes, stdio, listeners)
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL us when our parent dies (Linux prctl PR_SET_PDEATHSIG)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def raise_nofile() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def family_of(address: str) -> int:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def split_shards(shards: list, cap: int) -> list:
+    """Split [[port, count], ...] into per-worker lists, each totalling at most cap."""
+    workers, current, room = [], [], cap
+    for port, count in shards:
+        while count > 0:
+            take = min(count, room)
+            current.append([port, take])
+            count -= take
+            room -= take
+            if room == 0:
+                workers.append(current)
+                current, room = [], cap
+    if current:
+        workers.append(current)
+    return workers
+
+
+class Worker:
+    """One process holding a share of the connections."""
+
+    def __init__(self, cfg: dict, share: list, listeners: dict, chan: socket.socket) -> None:
+        self.cfg = cfg
+        self.share = share
+        self.listeners = listeners
+        self.chan = chan
+        self.out = chan.makefile("w", buffering=1)
+        self.socks: list = []
+        self.pending: dict = {}  # socket -> bytes still to write
+        self.flusher: threading.Thread | None = None
+        self.stall = float(cfg.get("stall", 30))
+
+    def emit(self, obj: dict) -> None:
+        self.out.write(json.dumps(obj) + "\n")
+        self.out.flush()
+
+    def serve(self) -> None:
+        for line in self.chan.makefile("r"):
+            msg = json.loads(line)
+            op = msg["op"]
+            if op == "exit":
+                break
+            try:
+                reply = getattr(self, "op_" + op)(msg)
+                self.emit({"ok": True, "op": op, **reply})
+            except Exception as exc:  # reported to the orchestrator, which aborts the run
+                self.emit({"ok": False, "op": op, "error": describe(exc)})
+
+    def progress(self, op: str, done: int) -> None:
+        if done % PROGRESS_EVERY == 0:
+            self.emit({"progress": PROGRESS_EVERY, "op": op})
+
+    def op_connect(self, msg: dict) -> dict:
+        if self.cfg["role"] == "server":
+            return self._accept()
+        peer = self.cfg["peer"]
+        fam = family_of(peer)
+        src = self.cfg.get("address")
+        done = 0
+        for port, count in self.share:
+            for _ in range(count):
+                s = socket.socket(fam, socket.SOCK_STREAM)
+                s.settimeout(self.stall)
+                try:
+                    s.connect((peer, port))
+                except OSError as exc:
+                    s.close()
+                    raise OSError(exc.errno, f"connect to {peer}:{port} from {src} "
+                                  f"(after {done} connections): {exc.strerror or exc}") from None
+                s.settimeout(None)
+                self.socks.append(s)
+                done += 1
+                self.progress("connect", done)
+        self.emit({"progress": done % PROGRESS_EVERY, "op": "connect"})
+        return {"connections": done}
+
+    def _accept(self) -> dict:
+        done = 0
+        for port, count in self.share:
+            lsock = self.listeners[port]
+            for _ in range(count):
+                try:
+                    conn, _ = lsock.accept()
+                except socket.timeout:
+                    raise TimeoutError(
+                        f"no connection arrived on port {port} for {self.stall:.0f} s "
+                        f"(after {done} accepted)") from None
+                conn.settimeout(None)
+                self.socks.append(conn)
+                done += 1
+                self.progress("connect", done)
+        self.emit({"progress": done % PROGRESS_EVERY, "op": "connect"})
+        return {"connections": done}
+
+    def op_send(self, msg: dict) -> dict:
+        nbytes = int(msg["bytes"])
+        payload = b"x" * nbytes
+        for s in self.socks:
+            s.setblocking(False)
+            self.pending[s] = self.pending.get(s, b"") + payload
+        self._flush(deadline_idle=0.5)
+        left = sum(len(v) for v in self.pending.values())
+        if left and (self.flusher is None or not self.flusher.is_alive()):
+            # The kernel's send buffers are full: keep writing as room opens (the peer reads).
+            self.flusher = threading.Thread(target=self._flush, args=(None,), daemon=True)
+            self.flusher.start()
+        return {"written": nbytes * len(self.socks) - left, "pending": left}
+
+    def _flush(self, deadline_idle: float | None) -> None:
+        poller = select.poll()
+        fds = {}
+        for s in list(self.pending):
+            fds[s.fileno()] = s
+            poller.register(s, select.POLLOUT)
+        last = time.monotonic()
+        while self.pending:
+            timeout_ms = 100 if deadline_idle is not None else 1000
+            events = poller.poll(timeout_ms)
+            progressed = False
+            for fd, _ in events:
+                s = fds.get(fd)
+                data = self.pending.get(s)
+                if data is None:
+                    continue
+                try:
+                    sent = s.send(data)
+                except BlockingIOError:
+                    continue
+                progressed = progressed or sent > 0
+                if sent == len(data):
+                    del self.pending[s]
+                    poller.unregister(fd)
+                else:
+                    self.pending[s] = data[sent:]
+            if progressed:
+                last = time.monotonic()
+            elif deadline_idle is not None and time.monotonic() - last > deadline_idle:
+                return
+
+    def op_read(self, msg: dict) -> dict:
+        want = int(msg["bytes"])
+        remaining = {}
+        poller = select.poll()
+        for s in self.socks:
+            s.setblocking(False)
+            remaining[s.fileno()] = [s, want]
+            poller.register(s, select.POLLIN)
+        total = 0
+        last = time.monotonic()
+        while remaining:
+            events = poller.poll(200)
+            for fd, _ in events:
+                entry = remaining.get(fd)
+                if entry is None:
+                    continue
+                try:
+                    data = entry[0].recv(min(entry[1], 1 << 20))
+                except BlockingIOError:
+                    continue
+                if not data:
+                    raise ConnectionError(f"peer closed a connection with {entry[1]} bytes unread")
+                entry[1] -= len(data)
+                total += len(data)
+                last = time.monotonic()
+                if entry[1] == 0:
+                    del remaining[fd]
+                    poller.unregister(fd)
+            if time.monotonic() - last > self.stall:
+                raise TimeoutError(f"{len(remaining)} connections delivered no data for "
+                                   f"{self.stall:.0f} s (read {total} bytes)")
+        return {"read": total}
+
+    def op_close(self, msg: dict) -> dict:
+        count = len(self.socks)
+        self.pending.clear()
+        for s in self.socks:
+            s.close()
+        self.socks = []
+        return {"closed": count}
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno == errno.EMFILE:
+        return f"{exc} (file descriptor limit reached; lower the per-worker share)"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Side:
+    """The side's main process: owns listeners, forks workers, relays operations."""
+
+    def __init__(self, cfg: dict) -> None:
+        self.cfg = cfg
+        self.workers: list = []  # (pid, chan, reader)
+        self.listeners: dict = {}
+
+    def emit(self, obj: dict) -> None:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    def prepare(self) -> dict:
+        hard = raise_nofile()
+        cap = int(self.cfg.get("per_worker") or 0) or (hard - FD_MARGIN)
+        cap = max(1, min(cap, hard - FD_MARGIN))
+        shares = split_shards(self.cfg["shards"], cap)
+        if self.cfg["role"] == "server":
+            backlog = int(open("/proc/sys/net/core/somaxconn").read())
+            addr = self.cfg["address"]
+            for port, _ in self.cfg["shards"]:
+                lsock = socket.socket(family_of(addr), socket.SOCK_STREAM)
+                lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                lsock.bind((addr, port))
+                lsock.listen(backlog)
+                lsock.settimeout(float(self.cfg.get("stall", 30)))
+                self.listeners[port] = lsock
+        for share in shares:
+            parent, child = socket.socketpair()
+            pid = os.fork()
+            if pid == 0:
+                parent.close()
+                die_with_parent()
+                code = 0
+                try:
+                    Worker(self.cfg, share, self.listeners, child).serve()
+                except BaseException:
+                    code = 1
+                os._exit(code)
+            child.close()
+            self.workers.append((pid, parent, None))
+        return {"workers": len(self.workers), "per_worker": cap, "nofile": hard,
+                "pids": [w[0] for w in self.workers]}
+
+    def relay(self, msg: dict) -> dict:
+        op = msg["op"]
+        for _, chan, _ in self.workers:
+            chan.sendall((json.dumps(msg) + "\n").encode())
+        replies, errors = [], []
+        waiting = {w[1].fileno(): w for w in self.workers}
+        buffers = {fd: b"" for fd in waiting}
+        while waiting:
+            ready, _, _ = select.select(list(waiting), [], [])
+            for fd in ready:
+                pid, chan, _ = waiting[fd]
+                data = chan.recv(65536)
+                if not data:
+                    errors.append(f"worker {pid} died during {op}")
+                    del waiting[fd]
+                    continue
+                buffers[fd] += data
+                *lines, buffers[fd] = buffers[fd].split(b"\n")
+                for line in lines:
+                    reply = json.loads(line)
+                    if "progress" in reply:
+                        self.emit(reply)
+                    elif reply.get("ok"):
+                        replies.append(reply)
+                        del waiting[fd]
+                    else:
+                        errors.append(f"worker {pid}: {reply['error']}")
+                        del waiting[fd]
+        if errors:
+            return {"ok": False, "op": op, "error": "; ".join(errors[:3])}
+        merged: dict = {"ok": True, "op": op}
+        for reply in replies:
+            for key, value in reply.items():
+                if isinstance(value, int) and not isinstance(value, bool):
+                    merged[key] = merged.get(key, 0) + value
+        return merged
+
+    def shutdown(self) -> None:
+        for pid, chan, _ in self.workers:
+            try:
+                chan.sendall(b'{"op": "exit"}\n')
+            except OSError:
+                pass
+        for pid, _, _ in self.workers:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        self.workers = []
+
+    def run(self) -> None:
+        for line in sys.stdin:
+            msg = json.loads(line)
+            op = msg.get("op")
+            if op == "exit":
+                break
+            try:
+                reply = {"ok": True, "op": op, **self.prepare()} if op == "prepare" \
+                    else self.relay(msg)
+            except Exception as exc:
+                reply = {"ok": False, "op": op, "error": describe(exc)}
+            self.emit(reply)
+        self.shutdown()
+
+
+def main() -> int:
+    die_with_parent()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    first = sys.stdin.readline()
+    if not first:
+        return 1
+    cfg = json.loads(first)
+    side = Side(cfg)
+    side.emit({"hello": {"pid": os.getpid(), "role": cfg["role"], "kernel": os.uname().release,
+                         "python": sys.version.split()[0]}})
+    try:
+        side.run()
+    finally:
+        side.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
