@@ -121,6 +121,7 @@ class LabRun:
         self.checkpoints: list[dict[str, Any]] = []
         self.aliases: dict[str, list[str]] = {}
         self.events: dict[str, Any] = {}
+        self.sampler: probes.Sampler | None = None
         self.app_pending = False
         self.unread = {"server": 0, "client": 0}  # bytes per connection sent, not yet read
 
@@ -190,6 +191,12 @@ class LabRun:
                           "shards": plan.shards, "stall": plan.options.stall,
                           "per_worker": plan.options.per_worker})
         self.sides = Sides(channels, self.hosts, plan.options.stall)
+        paths = {}
+        for role, channel in channels.items():
+            pid = self.backend.netns_pid(self.by_role[role], channel)
+            if pid:
+                paths[self.by_role[role].name] = Path(f"/proc/{pid}/net/sockstat")
+        self.sampler = probes.Sampler(paths).start()
         for role in ("server", "client"):
             hello = channels[role].receive(timeout=plan.options.stall)
             if not hello or "hello" not in hello:
@@ -261,6 +268,8 @@ class LabRun:
                                f"{self.plan.options.stall:.0f} s: {'; '.join(problems[:4])}")
             time.sleep(0.1)
         assert self.run_dir is not None and self.backend is not None
+        if self.sampler:
+            self.sampler.mark(step.name)
         memory_of = getattr(self.backend, "per_host_memory", None)
         snap = probes.take(step.name, self.hosts, self.run_dir / "raw",
                            self.backend.kernel_runner(), memory_of)
@@ -319,6 +328,7 @@ class LabRun:
                 "idle_pair_estimate": analysis.idle_pair_estimate(first) if first else None,
             },
             "ramp": self.events.get("ramp"),
+            "timeline": self.sampler.stop() if self.sampler else None,
             "checkpoints": self.checkpoints,
         }
         write_json_atomic(self.run_dir / "result.json", result)

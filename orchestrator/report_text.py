@@ -29,12 +29,18 @@ def measured(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def top_caches(checkpoints: list[dict[str, Any]], limit: int = TOP_CACHES) -> list[str]:
+    """The biggest attributed caches, making sure each checkpoint's top three appear."""
     weight: dict[str, float] = {}
+    must: list[str] = []
     for cp in checkpoints:
-        for row in cp["per_connection_bytes"]["by_cache"]:
-            if row["attributed"]:
-                weight[row["cache"]] = max(weight.get(row["cache"], 0), abs(row["bytes_per_connection"]))
-    return sorted(weight, key=lambda c: -weight[c])[:limit]
+        rows = [r for r in cp["per_connection_bytes"]["by_cache"] if r["attributed"]]
+        rows.sort(key=lambda r: -abs(r["bytes_per_connection"]))
+        must += [r["cache"] for r in rows[:3] if r["cache"] not in must]
+        for row in rows:
+            weight[row["cache"]] = max(weight.get(row["cache"], 0), abs(row["bytes_per_connection"]))
+    rest = [c for c in sorted(weight, key=lambda c: -weight[c]) if c not in must]
+    chosen = (must + rest)[:max(limit, len(must))]
+    return sorted(chosen, key=lambda c: -weight[c])
 
 
 def memory_table(result: dict[str, Any], fmt: str = "simple") -> str:
@@ -48,9 +54,10 @@ def memory_table(result: dict[str, Any], fmt: str = "simple") -> str:
                  for c in caches]
         rest = pcb["total"] - sum(shown)
         rows.append([cp["name"], *[_n(v) for v in shown], _n(rest), _n(pcb["total"]),
+                     _n(pcb.get("tcp_mem_charged")),
                      _n(pcb["drift"]), _n(pcb.get("conntrack")), _n(pcb["meminfo_slab"])])
-    head = ["checkpoint", *[_short(c) for c in caches], "other", "total", "drift*", "conntrack*",
-            "Slab (meminfo)"]
+    head = ["checkpoint", *[_short(c) for c in caches], "other", "total", "TCP mem charged†",
+            "drift*", "conntrack*", "Slab (meminfo)"]
     return tabulate(rows, head, tablefmt=fmt, colalign=("left",) + ("right",) * (len(head) - 1))
 
 
@@ -96,10 +103,12 @@ def render(result: dict[str, Any], fmt: str = "simple") -> str:
     parts += ["Kernel memory per connection (client + server ends, one kernel), bytes",
               memory_table(result, fmt),
               "* not socket memory: drift = caches whose growth does not track the connection "
-              "count; conntrack = netfilter entries", ""]
+              "count; conntrack = netfilter entries",
+              "† sockstat TCP mem delta: pages charged for socket buffers (skb data lives in "
+              "pages, not slab; overlaps the skb heads above)", ""]
     parts += ["Socket buffers per host (median per socket from ss -m skmem; queues summed), bytes",
               buffers_table(result, fmt),
-              "† pages charged to TCP in /proc/net/sockstat; machine-wide, not per host", ""]
+              "† pages charged to TCP in /proc/net/sockstat: machine-wide, not per host", ""]
     parts += [states_table(result, fmt)]
     notes = merged_notes(result)
     if notes:

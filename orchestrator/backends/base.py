@@ -101,6 +101,13 @@ class Backend(ABC):
             raise RunError(f"{host.name}: sysctls did not take: {detail}")
         return values
 
+    def netns_pid(self, host: LabHost, side: LineChannel) -> int | None:
+        """A pid on this machine inside the host's network namespace (None: not local).
+
+        Lets the timeline sampler read /proc/<pid>/net/sockstat without spawning anything.
+        """
+        return getattr(side, "pid", None)
+
     def kernel_runner(self) -> Runner | None:
         """A runner on the measured kernel (None: the local machine's kernel)."""
         return None
