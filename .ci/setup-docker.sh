@@ -9,8 +9,9 @@ set -euo pipefail
 
 WAIT_SECONDS="${TCPLAB_DOCKER_WAIT:-60}"
 DOCKERD_LOG="${TCPLAB_DOCKERD_LOG:-/var/log/dockerd.log}"
+DOCKERD_PID=""
 
-# package name -> whether to pass --no-install-recommends
+# Installed with --no-install-recommends: nothing more is needed from them.
 PACKAGES_NO_RECOMMENDS=(debootstrap openssh-server openssh-client iproute2 procps chromium)
 # docker.io with its recommends (iptables, etc.) is what the daemon needs.
 PACKAGES_WITH_RECOMMENDS=(docker.io)
@@ -67,14 +68,23 @@ start_dockerd() {
     # setsid + nohup: detach from this shell and its (absent) terminal so the daemon
     # survives the end of the script.
     setsid nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
+    DOCKERD_PID=$!
+}
+
+show_log_tail() {
+    echo "---- last lines of $DOCKERD_LOG ----" >&2
+    tail -n 30 "$DOCKERD_LOG" >&2 || true
 }
 
 wait_for_daemon() {
     local waited=0
     until daemon_answers; do
+        if [ -n "${DOCKERD_PID:-}" ] && ! kill -0 "$DOCKERD_PID" 2>/dev/null; then
+            show_log_tail
+            die "dockerd exited right after start; see $DOCKERD_LOG"
+        fi
         if [ "$waited" -ge "$WAIT_SECONDS" ]; then
-            echo "---- last lines of $DOCKERD_LOG ----" >&2
-            tail -n 30 "$DOCKERD_LOG" >&2 || true
+            show_log_tail
             die "docker daemon did not answer within ${WAIT_SECONDS} s; see $DOCKERD_LOG"
         fi
         sleep 1

@@ -120,6 +120,10 @@ def checkpoint(base: Snapshot, snap: Snapshot, connections: int,
         "states": {h: dict(s.ss.states) for h, s in snap.hosts.items()},
         "per_connection_bytes": {
             "total": round(socket_bytes / n, 1),
+            # objects x objsize: no slab overhead, but no page-granularity noise either
+            # (at small N new objects land in partly free slabs that are already counted).
+            "objects_total": round(sum(r["objects"] * r["objsize"] for r in rows
+                                       if r["category"] == "socket") / n, 1),
             "by_cache": rows,
             "conntrack": round(sum(r["bytes"] for r in rows if r["category"] == "conntrack") / n, 1),
             "drift": round(sum(r["bytes"] for r in rows if r["category"] == "drift") / n, 1),

@@ -55,6 +55,8 @@ REGISTRY_ANSWER_TIMEOUT_S = 20.0
 REGISTRY_PULL_TIMEOUT_S = 600.0
 #: Where the debootstrap root filesystem is made (needs about 300 MB).
 DEBOOTSTRAP_PARENT = Path("/var/tmp")
+#: debootstrap's output of the last offline build, kept for diagnosis.
+DEBOOTSTRAP_LOG = DEBOOTSTRAP_PARENT / "tcplab-debootstrap.log"
 #: Paths left out of the imported base: the daemon provides /proc, /sys and /dev;
 #: apt caches, docs, translations and host keys (made per container) are not needed.
 BASE_TAR_EXCLUDES = (
@@ -415,6 +417,8 @@ def _ensure_debootstrap_base(
 
 
 def _run_debootstrap(rootfs: Path, mirror: str, packages: list[str]) -> None:
+    """Run debootstrap; its output goes to DEBOOTSTRAP_LOG, which outlives the
+    (always removed) target directory."""
     cmd = [
         "debootstrap",
         "--variant=minbase",
@@ -423,23 +427,23 @@ def _run_debootstrap(rootfs: Path, mirror: str, packages: list[str]) -> None:
         str(rootfs),
         mirror,
     ]
-    proc = subprocess.run(
-        cmd,
-        check=False,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-    )
+    with open(DEBOOTSTRAP_LOG, "w") as out:
+        proc = subprocess.run(
+            cmd,
+            check=False,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
     if proc.returncode != 0:
-        tail = [line for line in proc.stdout.splitlines() if line.strip()][-1:] or ["no output"]
-        log_hint = rootfs / "debootstrap" / "debootstrap.log"
+        lines = DEBOOTSTRAP_LOG.read_text(errors="replace").splitlines()
+        errors = [line for line in lines if line.startswith(("E:", "W:"))]
+        last = (errors or [line for line in lines if line.strip()] or ["no output"])[-1]
         raise RunError(
             f"debootstrap of {DEBIAN_SUITE} from {mirror} failed (exit {proc.returncode}): "
-            f"{_short(tail[0])}; check the mirror is reachable "
-            f"(apt-get update) and see {log_hint} when it fails again"
+            f"{_short(last)}; check that apt reaches the mirror (apt-get update), "
+            f"full output in {DEBOOTSTRAP_LOG}"
         )
 
 

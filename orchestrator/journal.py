@@ -203,10 +203,15 @@ class HostLock:
         self.run_id = run_id
         self.fd: int | None = None
 
+    @staticmethod
+    def path() -> Path:
+        """Machine-wide on purpose (not under the state dir): slab counters are."""
+        return Path(os.environ.get("TCPLAB_LOCK", "/run/lock/tcplab.lock"))
+
     def acquire(self) -> None:
-        root = state_root()
-        root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(root / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        path = self.path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -270,6 +270,7 @@ class LabRun:
         assert self.run_dir is not None and self.backend is not None
         if self.sampler:
             self.sampler.mark(step.name)
+        probes.settle(n, self.backend.kernel_runner())
         memory_of = getattr(self.backend, "per_host_memory", None)
         snap = probes.take(step.name, self.hosts, self.run_dir / "raw",
                            self.backend.kernel_runner(), memory_of)

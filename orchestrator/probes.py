@@ -71,6 +71,34 @@ def quick_summary(host: LabHost) -> parsers.SsSummary:
     return parsers.summarize_ss(parsers.iter_ss(host.runner.stream(SS_QUICK)))
 
 
+SETTLE_CACHES = ("TCP", "TCPv6", "sock_inode_cache", "filp", "dentry", "tw_sock_TCP",
+                 "tw_sock_TCPv6", "request_sock_TCP", "skbuff_head_cache", "skbuff_small_head")
+
+
+def settle(connections: int, kernel: Runner | None, timeout: float = 3.0,
+           interval: float = 0.1) -> float:
+    """Wait until the socket caches stop moving; returns the seconds waited.
+
+    Sockets, inodes and files are freed through RCU after close, a grace period later:
+    a snapshot taken the moment the states are reached would still count them.
+    """
+    start = time.monotonic()
+    tolerance = max(2, connections // 500)
+
+    def counts() -> dict[str, int]:
+        slab = parsers.parse_slabinfo(read_text(kernel, "/proc/slabinfo"))
+        return {c: slab[c].active_objs for c in SETTLE_CACHES if c in slab}
+
+    before = counts()
+    while time.monotonic() - start < timeout:
+        time.sleep(interval)
+        now = counts()
+        if all(abs(now.get(c, 0) - before.get(c, 0)) <= tolerance for c in set(now) | set(before)):
+            break
+        before = now
+    return time.monotonic() - start
+
+
 def take(name: str, hosts: dict[str, LabHost], raw_dir: Path, kernel: Runner | None,
          memory_of: Any = None) -> Snapshot:
     """Collect one checkpoint's snapshot and save the raw text under raw_dir/name."""

@@ -10,7 +10,6 @@ import hashlib
 import ipaddress
 import os
 import subprocess
-from pathlib import Path
 from typing import Callable, Mapping
 
 from ..errors import InputError, RunError
@@ -71,12 +70,9 @@ class NetnsBackend(Backend):
         return dict(LOCAL_HANDLERS)
 
     def side_command(self, host: LabHost) -> list[str]:
-        return ["python3", str(self.root / "scenarios" / "side.py")]
+        # The run id on the command line names the processes of this run (ps, tests).
+        return ["python3", str(self.root / "scenarios" / "side.py"), "--run", self.run_id]
 
     def metadata(self) -> dict:
         return {"backend": self.name, "image": None,
                 "namespaces": {h.name: h.info["netns"] for h in self.hosts.values()}}
-
-
-def side_script(root: Path) -> Path:
-    return root / "scenarios" / "side.py"

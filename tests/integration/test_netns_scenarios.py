@@ -1,0 +1,172 @@
+"""Every scenario for real on network namespaces, at small N, asserting the article's facts.
+
+Needs root (namespaces, /proc/slabinfo). Each test checks that the run left no
+namespace, link or process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.backends.netns import short_id
+
+ROOT = Path(__file__).resolve().parents[2]
+N = 1000
+
+pytestmark = [pytest.mark.root, pytest.mark.skipif(
+    os.geteuid() != 0 and not os.environ.get("CI"), reason="needs root for network namespaces")]
+
+
+def tcplab(*args: str, results: Path, state: Path, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TCPLAB_STATE_DIR": str(state)}
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args, "--results", str(results)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, **kw)
+
+
+def run_ok(scenario: str, tmp_path: Path, *extra: str) -> dict:
+    results = tmp_path / "results"
+    proc = tcplab("run", "--scenario", scenario, "-n", str(N), "--backend", "netns", *extra,
+                  results=results, state=tmp_path / "state")
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = list(results.iterdir())
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "complete"
+    assert_clean(run_dir.name, tmp_path / "state")
+    return result
+
+
+def assert_clean(run_id: str, state: Path) -> None:
+    sid = short_id(run_id)
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"tcplab-{sid}-" not in namespaces
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert f"tl{sid}" not in links
+    procs = subprocess.run(["pgrep", "-f", f"side.py --run {run_id}"], capture_output=True,
+                           text=True)
+    assert procs.stdout.strip() == "", f"side processes left: {procs.stdout}"
+    runs = state / "runs"
+    assert not runs.exists() or not list(runs.iterdir())
+
+
+def checkpoint(result: dict, name: str) -> dict:
+    return next(c for c in result["checkpoints"] if c["name"] == name)
+
+
+def cache(cp: dict, name: str) -> dict:
+    rows = {r["cache"]: r for r in cp["per_connection_bytes"]["by_cache"]}
+    return rows.get(name, {"objects_per_connection": 0.0, "bytes_per_connection": 0.0,
+                           "attributed": False})
+
+
+def test_idle_matches_object_sizes(tmp_path: Path) -> None:
+    result = run_ok("idle", tmp_path)
+    cp = checkpoint(result, "established")
+    expected = result["metadata"]["idle_pair_estimate"]["total"]
+    # At N=1,000 slab pages are too coarse (new objects fill partly free slabs): compare the
+    # object bytes here; the page-based total is checked at N=10,000 by the benchmark.
+    total = cp["per_connection_bytes"]["objects_total"]
+    assert abs(total - expected) / expected < 0.10, (total, expected)
+    assert 1.9 <= cache(cp, "TCP")["objects_per_connection"] <= 2.1
+    assert cp["states"] == {"server": {"ESTAB": N}, "client": {"ESTAB": N}}
+    for host in ("server", "client"):
+        buf = cp["buffers"][host]
+        assert buf["rmem_alloc"]["sum"] == 0 and buf["wmem_queued"]["sum"] == 0
+    # the lab widened the client's port range in its own namespace and recorded it
+    client = result["metadata"]["hosts"]["client"]
+    assert client["net_sysctls"]["net.ipv4.ip_local_port_range"] == "1024 65535"
+
+
+def test_c2s_receive_buffer_below_rmem_min(tmp_path: Path) -> None:
+    result = run_ok("c2s", tmp_path)
+    rmem_min = int(result["metadata"]["hosts"]["server"]["net_sysctls"]["net.ipv4.tcp_rmem"].split()[0])
+    unread = checkpoint(result, "unread")["buffers"]["server"]
+    read = checkpoint(result, "read")["buffers"]["server"]
+    assert unread["recv_q"] == 13 * N
+    assert 0 < unread["rmem_alloc"]["median"] < rmem_min
+    assert read["rmem_alloc"]["sum"] == 0 and read["recv_q"] == 0
+
+
+def test_s2c_64k_sender_released_receiver_holds(tmp_path: Path) -> None:
+    result = run_ok("s2c", tmp_path, "--bytes", "65536")
+    unread = checkpoint(result, "unread")["buffers"]
+    assert unread["server"]["wmem_queued"]["sum"] == 0  # acknowledged: released
+    assert unread["server"]["send_q"] == 0
+    assert unread["client"]["recv_q"] == 65536 * N  # the receiver holds it all
+    assert unread["client"]["rmem_alloc"]["median"] >= 65536
+    read = checkpoint(result, "read")["buffers"]["client"]
+    assert read["recv_q"] == 0 and read["rmem_alloc"]["sum"] == 0
+
+
+def test_timewait_sheds_socket_objects(tmp_path: Path) -> None:
+    result = run_ok("timewait", tmp_path)
+    est = checkpoint(result, "established")
+    fin = checkpoint(result, "fin_wait2")
+    tw = checkpoint(result, "time_wait")
+    assert fin["states"] == {"server": {"CLOSE-WAIT": N}, "client": {"FIN-WAIT-2": N}}
+    assert tw["states"]["client"] == {"TIME-WAIT": N}
+    # Objects, not pages: freed objects leave empty slabs the allocator keeps for a while.
+    # dentry gets more room: the dcache frees lazily and /proc scanners add their own.
+    for name, room in (("sock_inode_cache", 0.1), ("filp", 0.1), ("TCP", 0.1), ("dentry", 0.25)):
+        before = cache(est, name)["objects_per_connection"]
+        assert before >= 1.7, (name, before)
+        assert abs(cache(tw, name)["objects_per_connection"]) < room * before, name
+    assert 0.9 <= cache(tw, "tw_sock_TCP")["objects_per_connection"] <= 1.1
+    assert tw["per_connection_bytes"]["objects_total"] < 0.15 * est["per_connection_bytes"]["objects_total"]
+
+
+def test_sigint_during_ramp_cleans_up(tmp_path: Path) -> None:
+    results, state = tmp_path / "results", tmp_path / "state"
+    env = {**os.environ, "TCPLAB_STATE_DIR": str(state)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "run", "--scenario", "idle", "-n", "40000",
+         "--backend", "netns", "--results", str(results)],
+        cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if "ramp" in line:
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGINT)
+            break
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert "interrupted" in err
+    (run_dir,) = list(results.iterdir())
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "incomplete"
+    assert_clean(run_dir.name, state)
+
+
+def test_wipe_after_sigkill(tmp_path: Path) -> None:
+    results, state = tmp_path / "results", tmp_path / "state"
+    env = {**os.environ, "TCPLAB_STATE_DIR": str(state)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "run", "--scenario", "idle", "-n", "40000",
+         "--backend", "netns", "--results", str(results)],
+        cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        start_new_session=True)
+    for line in proc.stderr:
+        if "ramp" in line:
+            proc.kill()
+            break
+    proc.wait(timeout=30)
+    (run_dir,) = list(results.iterdir())
+    sid = short_id(run_dir.name)
+    # the next command notices the stale run and points at wipe
+    again = tcplab("run", "--scenario", "idle", "-n", "10", "--backend", "netns",
+                   results=tmp_path / "other", state=state)
+    assert again.returncode == 2 and "tcplab wipe" in again.stderr
+    wiped = subprocess.run([sys.executable, "-m", "orchestrator.cli", "wipe"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert wiped.returncode == 0, wiped.stderr
+    assert run_dir.name in wiped.stdout
+    time.sleep(0.5)
+    assert f"tcplab-{sid}-" not in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                                  text=True).stdout
+    assert_clean(run_dir.name, state)
