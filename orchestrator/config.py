@@ -76,8 +76,8 @@ def _sysctl_map(doc: Doc, key: str = "sysctls") -> dict[str, str]:
     for name, value in raw.data.items():
         if not isinstance(name, str) or name.count(".") < 1:
             raise raw.fail(str(name), "a sysctl name like net.ipv4.tcp_rmem")
-        sysctls.check_exists(name, str(doc.file))
-        out[name] = sysctls.normalize_value(name, value, str(doc.file))
+        sysctls.check_exists(name, str(doc.file), prefix=doc.prefix)
+        out[name] = sysctls.normalize_value(name, value, str(doc.file), doc.prefix)
     return out
 
 

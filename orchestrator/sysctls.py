@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any, Mapping
@@ -32,12 +33,13 @@ def sysctl_path(name: str, root: Path = PROC_SYS) -> Path:
     return root / name.replace(".", "/")
 
 
-def normalize_value(name: str, value: Any, where: str) -> str:
+def normalize_value(name: str, value: Any, where: str, prefix: tuple[str, ...] = ()) -> str:
     """Return the value as the kernel prints it (integers joined by one space).
 
-    ``where`` is the ``file: key`` prefix used in error messages.
+    ``where`` is the file named in error messages, ``prefix`` the keys above ``sysctls``
+    (``("hosts", "client")`` in a lab file).
     """
-    label = f"{where}: {key_path('sysctls', name)}"
+    label = f"{where}: {key_path(*prefix, 'sysctls', name)}"
     if isinstance(value, bool) or value is None or isinstance(value, (list, dict, float)):
         raise InputError(f"{label}: expected an integer or a string of integers, got {show(value)}")
     text = str(value).strip()
@@ -54,25 +56,26 @@ def normalize_value(name: str, value: Any, where: str) -> str:
             raise InputError(f"{label}: expected {order}, got {show(value)}")
         if name in _PAIRS and not (1 <= numbers[0] and numbers[1] <= 65535):
             raise InputError(f"{label}: expected ports between 1 and 65535, got {show(value)}")
-        return " ".join(parts)
+        return " ".join(str(n) for n in numbers)
     if not parts or not all(_is_int(p) for p in parts):
         raise InputError(f"{label}: expected an integer or integers, got {show(value)}")
-    return " ".join(parts)
+    return " ".join(str(int(p)) for p in parts)
+
+
+_DECIMAL = re.compile(r"-?[0-9]+")
 
 
 def _is_int(text: str) -> bool:
-    try:
-        int(text)
-    except ValueError:
-        return False
-    return True
+    """A plain decimal integer: the kernel reads "1_000" as invalid, "010" as octal."""
+    return _DECIMAL.fullmatch(text) is not None
 
 
-def check_exists(name: str, where: str, root: Path = PROC_SYS) -> None:
+def check_exists(name: str, where: str, root: Path = PROC_SYS,
+                 prefix: tuple[str, ...] = ()) -> None:
     if not sysctl_path(name, root).is_file():
         raise InputError(
-            f"{where}: {key_path('sysctls', name)}: this kernel ({os.uname().release}) has no "
-            f"such sysctl; check the spelling or remove it"
+            f"{where}: {key_path(*prefix, 'sysctls', name)}: this kernel "
+            f"({os.uname().release}) has no such sysctl; check the spelling or remove it"
         )
 
 

@@ -5,6 +5,8 @@ The result dict has the fields labrun.LabRun._save writes that the renderer read
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from orchestrator import analysis, report_text
@@ -49,12 +51,29 @@ def idle_result(capture, slab_aliases) -> dict:
     return make_result(capture, slab_aliases, ["established", "fin_wait2", "time_wait"])
 
 
-def table_row(text: str, first: str, after: str) -> list[str]:
-    """The cells of the first line starting with ``first`` after the line holding ``after``."""
+def table(text: str, title: str) -> dict[str, dict[str, str]]:
+    """The simple-format table under the line ``title``: {first cell: {column: cell}}.
+
+    Columns are cut at the dash groups under the header, so multi-word headers work.
+    The first cell is the checkpoint, with ``/host`` appended for tables with a host column.
+    """
     lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if after in line)
-    line = next(line for line in lines[start:] if line.split() and line.split()[0] == first)
-    return line.split()
+    i = next(i for i, line in enumerate(lines) if line.startswith(title)) + 1
+    head, dashes = lines[i], lines[i + 1]
+    spans = [m.span() for m in re.finditer(r"-+", dashes)]
+    names = [head[a:b].strip() for a, b in spans]
+    out = {}
+    for line in lines[i + 2:]:
+        if not line.strip() or line[0] in "*†":
+            break
+        cells = dict(zip(names, (line[a:b].strip() for a, b in spans)))
+        key = cells["checkpoint"] + (f"/{cells['host']}" if "host" in cells else "")
+        out[key] = cells
+    return out
+
+
+MEMORY = "Kernel memory per connection"
+BUFFERS = "Socket buffers per host"
 
 
 def test_header(idle_result) -> None:
@@ -65,50 +84,58 @@ def test_header(idle_result) -> None:
 
 def test_memory_table_numbers(idle_result) -> None:
     text = report_text.render(idle_result)
-    cps = report_text.measured(idle_result)
-    assert [c["name"] for c in cps] == ["established", "fin_wait2", "time_wait"]
-    caches = report_text.top_caches(cps)
-    assert caches[:2] == ["TCP", "sock_inode_cache"]
-    head = table_row(text, "checkpoint", "Kernel memory per connection")
-    assert head[1:3] == ["TCP", "sock_inode"]
-    row = table_row(text, "established", "Kernel memory per connection")
-    # TCP 4,915.2 B, sock_inode_cache 1,654.8 B, total 7,602.2 B, Slab (meminfo) 7,665.7 B
-    assert row[1:3] == ["4,915", "1,655"]
-    assert "7,602" in row
-    assert row[-1] == "7,666"
-    est = analysis.idle_pair_estimate(idle_result and __import__("tests.conftest", fromlist=["x"])
-                                      .load_capture("baseline").slab)["total"]
-    assert row[row.index("7,602") - 1] == "0" or est  # "other" precedes total
-    tw = table_row(text, "time_wait", "Kernel memory per connection")
-    assert tw[1] == "0"  # TCP is back to drift: not shown as socket memory
+    rows = table(text, MEMORY)
+    assert list(rows) == ["established", "fin_wait2", "time_wait"]
+    est = rows["established"]
+    # TCP 4,915.2 B, sock_inode_cache 1,654.8 B, total 7,602.2 B (within 1% of the 7,536 B
+    # idle pair estimate), meminfo Slab 93,880 -> 108,852 kB = 7,665.7 B
+    assert est["TCP"] == "4,915"
+    assert est["sock_inode"] == "1,655"
+    assert est["dentry"] == "364"
+    assert est["eventpoll_epi"] == "236"
+    assert est["tw_sock_TCP"] == "0"
+    assert est["total"] == "7,602"
+    assert est["TCP mem charged†"] == "0"
+    assert est["Slab (meminfo)"] == "7,666"
+    assert est["conntrack*"] == "0"
+    # TIME-WAIT: TCP is drift, tw_sock_TCP holds 1,904 x 256 B objects in 114 pages
+    tw = rows["time_wait"]
+    assert tw["TCP"] == "0"
+    assert tw["tw_sock_TCP"] == "234"
+    assert tw["eventpoll_epi"] == "236"
+    assert tw["TCP mem charged†"] == "524"  # (406 - 150) pages x 4096 / 2000
 
 
-def test_total_column_equals_checkpoint_total(idle_result) -> None:
-    text = report_text.render(idle_result)
-    head = table_row(text, "checkpoint", "Kernel memory per connection")
-    # header cells "TCP mem charged†" and "Slab (meminfo)" are several words: index from the left
-    total_col = head.index("total")
+def test_columns_add_up_to_the_total(idle_result) -> None:
+    rows = table(report_text.render(idle_result), MEMORY)
     for cp in report_text.measured(idle_result):
-        row = table_row(text, cp["name"], "Kernel memory per connection")
-        assert row[total_col] == f"{cp['per_connection_bytes']['total']:,.0f}"
+        pcb = cp["per_connection_bytes"]
+        cells = rows[cp["name"]]
+        assert cells["total"] == f"{pcb['total']:,.0f}"
+        assert cells["drift*"] == f"{pcb['drift']:,.0f}"
+        shown = [r["bytes_per_connection"] for r in pcb["by_cache"] if r["attributed"]]
+        assert sum(shown) == pytest.approx(pcb["total"], abs=1)
 
 
 def test_buffers_table_unread(capture, slab_aliases) -> None:
     result = make_result(capture, slab_aliases, ["unread"], base="baseline-unread",
                          scenario="c2s", nbytes=13)
     text = report_text.render(result)
-    row = table_row(text, "unread", "Socket buffers per host")
-    # checkpoint host sockets rmem_alloc wmem_queued fwd_alloc Recv-Q Send-Q sockstat-mem
-    assert row == ["unread", "server", "300", "845", "0", "3,251", "3,900", "0", "1,942"]
-    mem = table_row(text, "unread", "Kernel memory per connection")
-    assert f"{result['checkpoints'][1]['per_connection_bytes']['tcp_mem_charged']:,.0f}" == "3,670"
-    assert "3,670" in mem
+    server = table(text, BUFFERS)["unread/server"]
+    assert server == {"checkpoint": "unread", "host": "server", "sockets": "300",
+                      "rmem_alloc": "845", "wmem_queued": "0", "fwd_alloc": "3,251",
+                      "Recv-Q total": "3,900", "Send-Q total": "0", "sockstat mem†": "1,942"}
+    mem = table(text, MEMORY)["unread"]
+    assert mem["skbuff_small_head"] == "528"
+    assert mem["TCP mem charged†"] == "3,670"  # (1942 - 150) pages x 4096 / 2000
+    assert mem["total"] == "8,577"
 
 
 def test_states_table_and_notes(idle_result) -> None:
     text = report_text.render(idle_result)
-    assert table_row(text, "fin_wait2", "TCP states (ss)")[1:] == ["server", "CLOSE-WAIT", "300"]
-    assert table_row(text, "time_wait", "TCP states (ss)")[1:] == ["client", "TIME-WAIT", "300"]
+    for line in (r"fin_wait2\s+server\s+CLOSE-WAIT 300", r"fin_wait2\s+client\s+FIN-WAIT-2 300",
+                 r"time_wait\s+client\s+TIME-WAIT 300", r"time_wait\s+server\s+-"):
+        assert re.search(f"^{line}$", text, re.M), line
     assert "eventpoll_epi also counts fib6_node, pte_list_desc, tcp_bind2_bucket, " \
            "tcp_bind_bucket (SLUB merged caches)" in text
     assert text.splitlines()[-1] == "Objects of one idle connection pair by live object sizes: 7,536 B"
