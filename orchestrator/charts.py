@@ -79,7 +79,11 @@ def cache_colour(cache: str, index: int = 0) -> str:
 
 def cache_label(cache: str, aliases: list[str] | None = None) -> str:
     """The slabinfo name, with the socket object it stands for when SLUB merged them."""
-    hint = [a for a in (aliases or []) if re.match(r"(tcp_|skbuff|sock|tw_|request_sock)", a)]
+    aliases = aliases or []
+    if any(a.startswith("tcp_bind") for a in aliases):
+        return f"{cache} (≈ bind buckets)"
+    hint = sorted((a for a in aliases if re.match(r"(tcp_|skbuff|sock|tw_|request_sock)", a)),
+                  key=len)
     return f"{cache} (≈ {hint[0]})" if hint else cache
 
 
@@ -112,7 +116,7 @@ def clean_svg(svg: str, prefix: str, title: str = "") -> str:
     head = svg[:svg.index(">") + 1]
     width = re.search(r'width="([\d.]+)pt"', head)
     new_head = re.sub(r'\s(width|height)="[\d.]+pt"', "", head)
-    max_w = f"max-width:{float(width.group(1)) * 1.25:.0f}px;" if width else ""
+    max_w = f"max-width:{float(width.group(1)) * 4 / 3:.0f}px;" if width else ""
     new_head = new_head.replace(
         "<svg ", f'<svg class="chart-svg" role="img" style="width:100%;height:auto;{max_w}" ', 1)
     svg = new_head + svg[len(head):]
@@ -125,11 +129,6 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _figure(width: float, height: float, **kw: Any) -> tuple[Any, Any]:
-    with plt.rc_context(_STYLE):
-        return plt.subplots(figsize=(width, height), **kw)
-
-
 def _style_axes(ax: Any) -> None:
     ax.grid(axis="y", color=GRID, linewidth=0.8)
     ax.set_axisbelow(True)
@@ -140,16 +139,20 @@ def _style_axes(ax: Any) -> None:
 # -- 1. memory per connection, stacked by cache -------------------------------------------
 
 def memory_bars(result: dict[str, Any]) -> str | None:
+    """Stacked attributed caches per checkpoint; drift (and conntrack) in a panel apart."""
     cps = report_text.measured(result)
     if not cps:
         return None
     caches = report_text.top_caches(cps)
     aliases = result.get("metadata", {}).get("slab_aliases") or {}
+    names = [cp["name"] for cp in cps]
     with plt.rc_context(_STYLE):
-        fig, ax = plt.subplots(figsize=(8.6, 3.6))
-        _style_axes(ax)
+        fig, (ax, side) = plt.subplots(1, 2, figsize=(11, 3.9),
+                                       gridspec_kw={"width_ratios": [4.2, 1], "wspace": 0.12})
+        for a in (ax, side):
+            _style_axes(a)
         x = list(range(len(cps)))
-        width = 0.56
+        width = 0.58
         up = [0.0] * len(cps)
         down = [0.0] * len(cps)
         series = [(c, cache_label(c, aliases.get(c)), cache_colour(c, i))
@@ -175,29 +178,46 @@ def memory_bars(result: dict[str, Any]) -> str | None:
                     up[i] += v
                 else:
                     down[i] += v
-        # drift (and conntrack) apart: narrow hatched bars to the right of each stack
-        drift = [cp["per_connection_bytes"].get("drift") or 0.0 for cp in cps]
-        conn = [cp["per_connection_bytes"].get("conntrack") or 0.0 for cp in cps]
-        side = width / 2 + 0.09
-        ax.bar([i + side for i in x], drift, 0.13, color="white", edgecolor=DRIFT, hatch="////",
-               linewidth=0.8, label="drift (not attributed, shown apart)")
-        if any(conn):
-            ax.bar([i + side + 0.15 for i in x], conn, 0.13, color=CONNTRACK,
-                   label="nf_conntrack (not socket memory)")
         top = max(up + [1.0])
         for i, cp in enumerate(cps):
             total = cp["per_connection_bytes"]["total"]
             ax.text(i, up[i] + top * 0.015, f"{total:,.0f} B", ha="center", va="bottom",
-                    fontsize=9, fontweight="bold", color=INK)
-        ax.set_xticks(x, [cp["name"] for cp in cps])
+                    fontsize=9.5, fontweight="bold", color=INK)
+        ax.set_xticks(x, names)
         ax.tick_params(axis="x", labelsize=9.5, labelcolor=INK)
-        ax.set_xlim(-0.6, len(cps) - 0.4 + 0.25)
-        ax.set_ylim(min(min(down), min(drift), 0) * 1.15, top * 1.12)
+        ax.set_xlim(-0.6, len(cps) - 0.4)
+        ax.set_ylim(min(min(down), 0) * 1.15, top * 1.12)
         ax.yaxis.set_major_formatter(FuncFormatter(_bytes))
         ax.set_ylabel("bytes per connection (both ends)")
+        ax.set_title("attributed to sockets", loc="left", fontsize=9, color=MUTED,
+                     fontweight="normal")
         ax.axhline(0, color="#9aa5b1", linewidth=0.8)
+        # drift and conntrack apart: not socket memory, on their own scale
+        drift = [cp["per_connection_bytes"].get("drift") or 0.0 for cp in cps]
+        conn = [cp["per_connection_bytes"].get("conntrack") or 0.0 for cp in cps]
+        has_conn = any(conn)
+        bw = 0.38 if has_conn else 0.55
+        dpos = [i - bw / 2 if has_conn else i for i in x]
+        side.bar(dpos, drift, bw, color="white", edgecolor=DRIFT, hatch="////", linewidth=0.9,
+                 label="drift (not attributed)")
+        if has_conn:
+            side.bar([i + bw / 2 for i in x], conn, bw, color=CONNTRACK,
+                     label="nf_conntrack (not socket memory)")
+        span = max([abs(v) for v in drift + conn] + [10.0])
+        for i, v in zip(dpos, drift):
+            side.text(i, v + (span * 0.04 if v >= 0 else -span * 0.04), f"{v:,.0f}",
+                      ha="center", va="bottom" if v >= 0 else "top", fontsize=7.5, color=MUTED)
+        side.axhline(0, color="#9aa5b1", linewidth=0.8)
+        side.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
+        side.set_ylim(min(min(drift + conn), 0) - span * 0.25, max(max(drift + conn), 0) + span * 0.3)
+        side.yaxis.set_major_formatter(FuncFormatter(_bytes))
+        side.yaxis.set_major_locator(MaxNLocator(4))
+        side.set_title("drift, shown apart", loc="left", fontsize=9, color=MUTED,
+                       fontweight="normal")
         handles, labels = ax.get_legend_handles_labels()
-        ax.legend(handles[::-1], labels[::-1], loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        h2, l2 = side.get_legend_handles_labels()
+        side.legend(handles[::-1] + h2, labels[::-1] + l2, loc="upper left",
+                    bbox_to_anchor=(1.06, 1.02))
         return to_svg(fig, "mem", "Kernel memory per connection by slab cache, per checkpoint")
 
 
@@ -211,7 +231,7 @@ def buffer_bars(result: dict[str, Any]) -> str | None:
     metrics = [("rmem_alloc", "rmem_alloc (receive)"), ("wmem_queued", "wmem_queued (send)"),
                ("fwd_alloc", "fwd_alloc (forward allocation)")]
     with plt.rc_context(_STYLE):
-        fig, axes = plt.subplots(1, len(hosts), figsize=(8.6, 3.2), sharey=True, squeeze=False)
+        fig, axes = plt.subplots(1, len(hosts), figsize=(11, 3.4), sharey=True, squeeze=False)
         peak = max([cp["buffers"][h][m]["median"] for cp in cps for h in hosts
                     for m, _ in metrics] + [1.0])
         limits = {}
@@ -272,7 +292,7 @@ def timeline_chart(result: dict[str, Any]) -> str | None:
     mem_col = next((cols[f"{h}.mem"] for h in hosts if f"{h}.mem" in cols), None)
     slab = cols.get("slab_kb") or []
     with plt.rc_context(_STYLE):
-        fig, (top, bottom) = plt.subplots(2, 1, figsize=(8.6, 4.4), sharex=True,
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 4.6), sharex=True,
                                           gridspec_kw={"height_ratios": [1.15, 1], "hspace": 0.12})
         for ax in (top, bottom):
             _style_axes(ax)
@@ -306,12 +326,17 @@ def timeline_chart(result: dict[str, Any]) -> str | None:
         bottom.set_ylim(bottom=0)
         y_top = top.get_ylim()[1]
         top.set_ylim(top=y_top * 1.18)
+        x_end = max(t[-1], max((m["t"] for m in tl.get("marks", [])), default=0)) * 1.02
+        last_x, level = -1.0, 0
         for mark in tl.get("marks", []):
             for ax in (top, bottom):
                 ax.axvline(mark["t"], color="#9aa5b1", linestyle=(0, (3, 3)), linewidth=0.9)
-            top.text(mark["t"], y_top * 1.16, f" {mark['name']}", rotation=0, ha="left",
-                     va="top", fontsize=7.5, color=MUTED)
-        bottom.set_xlim(0, max(t[-1], max((m["t"] for m in tl.get("marks", [])), default=0)) * 1.02)
+            # stagger labels of checkpoints closer than ~12 % of the axis
+            level = (level + 1) % 2 if mark["t"] - last_x < x_end * 0.12 else 0
+            last_x = mark["t"]
+            top.text(mark["t"], y_top * (1.17 - 0.075 * level), f" {mark['name']}", ha="left",
+                     va="top", fontsize=8, color=INK)
+        bottom.set_xlim(0, x_end)
         return to_svg(fig, "tl", "Timeline: TCP memory, slab and socket counts, with checkpoints")
 
 

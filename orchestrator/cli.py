@@ -70,6 +70,8 @@ def build_parser() -> Parser:
     prof.add_argument("action", nargs="?", choices=["show"])
     prof.add_argument("name", nargs="?")
 
+    sub.add_parser("images", help="build the lab node image, or find it (docker backend)")
+
     wipe = sub.add_parser("wipe", help="remove everything tcplab runs left behind")
     wipe.add_argument("--all", action="store_true",
                       help="also runs whose owner still runs (stop them first)")
@@ -149,6 +151,19 @@ def cmd_profiles(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     return 0
 
 
+def cmd_images(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    from .backends.docker import connect
+    from .images import ensure_image
+
+    client = connect()
+    info = ensure_image(client, project_root() / "images", log=out)
+    out(f"tag {info.tag}")
+    out(f"digest {info.digest}")
+    out(f"method {info.method}")
+    out(f"cached {'yes' if info.cached else 'no'}")
+    return 0
+
+
 def cmd_wipe(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     from .wipe import wipe
 
@@ -158,7 +173,7 @@ def cmd_wipe(args: argparse.Namespace, out: Callable[[str], None]) -> int:
 
 
 COMMANDS = {"run": cmd_run, "report": cmd_report, "scenarios": cmd_scenarios,
-            "profiles": cmd_profiles, "wipe": cmd_wipe}
+            "profiles": cmd_profiles, "images": cmd_images, "wipe": cmd_wipe}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,7 +78,8 @@ BUFFERS = "Socket buffers per host"
 
 def test_header(idle_result) -> None:
     text = report_text.render(idle_result)
-    assert text.splitlines()[0] == ("tcplab 0.test · timewait · profile default · backend netns · "
+    assert text.splitlines()[0] == ("tcplab 0.test · timewait · profile default · "
+                                    "backend netns · "
                                     "kernel 6.18.44-fc-v782 · N=2,000 · BYTES=0")
 
 
@@ -135,10 +136,11 @@ def test_states_table_and_notes(idle_result) -> None:
     text = report_text.render(idle_result)
     for line in (r"fin_wait2\s+server\s+CLOSE-WAIT 300", r"fin_wait2\s+client\s+FIN-WAIT-2 300",
                  r"time_wait\s+client\s+TIME-WAIT 300", r"time_wait\s+server\s+-"):
-        assert re.search(f"^{line}$", text, re.M), line
+        assert re.search(f"^{line}$", text, re.MULTILINE), line
     assert "eventpoll_epi also counts fib6_node, pte_list_desc, tcp_bind2_bucket, " \
            "tcp_bind_bucket (SLUB merged caches)" in text
-    assert text.splitlines()[-1] == "Objects of one idle connection pair by live object sizes: 7,536 B"
+    assert text.splitlines()[-1] == ("Objects of one idle connection pair by live object sizes: "
+                                     "7,536 B")
 
 
 def test_markdown_format(idle_result) -> None:

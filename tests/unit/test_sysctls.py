@@ -62,8 +62,8 @@ def test_normalize_good(name: str, value: object, want: str) -> None:
     ("net.ipv4.tcp_rmem", 4096,
      'sysctls."net.ipv4.tcp_rmem": expected three integers "min default max", got 4096'),
     ("net.ipv4.tcp_rmem", "4096 131072 33554432 1",
-     'sysctls."net.ipv4.tcp_rmem": expected three integers "min default max", '
-     'got "4096 131072 33554432 1"'),
+     ('sysctls."net.ipv4.tcp_rmem": expected three integers "min default max", '
+     'got "4096 131072 33554432 1"')),
     ("net.ipv4.tcp_rmem", "8192 4096 65536",
      'sysctls."net.ipv4.tcp_rmem": expected min <= default <= max, got "8192 4096 65536"'),
     ("net.ipv4.tcp_rmem", "4096 131072 65536",
@@ -77,13 +77,13 @@ def test_normalize_good(name: str, value: object, want: str) -> None:
     ("net.ipv4.tcp_mem", "1.5 2 3",
      'sysctls."net.ipv4.tcp_mem": expected three integers "low pressure high", got "1.5 2 3"'),
     ("net.ipv4.ip_local_port_range", "70000 80000",
-     'sysctls."net.ipv4.ip_local_port_range": expected ports between 1 and 65535, '
-     'got "70000 80000"'),
+     ('sysctls."net.ipv4.ip_local_port_range": expected ports between 1 and 65535, '
+     'got "70000 80000"')),
     ("net.ipv4.ip_local_port_range", "0 1000",
      'sysctls."net.ipv4.ip_local_port_range": expected ports between 1 and 65535, got "0 1000"'),
     ("net.ipv4.ip_local_port_range", "1024 65536",
-     'sysctls."net.ipv4.ip_local_port_range": expected ports between 1 and 65535, '
-     'got "1024 65536"'),
+     ('sysctls."net.ipv4.ip_local_port_range": expected ports between 1 and 65535, '
+     'got "1024 65536"')),
     ("net.ipv4.ip_local_port_range", "60999 32768",
      'sysctls."net.ipv4.ip_local_port_range": expected low <= high, got "60999 32768"'),
     ("net.ipv4.ip_local_port_range", "1024",
@@ -98,8 +98,8 @@ def test_normalize_good(name: str, value: object, want: str) -> None:
     ("net.core.somaxconn", "0x10",
      'sysctls."net.core.somaxconn": expected an integer or integers, got "0x10"'),
     ("net.ipv4.tcp_rmem", "4_096 131_072 33_554_432",
-     'sysctls."net.ipv4.tcp_rmem": expected three integers "min default max", '
-     'got "4_096 131_072 33_554_432"'),
+     ('sysctls."net.ipv4.tcp_rmem": expected three integers "min default max", '
+     'got "4_096 131_072 33_554_432"')),
     ("net.core.somaxconn", "",
      'sysctls."net.core.somaxconn": expected an integer or integers, got ""'),
     ("net.core.somaxconn", True,
@@ -109,8 +109,8 @@ def test_normalize_good(name: str, value: object, want: str) -> None:
     ("net.core.somaxconn", 1.5,
      'sysctls."net.core.somaxconn": expected an integer or a string of integers, got 1.5'),
     ("net.ipv4.tcp_rmem", [4096, 131072, 33554432],
-     'sysctls."net.ipv4.tcp_rmem": expected an integer or a string of integers, '
-     'got [4096, 131072, 33554432]'),
+     ('sysctls."net.ipv4.tcp_rmem": expected an integer or a string of integers, '
+     'got [4096, 131072, 33554432]')),
 ])
 def test_normalize_bad(name: str, value: object, message: str) -> None:
     assert error(name, value) == f"{WHERE}: {message}"

@@ -1,0 +1,348 @@
+"""The HTML report of one run: a single self-contained file rendered from result.json.
+
+Inline CSS and inline SVG only: no script, no stylesheet link, no font or image URL,
+so the file opens the same offline, from a mail attachment or a CI artifact.
+``write_report(run_dir)`` writes ``<run_dir>/report.html`` atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from . import charts, findings, report_text
+from .errors import LabError
+from .results import load_result
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+REPORT_FILE = "report.html"
+
+
+# -- formatting ----------------------------------------------------------------------------
+
+def num(value: Any, digits: int = 0) -> str:
+    if value is None or value == "":
+        return "–"
+    if isinstance(value, str):
+        return value
+    text = f"{value:,.{digits}f}"
+    return "0" if text in ("-0", "-0.0") else text.replace("-", "−")
+
+
+def signed(value: float | None) -> str:
+    if value is None:
+        return "–"
+    if round(value) == 0:
+        return "±0"
+    return ("+" if value > 0 else "−") + f"{abs(value):,.0f}"
+
+
+def kb(value: float) -> str:
+    """Bytes as kB (1,000 B) with one decimal, as the article and UX sketch write them."""
+    return f"{value / 1000:,.1f} kB"
+
+
+def short(cache: str) -> str:
+    return {"sock_inode_cache": "sock_inode", "skbuff_head_cache": "skbuff",
+            "skbuff_small_head": "skb_small_head"}.get(cache, cache)
+
+
+def utc(ts: float | None) -> str:
+    if not ts:
+        return "–"
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+                             autoescape=jinja2.select_autoescape(["html", "j2"]),
+                             trim_blocks=True, lstrip_blocks=True,
+                             undefined=jinja2.StrictUndefined)
+    env.filters.update(num=num, signed=signed, kb=kb, utc=utc)
+    return env
+
+
+# -- the figures the page shows --------------------------------------------------------------
+
+def _attributed(cp: dict[str, Any]) -> dict[str, float]:
+    return {r["cache"]: r["bytes_per_connection"]
+            for r in cp["per_connection_bytes"]["by_cache"] if r["attributed"]}
+
+
+def _idle(cp: dict[str, Any]) -> bool:
+    states = {k for s in cp.get("states", {}).values() for k, v in s.items() if v}
+    queued = sum(b.get("recv_q", 0) + b.get("send_q", 0) for b in cp.get("buffers", {}).values())
+    return states == {"ESTAB"} and queued == 0
+
+
+def summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The compact summary: one sentence for the first checkpoint, one card per checkpoint."""
+    cps = report_text.measured(result)
+    aliases = result.get("metadata", {}).get("slab_aliases") or {}
+    if not cps:
+        return {"sentence": "No checkpoint was measured.", "cards": [], "changes": []}
+    first = cps[0]
+    total = first["per_connection_bytes"]["total"]
+    parts = sorted(_attributed(first).items(), key=lambda kv: -kv[1])
+    shares = [f"{charts.cache_label(c, aliases.get(c))} {v / total:.0%}"
+              for c, v in parts if total and v / total >= 0.02][:6]
+    what = ("idle connection pair" if _idle(first)
+            else f"connection pair at {first['name']}")
+    sentence = f"{kb(total)} per {what} (client + server ends, one kernel)"
+    if shares:
+        sentence += "; " + ", ".join(shares)
+    cards, changes = [], []
+    previous: dict[str, Any] | None = None
+    for cp in cps:
+        pcb = cp["per_connection_bytes"]
+        card = {"name": cp["name"], "total": pcb["total"], "delta": None,
+                "states": ", ".join(f"{h} {', '.join(f'{k} {v:,}' for k, v in s.items())}"
+                                    for h, s in cp.get("states", {}).items() if s) or "no socket",
+                "charged": pcb.get("tcp_mem_charged")}
+        if previous is not None:
+            card["delta"] = pcb["total"] - previous["per_connection_bytes"]["total"]
+            now, then = _attributed(cp), _attributed(previous)
+            moved = {c: now.get(c, 0.0) - then.get(c, 0.0) for c in set(now) | set(then)}
+            top = sorted((kv for kv in moved.items() if abs(kv[1]) >= 1), key=lambda kv: -abs(kv[1]))
+            if top:
+                changes.append({"name": cp["name"], "total": pcb["total"], "delta": card["delta"],
+                                "caches": [(charts.cache_label(c, aliases.get(c)), v)
+                                           for c, v in top[:3]]})
+        cards.append(card)
+        previous = cp
+    return {"sentence": sentence, "cards": cards, "changes": changes}
+
+
+def memory_table(result: dict[str, Any]) -> dict[str, Any]:
+    cps = report_text.measured(result)
+    caches = report_text.top_caches(cps)
+    rows = []
+    for cp in cps:
+        pcb = cp["per_connection_bytes"]
+        by = _attributed(cp)
+        shown = [by.get(c, 0.0) for c in caches]
+        rows.append({"name": cp["name"], "caches": shown, "other": pcb["total"] - sum(shown),
+                     "total": pcb["total"], "charged": pcb.get("tcp_mem_charged"),
+                     "drift": pcb.get("drift"), "conntrack": pcb.get("conntrack"),
+                     "slab": pcb.get("meminfo_slab")})
+    return {"caches": caches, "rows": rows}
+
+
+def cache_details(result: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for cp in report_text.measured(result):
+        rows = sorted(cp["per_connection_bytes"]["by_cache"],
+                      key=lambda r: (not r["attributed"], -abs(r["bytes_per_connection"])))
+        out.append({"name": cp["name"], "rows": rows})
+    return out
+
+
+def buffers_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for cp in report_text.measured(result):
+        for host, buf in cp.get("buffers", {}).items():
+            rows.append({"checkpoint": cp["name"], "host": host, "sockets": buf["sockets"],
+                         "rmem": buf["rmem_alloc"]["median"], "wmem": buf["wmem_queued"]["median"],
+                         "fwd": buf["fwd_alloc"]["median"], "recv_q": buf["recv_q"],
+                         "send_q": buf["send_q"], "pages": buf["sockstat_mem_pages"]})
+    return rows
+
+
+def buffer_limits(result: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for host in result.get("metadata", {}).get("hosts", {}):
+        r = findings.sysctl_triple(result, host, "net.ipv4.tcp_rmem")
+        w = findings.sysctl_triple(result, host, "net.ipv4.tcp_wmem")
+        out.append({"host": host, "rmem": " ".join(f"{v:,}" for v in r) if r else "–",
+                    "wmem": " ".join(f"{v:,}" for v in w) if w else "–"})
+    return out
+
+
+def states_table(result: dict[str, Any]) -> dict[str, Any]:
+    hosts = list(result.get("metadata", {}).get("hosts", {}))
+    rows = []
+    for cp in result.get("checkpoints", []):
+        states = cp.get("states", {})
+        for h in states:
+            if h not in hosts:
+                hosts.append(h)
+        rows.append({"name": cp["name"],
+                     "cells": [", ".join(f"{k} {v:,}" for k, v in sorted(states.get(h, {}).items()))
+                               or "–" for h in hosts]})
+    return {"hosts": hosts, "rows": rows}
+
+
+def sysctl_rows(result: dict[str, Any],
+                kernel_defaults: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Sysctls that differ from the kernel's defaults, per host.
+
+    Pinned values come from the result. Their default: a host of the same run that
+    did not pin the key read it back unchanged (a new network namespace starts from the
+    kernel's defaults); else ``kernel_defaults`` when given (probed on the same kernel);
+    else unknown. With ``kernel_defaults``, unpinned keys whose value differs are listed too.
+    """
+    hosts = result.get("metadata", {}).get("hosts", {})
+    rows = []
+    for name, host in hosts.items():
+        pinned = host.get("sysctls_pinned") or {}
+        live = host.get("net_sysctls") or {}
+        for key, value in sorted(pinned.items()):
+            default, source = None, ""
+            for other_name, other in hosts.items():
+                if other_name != name and key not in (other.get("sysctls_pinned") or {}) \
+                        and key in (other.get("net_sysctls") or {}):
+                    default, source = other["net_sysctls"][key], f"read on {other_name}"
+                    break
+            if default is None and kernel_defaults and key in kernel_defaults:
+                default, source = kernel_defaults[key], "probed on this kernel"
+            rows.append({"host": name, "key": key, "value": value,
+                         "live": live.get(key), "default": default, "source": source,
+                         "pinned": True,
+                         "differs": None if default is None else _norm(default) != _norm(value)})
+        if kernel_defaults:
+            for key, value in sorted(live.items()):
+                if key in pinned or key not in kernel_defaults:
+                    continue
+                if _norm(kernel_defaults[key]) != _norm(value):
+                    rows.append({"host": name, "key": key, "value": value, "live": value,
+                                 "default": kernel_defaults[key], "source": "probed on this kernel",
+                                 "pinned": False, "differs": True})
+    return rows
+
+
+def _norm(value: Any) -> str:
+    return " ".join(str(value).split())
+
+
+def metadata_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
+    meta = result.get("metadata", {})
+    kern = meta.get("kernel", {})
+    ramp = result.get("ramp") or {}
+    rows = [
+        ("kernel", f"{kern.get('release', '?')} {kern.get('version', '')} {kern.get('machine', '')}".strip()),
+        ("backend", f"{meta.get('backend', '?')} ({meta.get('backend_choice', '')})"
+         if meta.get("backend_choice") else str(meta.get("backend", "?"))),
+        ("image", meta.get("image") or "– (none: network namespaces on the host)"),
+        ("tool", f"tcplab {meta.get('tool_version', '?')}"
+         + (f" · commit {meta['git_commit'][:12]}" if meta.get("git_commit") else "")),
+        ("machine", f"{meta.get('hostname', '?')} · Python {meta.get('python', '?')} · "
+                    f"page {meta.get('page_size', 4096):,} B"),
+        ("run", f"{result.get('run_id', '?')} · {utc(result.get('started'))} → "
+                f"{utc(result.get('finished'))}"),
+    ]
+    if ramp:
+        rows.append(("ramp", f"{result['scenario']['connections']:,} connections in "
+                             f"{ramp.get('seconds', 0):.2f} s · {ramp.get('rate', 0):,.0f} conn/s"))
+    workers = meta.get("workers")
+    if workers:
+        rows.append(("workers", ", ".join(f"{k} {v}" for k, v in workers.items())))
+    if meta.get("shards"):
+        rows.append(("server ports", ", ".join(f"{p} ({c:,} conn.)" for p, c in meta["shards"])))
+    if meta.get("host_sysctls"):
+        rows.append(("host-wide sysctls changed",
+                     ", ".join(f"{k}={v}" for k, v in meta["host_sysctls"].items())))
+    return rows
+
+
+def hosts_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for name, host in result.get("metadata", {}).get("hosts", {}).items():
+        where = host.get("netns") or host.get("container") or host.get("container_id") or ""
+        out.append({"name": name, "role": host.get("role", ""), "address": host.get("address", ""),
+                    "where": where, "pinned": len(host.get("sysctls_pinned") or {})})
+    return out
+
+
+def context(result: dict[str, Any], kernel_defaults: dict[str, str] | None = None) -> dict[str, Any]:
+    sc = result.get("scenario", {})
+    meta = result.get("metadata", {})
+    complete = result.get("status") == "complete"
+    aliases = meta.get("slab_aliases") or {}
+    return {
+        "r": result,
+        "title": f"{sc.get('name', '?')} · {result.get('profile', {}).get('name', '?')}",
+        "complete": complete,
+        "status": result.get("status", "unknown"),
+        "error": result.get("error"),
+        "scenario": sc,
+        "profile": result.get("profile", {}),
+        "backend": meta.get("backend", "?"),
+        "kernel": meta.get("kernel", {}).get("release", "?"),
+        "version": meta.get("tool_version", "?"),
+        "summary": summary(result),
+        "verdicts": findings.verdicts(result),
+        "marks": findings.MARK,
+        "memory": memory_table(result),
+        "short": short,
+        "label": lambda c: charts.cache_label(c, aliases.get(c)),
+        "details": cache_details(result),
+        "charts": charts.all_charts(result),
+        "buffers": buffers_rows(result),
+        "limits": buffer_limits(result),
+        "states": states_table(result),
+        "metadata": metadata_rows(result),
+        "hosts": hosts_rows(result),
+        "sysctls": sysctl_rows(result, kernel_defaults),
+        "merged": report_text.merged_notes(result),
+        "estimate": meta.get("idle_pair_estimate"),
+        "measured": bool(report_text.measured(result)),
+    }
+
+
+def render_html(result: dict[str, Any], kernel_defaults: dict[str, str] | None = None) -> str:
+    """The whole report as one HTML string, from a loaded result alone.
+
+    ``kernel_defaults`` (optional): the kernel's per-namespace sysctl defaults, used only
+    to name defaults the result itself cannot tell (see ``sysctl_rows``).
+    """
+    return environment().get_template("report.html.j2").render(**context(result, kernel_defaults))
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+def write_text_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write to a temporary file in the same directory, fsync, rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise LabError(f"cannot write {path}: {exc.strerror}; free some disk space or choose "
+                       "another results directory") from None
+
+
+def live_defaults(result: dict[str, Any]) -> dict[str, str] | None:
+    """This kernel's per-namespace sysctl defaults, if the result was measured on it."""
+    if result.get("metadata", {}).get("kernel", {}).get("release") != os.uname().release:
+        return None
+    try:
+        from .sysctls import namespace_defaults
+
+        return namespace_defaults()
+    except (LabError, OSError):
+        return None
+
+
+def write_report(run_dir: Path, probe_defaults: bool = True) -> Path:
+    """Render ``<run_dir>/result.json`` to ``<run_dir>/report.html``; return its path."""
+    run_dir = Path(run_dir)
+    result = load_result(run_dir)
+    if not run_dir.is_dir():
+        run_dir = run_dir.parent
+    defaults = live_defaults(result) if probe_defaults else None
+    path = run_dir / REPORT_FILE
+    write_text_atomic(path, render_html(result, defaults))
+    return path

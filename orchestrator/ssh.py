@@ -1,0 +1,265 @@
+"""Commands on a lab host over SSH: the same :class:`~orchestrator.runner.Runner` shape
+as :class:`~orchestrator.runner.LocalRunner`, on a fabric ``Connection``.
+
+* ``run()`` gives a :class:`~orchestrator.runner.Result` (command, host, exit code,
+  stdout, stderr); ``check=True`` raises :class:`~orchestrator.errors.CommandError`
+  through :meth:`Result.check`, exactly as locally.
+* ``spawn()`` starts a side script and speaks JSON lines to it over one SSH channel.
+* ``stream()`` yields stdout lines as they arrive, so ``ss`` over 10,000+ sockets is
+  parsed while it is read, never held whole in memory.
+
+Host keys: the lab's hosts are ephemeral (every container makes a fresh host key when
+it starts), so there is nothing to pin. Host keys are accepted for the run only: the
+connection keeps them in memory, no ``known_hosts`` file is read or written, no SSH
+agent and no ``~/.ssh`` key or config is used - only the run's own key file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shlex
+import socket
+import threading
+import time
+from typing import Any, Iterator
+
+import paramiko
+from fabric import Config, Connection
+from invoke.exceptions import CommandTimedOut
+
+from .errors import CommandError, RunError
+from .runner import Command, LineChannel, QueueChannel, Result, Runner
+
+#: Errors that mean the SSH transport itself failed (not the remote command).
+TRANSPORT_ERRORS = (paramiko.SSHException, OSError, EOFError)
+STDERR_TAIL_LINES = 50
+
+
+def quote(cmd: Command) -> str:
+    """A command line for the remote shell: argv quoted with shlex.join, strings as given."""
+    return cmd if isinstance(cmd, str) else shlex.join(cmd)
+
+
+class SshRunner(Runner):
+    """Runs commands as ``user`` on ``address`` with one key file, over one SSH connection.
+
+    ``host`` is the lab host's name (used in every message); ``address`` is where
+    sshd listens. Host keys are accepted for the run only (see the module docstring).
+    """
+
+    def __init__(self, host: str, address: str, key_file: str, *, user: str = "root",
+                 port: int = 22, connect_timeout: int = 10, keepalive: int = 15) -> None:
+        self.host = host
+        self.address = address
+        self.key_file = str(key_file)
+        self.user = user
+        self.port = port
+        self.keepalive = keepalive
+        # lazy: no /etc/fabric.yaml, ~/.fabric.yaml; no ssh_config files: nothing from
+        # this machine's user setup changes how the lab is reached.
+        config = Config(lazy=True, overrides={"load_ssh_configs": False})
+        self.connection = Connection(
+            address, user=user, port=port, config=config, connect_timeout=connect_timeout,
+            forward_agent=False,
+            connect_kwargs={"key_filename": [self.key_file], "allow_agent": False,
+                            "look_for_keys": False, "banner_timeout": connect_timeout,
+                            "auth_timeout": connect_timeout},
+        )
+        self._lock = threading.Lock()
+
+    # -- connection ------------------------------------------------------------------------
+    @property
+    def where(self) -> str:
+        return f"{self.user}@{self.address}:{self.port}"
+
+    def connect(self) -> None:
+        """Open the connection (idempotent). Raises RunError naming the host."""
+        with self._lock:
+            if self.connection.is_connected:
+                return
+            try:
+                self.connection.open()
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                self.connection.close()
+                raise RunError(f"{self.host}: cannot log in over SSH to {self.where}: "
+                               f"{_describe(exc)}") from exc
+            if self.keepalive and self.connection.transport is not None:
+                self.connection.transport.set_keepalive(self.keepalive)
+
+    def wait_ready(self, timeout: float = 15.0, interval: float = 0.2) -> float:
+        """Retry :meth:`connect` until sshd answers; returns the seconds waited."""
+        start = time.monotonic()
+        while True:
+            try:
+                self.connect()
+                return time.monotonic() - start
+            except RunError:
+                if time.monotonic() - start > timeout:
+                    raise
+                time.sleep(interval)
+
+    def transport(self) -> paramiko.Transport:
+        self.connect()
+        transport = self.connection.transport
+        if transport is None or not transport.is_active():
+            raise RunError(f"{self.host}: the SSH connection to {self.where} is closed")
+        return transport
+
+    def close(self) -> None:
+        with self._lock:
+            self.connection.close()
+
+    # -- Runner ------------------------------------------------------------------------------
+    def run(self, cmd: Command, *, check: bool = True, timeout: float | None = 60,
+            stdin: str | None = None) -> Result:
+        command = quote(cmd)
+        self.connect()
+        in_stream: Any = io.StringIO(stdin) if stdin is not None else False
+        try:
+            out = self.connection.run(command, warn=True, hide=True, pty=False,
+                                      in_stream=in_stream,
+                                      timeout=int(timeout) if timeout else None)
+            result = Result(command, self.host, out.exited, out.stdout, out.stderr)
+        except CommandTimedOut as exc:
+            result = Result(command, self.host, 124, exc.result.stdout,
+                            exc.result.stderr + f"\ntimed out after {timeout} s")
+        except TRANSPORT_ERRORS as exc:
+            raise RunError(f"{self.host}: SSH to {self.where} failed while running "
+                           f"`{command[:80]}`: {_describe(exc)}") from exc
+        return result.check() if check else result
+
+    def _session(self, command: str) -> paramiko.Channel:
+        try:
+            channel = self.transport().open_session()
+            channel.exec_command(command)
+        except TRANSPORT_ERRORS as exc:
+            raise RunError(f"{self.host}: SSH to {self.where} failed to start "
+                           f"`{command[:80]}`: {_describe(exc)}") from exc
+        return channel
+
+    def spawn(self, cmd: Command) -> "SshChannel":
+        command = quote(cmd)
+        return SshChannel(self, command, self._session(command))
+
+    def stream(self, cmd: Command) -> Iterator[str]:
+        command = quote(cmd)
+        channel = self._session(command)
+        stderr: list[bytes] = []
+        drain = threading.Thread(target=_drain, args=(channel.makefile_stderr("rb"), stderr),
+                                 daemon=True)
+        drain.start()
+        finished = False
+        try:
+            for raw in channel.makefile("rb"):
+                yield raw.decode(errors="replace")
+            finished = True
+        finally:
+            if not finished:  # the caller stopped early (or failed): do not wait for the rest
+                channel.close()
+        drain.join(timeout=10)
+        channel.status_event.wait(timeout=30)  # set on exit-status, and when the channel closes
+        transport = channel.get_transport()
+        if not channel.exit_status_ready() or transport is None or not transport.is_active():
+            channel.close()
+            raise RunError(f"{self.host}: the SSH connection to {self.where} dropped while "
+                           f"reading `{command[:80]}`")
+        code = channel.exit_status
+        channel.close()
+        if code != 0:
+            err = b"".join(stderr).decode(errors="replace")
+            raise CommandError(Result(command, self.host, code, "", err))
+
+
+def _drain(fileobj: Any, sink: list[bytes]) -> None:
+    try:
+        for line in fileobj:
+            sink.append(line)
+            del sink[:-STDERR_TAIL_LINES]
+    except TRANSPORT_ERRORS:
+        pass
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+        return "connection refused (is sshd running?)"
+    if isinstance(exc, socket.timeout):
+        return "timed out"
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text
+
+
+class SshChannel(QueueChannel):
+    """A side script on a lab host, spoken to in JSON lines over one SSH channel.
+
+    A reader thread feeds the queue with stdout lines; stderr keeps a tail for the
+    error message. When the SSH connection drops, the reader ends and ``receive()``
+    raises RunError naming the host.
+    """
+
+    def __init__(self, runner: SshRunner, command: str, channel: paramiko.Channel) -> None:
+        super().__init__(runner.host, command)
+        self.runner = runner
+        self.channel = channel
+        self._stderr: list[bytes] = []
+        self._stdout_done = threading.Event()
+        threading.Thread(target=self._read_stdout, name=f"ssh {runner.host} stdout",
+                         daemon=True).start()
+        self._stderr_thread = threading.Thread(
+            target=_drain, args=(channel.makefile_stderr("rb"), self._stderr),
+            name=f"ssh {runner.host} stderr", daemon=True)
+        self._stderr_thread.start()
+
+    def _read_stdout(self) -> None:
+        try:
+            for raw in self.channel.makefile("rb"):
+                self.lines.put(raw.decode(errors="replace"))
+        except TRANSPORT_ERRORS:
+            pass
+        finally:
+            self._stdout_done.set()
+            self.lines.put(None)
+
+    def stderr_tail(self) -> str:
+        self._stderr_thread.join(timeout=0.2)
+        return b"".join(self._stderr).decode(errors="replace")
+
+    def _ended_message(self) -> str:
+        transport = self.runner.connection.transport
+        if transport is None or not transport.is_active():
+            return (f"{self.host}: the SSH connection to {self.runner.where} dropped while "
+                    f"the side ran ({self.command[:80]})")
+        if self.channel.exit_status_ready():
+            code = self.channel.recv_exit_status()
+            tail = self.stderr_tail().strip().splitlines()[-3:]
+            return (f"{self.host}: side process exited with code {code} "
+                    f"({self.command[:80]}): {' | '.join(tail) or 'no stderr'}")
+        return super()._ended_message()
+
+    def send(self, obj: dict) -> None:
+        data = (json.dumps(obj) + "\n").encode()
+        try:
+            if self.channel.closed or self._stdout_done.is_set():
+                raise OSError("channel closed")
+            self.channel.sendall(data)
+        except TRANSPORT_ERRORS:
+            raise RunError(self._ended_message()) from None
+
+    def close(self, timeout: float = 10.0) -> None:
+        """EOF on the side's stdin (it exits when stdin closes), then close the channel."""
+        try:
+            if not self.channel.closed:
+                self.channel.shutdown_write()
+                deadline = time.monotonic() + timeout
+                while not self.channel.exit_status_ready() and time.monotonic() < deadline:
+                    if not self.channel.get_transport().is_active():
+                        break
+                    time.sleep(0.05)
+        except TRANSPORT_ERRORS:
+            pass
+        finally:
+            self.channel.close()
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.channel.recv_exit_status() if self.channel.exit_status_ready() else None

@@ -1,0 +1,384 @@
+"""Bad input through the real CLI, in-process: exit code 2, one line, nothing created.
+
+Every case runs ``orchestrator.cli.main([...])`` on a temporary copy of lab/ and
+scenarios/ (``TCPLAB_ROOT``), with ``TCPLAB_STATE_DIR`` and ``--results`` pointing at
+temporary directories, and asserts that afterwards:
+
+* the exit code is 2 and stderr is one line naming the file, the key and what was expected;
+* no network namespace appeared in ``ip netns list``;
+* the results directory was not created and the state directory is still empty.
+
+``labrun.run_plan`` is replaced by a function that fails the test, so a case that is
+wrongly accepted can never start a real run. The table in docs/errors.md lists these cases.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from orchestrator import labrun
+from orchestrator.cli import main
+
+pytestmark = pytest.mark.root  # sysctl classification (unshare --net), ip netns
+
+REPO = Path(__file__).resolve().parents[2]
+RELEASE = os.uname().release
+
+
+def netns_names() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    return {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
+
+
+def journalled_elsewhere() -> set[str]:
+    """Namespaces journalled by concurrent runs: the default state directory and those of
+    other pytest sessions (integration tests run tcplab with a state dir under tmp_path).
+
+    A run journals a namespace before it creates it, so a live namespace of another run is
+    always found here; one of ours would have to be journalled in our (empty) state dir.
+    """
+    names = set()
+    pytest_tmp = Path(tempfile.gettempdir())
+    journals = [*Path("/run/tcplab/runs").glob("*/journal.jsonl"),
+                *pytest_tmp.glob("pytest-of-*/pytest-*/*/state/runs/*/journal.jsonl")]
+    for journal in journals:
+        try:
+            lines = journal.read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if entry.get("kind") == "netns":
+                names.add(entry["name"])
+    return names
+
+
+def new_namespaces(before: set[str]) -> set[str]:
+    """Namespaces that appeared since ``before`` and that no other run journalled.
+
+    Looked at up to three times: a concurrent run deletes its namespace just before its
+    journal, so one pass can see the namespace but no longer the journal.
+    """
+    for _ in range(3):
+        new = netns_names() - before
+        new -= journalled_elsewhere()
+        if not new:
+            return new
+        time.sleep(0.2)
+    return new
+
+
+@dataclass
+class Lab:
+    """A temporary project copy and the places a run would create things in."""
+
+    root: Path
+    results: Path
+    state: Path
+    netns_before: set[str]
+
+    def write(self, rel: str, text: str) -> Path:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+
+    def edit(self, rel: str, old: str, new: str, to: str | None = None) -> Path:
+        """Copy ``rel`` to ``to`` (default: in place) with ``old`` replaced by ``new``."""
+        text = (self.root / rel).read_text()
+        assert old in text, f"{old!r} not in {rel}"
+        return self.write(to or rel, text.replace(old, new, 1))
+
+    def fail(self, capsys: pytest.CaptureFixture, argv: list[str]) -> str:
+        """Run the CLI; assert exit 2, one line on stderr, nothing created. The message."""
+        if argv[0] == "run":
+            argv = [*argv, "--results", str(self.results)]
+        code = main(argv)
+        out, err = capsys.readouterr()
+        assert code == 2, f"exit {code}; stderr: {err!r}"
+        lines = err.splitlines()
+        assert len(lines) == 1, f"expected one line on stderr, got {err!r}"
+        assert lines[0].startswith("tcplab: error: ")
+        assert out == ""
+        self.assert_nothing_created()
+        return lines[0][len("tcplab: error: "):]
+
+    def assert_nothing_created(self) -> None:
+        new = new_namespaces(self.netns_before)
+        assert not new, f"network namespaces appeared: {sorted(new)}"
+        assert not self.results.exists(), "the results directory was created"
+        assert list(self.state.iterdir()) == [], "files appeared in the state directory"
+
+
+def _must_not_run(*args: object, **kw: object) -> None:
+    raise AssertionError("bad input reached run_plan: a run would have started")
+
+
+@pytest.fixture
+def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Lab:
+    root = tmp_path / "root"
+    shutil.copytree(REPO / "lab", root / "lab")
+    shutil.copytree(REPO / "scenarios", root / "scenarios")
+    state = tmp_path / "state"
+    state.mkdir()
+    monkeypatch.setenv("TCPLAB_ROOT", str(root))
+    monkeypatch.setenv("TCPLAB_STATE_DIR", str(state))
+    monkeypatch.setattr(labrun, "run_plan", _must_not_run)
+    return Lab(root, tmp_path / "results", state, netns_names())
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input: files to write in the project copy, the command, the message.
+
+    ``files`` maps a path under the project copy to its text, or to ``(source, old, new)``
+    for a copy of ``source`` with ``old`` replaced by ``new``. ``argv`` and ``message``
+    may use ``{root}`` (the project copy) and ``{release}`` (the running kernel).
+    ``message`` is the exact message, or a regular expression when ``regex`` is set.
+    """
+
+    id: str
+    argv: tuple[str, ...]
+    message: str
+    files: tuple[tuple[str, object], ...] = ()
+    regex: bool = False
+    argv_fn: Callable[[], tuple[str, ...]] | None = None
+
+
+LAB = "lab/default.yaml"
+RUN = ("run", "-b", "netns")
+
+
+def _too_many_for_memory() -> tuple[str, ...]:
+    """An N whose ~10 KB per connection exceeds the available memory on this machine."""
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    avail = next(int(line.split()[1]) * 1024 for line in meminfo
+                 if line.startswith("MemAvailable:"))
+    return (*RUN, "-s", "idle", "-n", str(avail // 10_000))
+
+
+CASES = [
+    Case("malformed-yaml",
+         (*RUN, "-s", "{root}/scenarios/broken.yaml"),
+         "{root}/scenarios/broken.yaml:4: malformed YAML (expected the node content, but found "
+         "'<stream end>'); fix the syntax",
+         files=(("scenarios/broken.yaml",
+                 "steps:\n  - checkpoint: baseline\n  - connect: {\n"),)),
+    Case("duplicate-key",
+         (*RUN, "-s", "idle", "-p", "{root}/mine.yaml"),
+         "{root}/mine.yaml:3: key 'sysctls' appears twice; keep one of them",
+         files=(("mine.yaml", "sysctls: {}\ndescription: x\nsysctls: {}\n"),)),
+    Case("lab-unknown-key",
+         (*RUN, "-s", "idle", "--lab", "{root}/lab/mine.yaml"),
+         "{root}/lab/mine.yaml: hostz: unknown key; expected one of name, description, backend, "
+         "network, hosts, profile",
+         files=(("lab/mine.yaml", (LAB, "hosts:\n", "hostz:\n")),)),
+    Case("profile-unknown-key",
+         (*RUN, "-s", "idle", "-p", "{root}/mine.yaml"),
+         "{root}/mine.yaml: sysctl: unknown key; expected one of description, include, sysctls",
+         files=(("mine.yaml", "description: typo\nsysctl:\n  net.core.somaxconn: 1024\n"),)),
+    Case("scenario-unknown-key",
+         (*RUN, "-s", "{root}/scenarios/mine.yaml"),
+         "{root}/scenarios/mine.yaml: conections: unknown key; expected one of description, "
+         "connections, bytes, steps",
+         files=(("scenarios/mine.yaml",
+                 ("scenarios/idle.yaml", "connections:", "conections:")),)),
+    Case("scenario-connections-not-a-number",
+         (*RUN, "-s", "{root}/scenarios/mine.yaml"),
+         '{root}/scenarios/mine.yaml: connections: expected an integer >= 1, got "ten"',
+         files=(("scenarios/mine.yaml",
+                 ("scenarios/idle.yaml", "connections: 10000", 'connections: "ten"')),)),
+    Case("scenario-send-before-connect",
+         (*RUN, "-s", "{root}/scenarios/mine.yaml"),
+         "{root}/scenarios/mine.yaml: steps[1]: expected send after a connect step",
+         files=(("scenarios/mine.yaml",
+                 "steps:\n  - checkpoint: baseline\n  - send: client\n  - connect: {}\n"),)),
+    Case("scenario-unknown-action",
+         (*RUN, "-s", "{root}/scenarios/mine.yaml"),
+         '{root}/scenarios/mine.yaml: steps[2]: expected one of connect, send, read, close, '
+         'wait, checkpoint, got "shutdown"',
+         files=(("scenarios/mine.yaml",
+                 "steps:\n  - checkpoint: baseline\n  - connect: {}\n  - shutdown: client\n"),)),
+    Case("unknown-scenario",
+         (*RUN, "-s", "idel"),
+         "unknown scenario 'idel': no {root}/scenarios/idel.yaml; known scenarios: c2s, idle, "
+         "s2c, timewait"),
+    Case("unknown-profile",
+         (*RUN, "-s", "idle", "-p", "small"),
+         "unknown profile 'small': no {root}/lab/profiles/small.yaml; known profiles: default, "
+         "large-buffers, lean-server, small-buffers, tw-reuse"),
+    Case("unknown-backend",
+         ("run", "-s", "idle", "-b", "kvm"),
+         "tcplab run: argument --backend/-b: invalid choice: 'kvm' (choose from 'netns', "
+         "'docker', 'auto'); see tcplab run --help"),
+    Case("include-cycle",
+         (*RUN, "-s", "idle", "-p", "a"),
+         "{root}/lab/profiles/a.yaml: include: cycle a.yaml -> b.yaml -> a.yaml; remove one of "
+         "these includes",
+         files=(("lab/profiles/a.yaml", "include: [b]\n"),
+                ("lab/profiles/b.yaml", "include: [default, a]\n"))),
+    Case("include-unknown-profile",
+         (*RUN, "-s", "idle", "-p", "{root}/mine.yaml"),
+         "{root}/mine.yaml: include[0]: unknown profile 'smal-buffers': no "
+         "{root}/lab/profiles/smal-buffers.yaml; known profiles: default, large-buffers, "
+         "lean-server, small-buffers, tw-reuse",
+         files=(("mine.yaml", "include: [smal-buffers]\n"),)),
+    Case("sysctl-missing-on-kernel",
+         (*RUN, "-s", "idle", "-p", "{root}/mine.yaml"),
+         '{root}/mine.yaml: sysctls."net.ipv4.tcp_nonexistent": this kernel ({release}) has no '
+         "such sysctl; check the spelling or remove it",
+         files=(("mine.yaml", "sysctls:\n  net.ipv4.tcp_nonexistent: 1\n"),)),
+    Case("tcp_rmem-not-integers",
+         (*RUN, "-s", "idle", "-p", "{root}/mine.yaml"),
+         '{root}/mine.yaml: sysctls."net.ipv4.tcp_rmem": expected three integers '
+         '"min default max", got "abc"',
+         files=(("mine.yaml", "sysctls:\n  net.ipv4.tcp_rmem: abc\n"),)),
+    Case("tcp_rmem-min-above-default",
+         (*RUN, "-s", "idle", "-p", "{root}/mine.yaml"),
+         '{root}/mine.yaml: sysctls."net.ipv4.tcp_rmem": expected min <= default <= max, '
+         'got "8192 4096 65536"',
+         files=(("mine.yaml", 'sysctls:\n  net.ipv4.tcp_rmem: "8192 4096 65536"\n'),)),
+    Case("tcp_wmem-a-list",
+         (*RUN, "-s", "idle", "-p", "{root}/mine.yaml"),
+         '{root}/mine.yaml: sysctls."net.ipv4.tcp_wmem": expected an integer or a string of '
+         "integers, got [4096, 16384, 65536]",
+         files=(("mine.yaml", "sysctls:\n  net.ipv4.tcp_wmem: [4096, 16384, 65536]\n"),)),
+    Case("port-range-above-65535",
+         (*RUN, "-s", "idle", "--lab", "{root}/lab/mine.yaml"),
+         '{root}/lab/mine.yaml: hosts.client.sysctls."net.ipv4.ip_local_port_range": expected '
+         'ports between 1 and 65535, got "70000 80000"',
+         files=(("lab/mine.yaml", (LAB, '"1024 65535"', '"70000 80000"')),)),
+    Case("host-sysctl-in-profile",
+         (*RUN, "-s", "idle", "-p", "{root}/mine.yaml"),
+         '{root}/mine.yaml: sysctls."net.ipv4.tcp_mem" is host-wide on this kernel (not per '
+         "namespace); add --allow-host-sysctls to change it for the run (it is restored "
+         "afterwards), or remove it",
+         files=(("mine.yaml", 'sysctls:\n  net.ipv4.tcp_mem: "100000 150000 200000"\n'),)),
+    Case("host-sysctl-in-lab",
+         (*RUN, "-s", "idle", "--lab", "{root}/lab/mine.yaml", "--allow-host-sysctls"),
+         '{root}/lab/mine.yaml: hosts.server.sysctls."net.ipv4.tcp_mem" is host-wide on this '
+         "kernel (not per namespace); move it to a profile and run with --allow-host-sysctls, "
+         "or remove it",
+         files=(("lab/mine.yaml", (LAB, "    sysctls:", ('    sysctls:\n      net.ipv4.tcp_mem: '
+                                                       '"100000 150000 200000"'))),)),
+    Case("subnet-outside-benchmark-range",
+         (*RUN, "-s", "idle", "--lab", "{root}/lab/mine.yaml"),
+         "{root}/lab/mine.yaml: network.subnet: expected a network inside 198.18.0.0/15 "
+         '(reserved for benchmarks), got "10.0.0.0/24"',
+         files=(("lab/mine.yaml", (LAB, "198.18.0.0/24 ", "10.0.0.0/24 ")),)),
+    Case("address-outside-subnet",
+         (*RUN, "-s", "idle", "--lab", "{root}/lab/mine.yaml"),
+         "{root}/lab/mine.yaml: hosts.client.address: expected a host address inside "
+         'network.subnet 198.18.0.0/24, got "198.18.1.3"',
+         files=(("lab/mine.yaml", (LAB, "198.18.0.3", "198.18.1.3")),)),
+    Case("two-servers",
+         (*RUN, "-s", "idle", "--lab", "{root}/lab/mine.yaml"),
+         "{root}/lab/mine.yaml: hosts: expected exactly one host with role server and one with "
+         'role client, got "server, server"',
+         files=(("lab/mine.yaml", (LAB, "role: client", "role: server")),)),
+    Case("hosts-not-a-mapping",
+         (*RUN, "-s", "idle", "--lab", "{root}/lab/mine.yaml"),
+         "{root}/lab/mine.yaml: hosts: expected a mapping, got ['server', 'client']",
+         files=(("lab/mine.yaml", "hosts: [server, client]\n"),)),
+    Case("empty-lab-file",
+         (*RUN, "-s", "idle", "--lab", "{root}/lab/mine.yaml"),
+         "{root}/lab/mine.yaml: expected a mapping at the top level, got None",
+         files=(("lab/mine.yaml", "# nothing yet\n"),)),
+    Case("somaxconn-too-small",
+         (*RUN, "-s", "idle", "--lab", "{root}/lab/mine.yaml"),
+         "net.core.somaxconn 64 on the server is too small for a connection ramp; raise it in "
+         "{root}/lab/mine.yaml (hosts.server.sysctls) to at least 128",
+         files=(("lab/mine.yaml", (LAB, "somaxconn: 65535", "somaxconn: 64")),)),
+    Case("n-negative",
+         (*RUN, "-s", "idle", "-n", "-5"),
+         "tcplab run: argument -n/--connections: expected an integer >= 0, got '-5'; see "
+         "tcplab run --help"),
+    Case("n-zero",
+         (*RUN, "-s", "idle", "-n", "0"),
+         "-n/N: expected a number of connections >= 1, got 0"),
+    Case("n-not-a-number",
+         (*RUN, "-s", "idle", "-n", "ten"),
+         "tcplab run: argument -n/--connections: expected an integer, got 'ten'; see "
+         "tcplab run --help"),
+    Case("bytes-negative",
+         (*RUN, "-s", "c2s", "--bytes", "-13"),
+         "tcplab run: argument --bytes: expected an integer >= 0, got '-13'; see "
+         "tcplab run --help"),
+    Case("n-too-large-for-memory",
+         (), r"[\d,]+ connections need about [\d.]+ GiB of kernel memory and [\d.]+ GiB is "
+             r"available; the largest N that fits is about [\d,]+",
+         regex=True, argv_fn=_too_many_for_memory),
+    Case("n-too-large-for-ports",
+         (*RUN, "-s", "idle", "-n", "100000000000"),
+         "100,000,000,000 connections need 3100199 server ports with the client's "
+         "ip_local_port_range 1024 65535; widen it in {root}/lab/default.yaml "
+         "(hosts.client.sysctls) or lower N"),
+    Case("report-missing-dir",
+         ("report", "{root}/results/20261126-000000-idle-default"),
+         "{root}/results/20261126-000000-idle-default: no result here; pass a run directory "
+         "under results/"),
+    Case("report-newer-schema",
+         ("report", "{root}/run"),
+         "{root}/run/result.json: schema tcplab.result/99 is newer than this tcplab understands "
+         "(tcplab.result/1); upgrade tcplab to read it",
+         files=(("run/result.json", '{"schema": "tcplab.result/99", "checkpoints": []}\n'),)),
+    Case("report-corrupt-json",
+         ("report", "{root}/run"),
+         "{root}/run/result.json: not a readable tcplab result (Expecting ',' delimiter: line 1 "
+         "column 30 (char 29))",
+         files=(("run/result.json", '{"schema": "tcplab.result/1" "checkpoints": ['),)),
+    Case("report-not-a-result",
+         ("report", "{root}/run"),
+         "{root}/run/result.json: not a tcplab result (schema None)",
+         files=(("run/result.json", "[1, 2, 3]\n"),)),
+    Case("profiles-show-unknown",
+         ("profiles", "show", "larg-buffers"),
+         "unknown profile 'larg-buffers': no {root}/lab/profiles/larg-buffers.yaml; known "
+         "profiles: default, large-buffers, lean-server, small-buffers, tw-reuse"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(lab: Lab, capsys: pytest.CaptureFixture, case: Case) -> None:
+    for rel, content in case.files:
+        if isinstance(content, tuple):
+            source, old, new = content
+            lab.edit(source, old, new, to=rel)
+        else:
+            lab.write(rel, str(content))
+    fill = {"root": str(lab.root), "release": RELEASE}
+    argv = case.argv_fn() if case.argv_fn else case.argv
+    msg = lab.fail(capsys, [a.format(**fill) for a in argv])
+    if case.regex:
+        assert re.fullmatch(case.message, msg), msg
+    else:
+        assert msg == case.message.format(**fill)
+
+
+def test_enough_cases() -> None:
+    assert len(CASES) >= 20
+    assert len({c.id for c in CASES}) == len(CASES)
+
+
+def test_tcp_rmem_message_is_exact(lab: Lab, capsys: pytest.CaptureFixture) -> None:
+    """The message format every user-file error follows: FILE: KEY: expected WHAT, got VALUE."""
+    path = lab.write("lab/profiles/mine.yaml", "sysctls:\n  net.ipv4.tcp_rmem: abc\n")
+    msg = lab.fail(capsys, ["run", "-s", "idle", "-p", str(path)])
+    assert msg == f'{path}: sysctls."net.ipv4.tcp_rmem": expected three integers ' \
+                  '"min default max", got "abc"'
+    # by name from lab/profiles/ too
+    assert lab.fail(capsys, ["run", "-s", "idle", "-p", "mine"]) == msg
