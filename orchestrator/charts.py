@@ -16,10 +16,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from . import findings, report_text  # noqa: E402
+from . import findings, report_text
 
 FONT_STACK = ("system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', "
               "'DejaVu Sans', Arial, sans-serif")
@@ -104,7 +104,7 @@ def to_svg(fig: Any, prefix: str, title: str = "") -> str:
 
 def clean_svg(svg: str, prefix: str, title: str = "") -> str:
     svg = svg[svg.index("<svg"):]
-    svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)
+    svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.DOTALL)
     svg = svg.replace('xmlns:xlink="http://www.w3.org/1999/xlink" ', "")
     svg = svg.replace("xlink:href=", "href=")  # SVG 2 / HTML: plain href
     ids = set(re.findall(r'\bid="([^"]+)"', svg))
@@ -306,7 +306,8 @@ def timeline_chart(result: dict[str, Any]) -> str | None:
         top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
         for i, host in enumerate(hosts):
             colour = HOST_COLOURS[i % len(HOST_COLOURS)]
-            bottom.plot(t, cols.get(f"{host}.inuse", []), color=colour, linewidth=1.8,
+            bottom.plot(t, cols.get(f"{host}.inuse", []), color=colour,
+                        linewidth=3.6 if i == 0 else 1.6, alpha=0.55 if i == 0 else 1.0,
                         label=f"{host} sockets in use")
             tw = cols.get(f"{host}.tw", [])
             if any(tw):

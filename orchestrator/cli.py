@@ -63,7 +63,13 @@ def build_parser() -> Parser:
 
     rep = sub.add_parser("report", help="re-render the report of a saved run")
     rep.add_argument("run_dir", type=Path)
-    rep.add_argument("--format", choices=["table", "markdown", "json"], default="table")
+    rep.add_argument("--format", choices=["table", "markdown", "json", "html"], default="table",
+                     help="html: write report.html into the run directory and print its path")
+
+    cmp = sub.add_parser("compare", help="compare saved runs (a folder of runs expands)")
+    cmp.add_argument("runs", nargs="+", type=Path, metavar="RUN_OR_DIR")
+    cmp.add_argument("--format", choices=["table", "markdown", "json", "html"], default="table")
+    cmp.add_argument("-o", "--output", type=Path, help="write to FILE instead of printing")
 
     sub.add_parser("scenarios", help="list scenarios")
     prof = sub.add_parser("profiles", help="list sysctl profiles, or show one resolved")
@@ -82,6 +88,7 @@ def cmd_run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     from . import report_text
     from .labrun import run_plan
     from .plan import RunOptions, make_plan
+    from .report_html import write_report
     from .results import load_result
     from .ui import UI
 
@@ -100,7 +107,16 @@ def cmd_run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     ui.phase("report", str(run_dir / "result.json"))
     out("")
     out(report_text.render(load_result(run_dir)))
+    out(f"report: {_shown(write_report(run_dir))}")
     return 0
+
+
+def _shown(path: Path) -> str:
+    """A path relative to the working directory when it is below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _refuse_stale() -> None:
@@ -118,11 +134,34 @@ def cmd_report(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     from . import report_text
     from .results import load_result
 
+    if args.format == "html":
+        from .report_html import write_report
+
+        out(str(_shown(write_report(args.run_dir))))
+        return 0
     result = load_result(args.run_dir)
     if args.format == "json":
         out(json.dumps(result, indent=1))
     else:
         out(report_text.render(result, "github" if args.format == "markdown" else "simple"))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    from . import compare
+    from .report_html import write_text_atomic
+    from .results import load_result
+
+    runs = compare.expand_runs(args.runs)
+    if len(runs) < 2:
+        raise InputError(f"tcplab compare: found {len(runs)} result; pass at least two runs "
+                         "(or a folder holding several)")
+    text = compare.render(compare.compare([load_result(r) for r in runs]), args.format)
+    if args.output:
+        write_text_atomic(args.output, text if text.endswith("\n") else text + "\n")
+        out(_shown(args.output))
+    else:
+        out(text)
     return 0
 
 
@@ -172,8 +211,8 @@ def cmd_wipe(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "report": cmd_report, "scenarios": cmd_scenarios,
-            "profiles": cmd_profiles, "images": cmd_images, "wipe": cmd_wipe}
+COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare,
+            "scenarios": cmd_scenarios, "profiles": cmd_profiles, "images": cmd_images, "wipe": cmd_wipe}
 
 
 def main(argv: list[str] | None = None) -> int:

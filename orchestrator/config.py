@@ -94,7 +94,7 @@ def load_lab(path: Path) -> Lab:
         subnet = ipaddress.ip_network(subnet_text)
     except ValueError:
         raise net.fail("subnet", "a network like 198.18.0.0/24", subnet_text) from None
-    if not subnet.subnet_of(LAB_NETWORK):  # type: ignore[arg-type]
+    if subnet.version != 4 or not subnet.subnet_of(LAB_NETWORK):  # type: ignore[arg-type]
         raise net.fail("subnet", "a network inside 198.18.0.0/15 (reserved for benchmarks)",
                        subnet_text)
     hosts_doc = doc.map("hosts", required=True)
@@ -193,4 +193,4 @@ def check_scalar(doc: Doc, key: str, value: Any, allowed: tuple[str, ...]) -> st
     return str(value)
 
 
-__all__ = ["Lab", "HostSpec", "Profile", "load_lab", "load_profile", "list_profiles", "show"]
+__all__ = ["HostSpec", "Lab", "Profile", "list_profiles", "load_lab", "load_profile", "show"]

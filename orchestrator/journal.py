@@ -199,8 +199,8 @@ class HostLock:
     cannot leave it stuck.
     """
 
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
+    def __init__(self, label: str) -> None:
+        self.label = label
         self.fd: int | None = None
 
     @staticmethod
@@ -222,7 +222,7 @@ class HostLock:
                 "are machine-wide, so wait for it to finish"
             ) from None
         os.ftruncate(fd, 0)
-        os.write(fd, f"run {self.run_id}, pid {os.getpid()}".encode())
+        os.write(fd, f"{self.label}, pid {os.getpid()}".encode())
         self.fd = fd
 
     def release(self) -> None:

@@ -128,11 +128,15 @@ class LabRun:
     # -- top level ------------------------------------------------------------------------
     def execute(self) -> Path:
         plan = self.plan
-        self.run_dir = new_run_dir(self.results_dir, plan.scenario.name, plan.profile.name)
+        lock = HostLock(f"{plan.scenario.name}/{plan.profile.name}")
+        lock.acquire()  # before anything is created: a refused run leaves nothing behind
+        try:
+            self.run_dir = new_run_dir(self.results_dir, plan.scenario.name, plan.profile.name)
+            journal = Journal.create(self.run_dir.name)
+        except BaseException:
+            lock.release()
+            raise
         run_id = self.run_dir.name
-        lock = HostLock(run_id)
-        lock.acquire()
-        journal = Journal.create(run_id)
         self.backend = backend_class(plan.backend)(plan.lab, run_id, journal, self.root, self.ui.line)
         old = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
         started = time.time()

@@ -8,18 +8,34 @@ text is saved gzip-compressed beside the result, so any figure can be re-derived
 from __future__ import annotations
 
 import gzip
+import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from . import parsers
 from .backends.base import LabHost
 from .runner import Runner
 
 SS_ALL = ["ss", "-t", "-a", "-n", "-m", "-i", "-H"]  # -a: TIME-WAIT and SYN-RECV too
-SS_QUICK = ["ss", "-t", "-a", "-n", "-H"]
+RAW_SS_MAX = 20_000  # above this many sockets per host, keep the sock_diag summary only
+SOCKDIAG = Path(__file__).resolve().parent.parent / "scenarios" / "sockdiag.py"
+
+
+def sockdiag_argv(with_mem: bool = True) -> list[str]:
+    """Run scenarios/sockdiag.py on a host without copying it there (python3 -c)."""
+    argv = ["python3", "-c", SOCKDIAG.read_text()]
+    return argv if with_mem else argv + ["--no-mem"]
+
+
+def host_summary(host: LabHost, with_mem: bool = True) -> parsers.SsSummary:
+    """Every TCP socket of a host summarised through netlink sock_diag (bounded memory)."""
+    data = json.loads(host.runner.run(sockdiag_argv(with_mem), timeout=120).stdout)
+    return parsers.SsSummary(data["states"], data["sums"], data["medians"],
+                             data.get("skmem_sockets", {}))
 
 
 @dataclass
@@ -59,16 +75,9 @@ def read_slab_aliases(root: Path = Path("/sys/kernel/slab")) -> dict[str, list[s
     return parsers.slab_alias_groups(links)
 
 
-def _tee(lines: Iterable[str], path: Path) -> Iterator[str]:
-    with gzip.open(path, "wt", compresslevel=3) as fh:
-        for line in lines:
-            fh.write(line if line.endswith("\n") else line + "\n")
-            yield line
-
-
 def quick_summary(host: LabHost) -> parsers.SsSummary:
     """State counts and queue sums only: cheap enough to poll while waiting."""
-    return parsers.summarize_ss(parsers.iter_ss(host.runner.stream(SS_QUICK)))
+    return host_summary(host, with_mem=False)
 
 
 SETTLE_CACHES = ("TCP", "TCPv6", "sock_inode_cache", "filp", "dentry", "tw_sock_TCP",
@@ -109,13 +118,21 @@ def take(name: str, hosts: dict[str, LabHost], raw_dir: Path, kernel: Runner | N
     mem_text = read_text(kernel, "/proc/meminfo")
     snap = Snapshot(name, time.time(), parsers.parse_slabinfo(slab_text),
                     parsers.parse_meminfo(mem_text))
-    for host in hosts.values():
+    def collect(host: LabHost) -> tuple[str, HostSnapshot]:
         sockstat_text = host.runner.run(["cat", "/proc/net/sockstat"]).stdout
-        lines = _tee(host.runner.stream(SS_ALL), out / f"{host.name}-ss.txt.gz")
-        summary = parsers.summarize_ss(parsers.iter_ss(lines))
-        memory = memory_of(host) if memory_of else None
-        snap.hosts[host.name] = HostSnapshot(parsers.parse_sockstat(sockstat_text), summary, memory)
+        summary = host_summary(host)
+        if sum(summary.states.values()) <= RAW_SS_MAX:  # raw per-socket text, kept for study
+            with gzip.open(out / f"{host.name}-ss.txt.gz", "wt", compresslevel=3) as fh:
+                for line in host.runner.stream(SS_ALL):
+                    fh.write(line if line.endswith("\n") else line + "\n")
         (out / f"{host.name}-sockstat.txt").write_text(sockstat_text)
+        memory = memory_of(host) if memory_of else None
+        return host.name, HostSnapshot(parsers.parse_sockstat(sockstat_text), summary, memory)
+
+    # Hosts in parallel: each dump is its own process on its own host.
+    with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
+        for name, host_snap in pool.map(collect, hosts.values()):
+            snap.hosts[name] = host_snap
     with gzip.open(out / "slabinfo.txt.gz", "wt") as fh:
         fh.write(slab_text)
     (out / "meminfo.txt").write_text(mem_text)

@@ -108,7 +108,9 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
             card["delta"] = pcb["total"] - previous["per_connection_bytes"]["total"]
             now, then = _attributed(cp), _attributed(previous)
             moved = {c: now.get(c, 0.0) - then.get(c, 0.0) for c in set(now) | set(then)}
-            top = sorted((kv for kv in moved.items() if abs(kv[1]) >= 1), key=lambda kv: -abs(kv[1]))
+            floor = max(8.0, 0.05 * abs(card["delta"]))
+            top = sorted((kv for kv in moved.items() if abs(kv[1]) >= floor),
+                         key=lambda kv: -abs(kv[1]))
             if top:
                 changes.append({"name": cp["name"], "total": pcb["total"], "delta": card["delta"],
                                 "caches": [(charts.cache_label(c, aliases.get(c)), v)
@@ -118,9 +120,12 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
     return {"sentence": sentence, "cards": cards, "changes": changes}
 
 
+TABLE_CACHES = 6
+
+
 def memory_table(result: dict[str, Any]) -> dict[str, Any]:
     cps = report_text.measured(result)
-    caches = report_text.top_caches(cps)
+    caches = report_text.top_caches(cps, limit=TABLE_CACHES)
     rows = []
     for cp in cps:
         pcb = cp["per_connection_bytes"]
@@ -130,7 +135,8 @@ def memory_table(result: dict[str, Any]) -> dict[str, Any]:
                      "total": pcb["total"], "charged": pcb.get("tcp_mem_charged"),
                      "drift": pcb.get("drift"), "conntrack": pcb.get("conntrack"),
                      "slab": pcb.get("meminfo_slab")})
-    return {"caches": caches, "rows": rows}
+    conntrack = any(row["conntrack"] for row in rows)
+    return {"caches": caches, "rows": rows, "conntrack": conntrack}
 
 
 def cache_details(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -225,19 +231,19 @@ def metadata_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     ramp = result.get("ramp") or {}
     rows = [
         ("kernel", f"{kern.get('release', '?')} {kern.get('version', '')} {kern.get('machine', '')}".strip()),
-        ("backend", f"{meta.get('backend', '?')} ({meta.get('backend_choice', '')})"
-         if meta.get("backend_choice") else str(meta.get("backend", "?"))),
+        ("backend", str(meta.get("backend_choice") or meta.get("backend", "?"))),
         ("image", meta.get("image") or "– (none: network namespaces on the host)"),
         ("tool", f"tcplab {meta.get('tool_version', '?')}"
          + (f" · commit {meta['git_commit'][:12]}" if meta.get("git_commit") else "")),
-        ("machine", f"{meta.get('hostname', '?')} · Python {meta.get('python', '?')} · "
-                    f"page {meta.get('page_size', 4096):,} B"),
-        ("run", f"{result.get('run_id', '?')} · {utc(result.get('started'))} → "
-                f"{utc(result.get('finished'))}"),
+        ("machine", (f"{meta.get('hostname', '?')} · Python {meta.get('python', '?')} · "
+                     f"page {meta.get('page_size', 4096):,} B")),
+        ("run", (f"{result.get('run_id', '?')} · {utc(result.get('started'))} → "
+                 f"{utc(result.get('finished'))}")),
     ]
     if ramp:
-        rows.append(("ramp", f"{result['scenario']['connections']:,} connections in "
-                             f"{ramp.get('seconds', 0):.2f} s · {ramp.get('rate', 0):,.0f} conn/s"))
+        rate = (f"{result['scenario']['connections']:,} connections in "
+                f"{ramp.get('seconds', 0):.2f} s · {ramp.get('rate', 0):,.0f} conn/s")
+        rows.append(("ramp", rate))
     workers = meta.get("workers")
     if workers:
         rows.append(("workers", ", ".join(f"{k} {v}" for k, v in workers.items())))

@@ -8,6 +8,7 @@ them; ``expect:`` on a checkpoint overrides the derived states.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,7 +212,8 @@ def _parse_step(doc: Doc, i: int, raw: Any) -> Step:
         expect = _parse_expect(sub.map("expect")) if "expect" in body else None
         return Step("checkpoint", name=name, expect=expect)
     if action == "wait":
-        if isinstance(body, bool) or not isinstance(body, (int, float)) or body < 0:
+        if (isinstance(body, bool) or not isinstance(body, (int, float)) or body < 0
+                or not math.isfinite(body)):
             raise sub.fail(None, "a number of seconds >= 0", body)
         return Step("wait", seconds=float(body))
     if action == "connect":

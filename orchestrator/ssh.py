@@ -8,6 +8,11 @@ as :class:`~orchestrator.runner.LocalRunner`, on a fabric ``Connection``.
 * ``stream()`` yields stdout lines as they arrive, so ``ss`` over 10,000+ sockets is
   parsed while it is read, never held whole in memory.
 
+The transport is TCP to ``address:port`` unless a ``sock_factory`` is given: a callable
+returning a connected socket-like object (send/recv/settimeout/close) that carries the
+SSH protocol instead - the docker backend uses one so that no control connection lives
+in the network namespace being measured (see orchestrator/backends/docker.py).
+
 Host keys: the lab's hosts are ephemeral (every container makes a fresh host key when
 it starts), so there is nothing to pin. Host keys are accepted for the run only: the
 connection keeps them in memory, no ``known_hosts`` file is read or written, no SSH
@@ -22,7 +27,7 @@ import shlex
 import socket
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import paramiko
 from fabric import Config, Connection
@@ -49,13 +54,15 @@ class SshRunner(Runner):
     """
 
     def __init__(self, host: str, address: str, key_file: str, *, user: str = "root",
-                 port: int = 22, connect_timeout: int = 10, keepalive: int = 15) -> None:
+                 port: int = 22, connect_timeout: int = 10, keepalive: int = 15,
+                 sock_factory: Callable[[], Any] | None = None) -> None:
         self.host = host
         self.address = address
         self.key_file = str(key_file)
         self.user = user
         self.port = port
         self.keepalive = keepalive
+        self.sock_factory = sock_factory
         # lazy: no /etc/fabric.yaml, ~/.fabric.yaml; no ssh_config files: nothing from
         # this machine's user setup changes how the lab is reached.
         config = Config(lazy=True, overrides={"load_ssh_configs": False})
@@ -71,6 +78,8 @@ class SshRunner(Runner):
     # -- connection ------------------------------------------------------------------------
     @property
     def where(self) -> str:
+        if self.sock_factory is not None:
+            return f"{self.user}@{self.address} ({getattr(self.sock_factory, 'label', 'custom transport')})"
         return f"{self.user}@{self.address}:{self.port}"
 
     def connect(self) -> None:
@@ -79,6 +88,8 @@ class SshRunner(Runner):
             if self.connection.is_connected:
                 return
             try:
+                if self.sock_factory is not None:
+                    self.connection.connect_kwargs["sock"] = self.sock_factory()
                 self.connection.open()
             except (paramiko.SSHException, OSError, EOFError) as exc:
                 self.connection.close()
@@ -110,10 +121,14 @@ class SshRunner(Runner):
         with self._lock:
             self.connection.close()
 
+    def command(self, cmd: Command) -> str:
+        """The remote command line: argv quoted with shlex.join, a string as given."""
+        return quote(cmd)
+
     # -- Runner ------------------------------------------------------------------------------
     def run(self, cmd: Command, *, check: bool = True, timeout: float | None = 60,
             stdin: str | None = None) -> Result:
-        command = quote(cmd)
+        command = self.command(cmd)
         self.connect()
         in_stream: Any = io.StringIO(stdin) if stdin is not None else False
         try:
@@ -139,11 +154,11 @@ class SshRunner(Runner):
         return channel
 
     def spawn(self, cmd: Command) -> "SshChannel":
-        command = quote(cmd)
+        command = self.command(cmd)
         return SshChannel(self, command, self._session(command))
 
     def stream(self, cmd: Command) -> Iterator[str]:
-        command = quote(cmd)
+        command = self.command(cmd)
         channel = self._session(command)
         stderr: list[bytes] = []
         drain = threading.Thread(target=_drain, args=(channel.makefile_stderr("rb"), stderr),

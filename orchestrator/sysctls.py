@@ -11,8 +11,9 @@ import functools
 import os
 import re
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import InputError, RunError
 from .yamlfile import key_path, show

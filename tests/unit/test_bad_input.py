@@ -145,9 +145,10 @@ def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Lab:
 class Case:
     """One bad input: files to write in the project copy, the command, the message.
 
-    ``files`` maps a path under the project copy to its text, or to ``(source, old, new)``
-    for a copy of ``source`` with ``old`` replaced by ``new``. ``argv`` and ``message``
-    may use ``{root}`` (the project copy) and ``{release}`` (the running kernel).
+    ``files`` maps a path under the project copy to its text (or bytes), or to
+    ``(source, old, new)`` for a copy of ``source`` with ``old`` replaced by ``new``.
+    ``argv`` and ``message`` may use ``{root}`` (the project copy) and ``{release}``
+    (the running kernel).
     ``message`` is the exact message, or a regular expression when ``regex`` is set.
     """
 
@@ -178,6 +179,10 @@ CASES = [
          "'<stream end>'); fix the syntax",
          files=(("scenarios/broken.yaml",
                  "steps:\n  - checkpoint: baseline\n  - connect: {\n"),)),
+    Case("not-utf8",
+         (*RUN, "-s", "{root}/scenarios/latin1.yaml"),
+         "{root}/scenarios/latin1.yaml: not UTF-8 text (byte 16); save it as UTF-8",
+         files=(("scenarios/latin1.yaml", "description: caf\xe9\n".encode("latin-1")),)),
     Case("duplicate-key",
          (*RUN, "-s", "idle", "-p", "{root}/mine.yaml"),
          "{root}/mine.yaml:3: key 'sysctls' appears twice; keep one of them",
@@ -280,6 +285,11 @@ CASES = [
          "{root}/lab/mine.yaml: network.subnet: expected a network inside 198.18.0.0/15 "
          '(reserved for benchmarks), got "10.0.0.0/24"',
          files=(("lab/mine.yaml", (LAB, "198.18.0.0/24 ", "10.0.0.0/24 ")),)),
+    Case("subnet-ipv6",
+         (*RUN, "-s", "idle", "--lab", "{root}/lab/mine.yaml"),
+         "{root}/lab/mine.yaml: network.subnet: expected a network inside 198.18.0.0/15 "
+         '(reserved for benchmarks), got "2001:db8::/64"',
+         files=(("lab/mine.yaml", (LAB, "198.18.0.0/24 ", "2001:db8::/64 ")),)),
     Case("address-outside-subnet",
          (*RUN, "-s", "idle", "--lab", "{root}/lab/mine.yaml"),
          "{root}/lab/mine.yaml: hosts.client.address: expected a host address inside "
@@ -358,6 +368,8 @@ def test_bad_input(lab: Lab, capsys: pytest.CaptureFixture, case: Case) -> None:
         if isinstance(content, tuple):
             source, old, new = content
             lab.edit(source, old, new, to=rel)
+        elif isinstance(content, bytes):
+            (lab.root / rel).write_bytes(content)
         else:
             lab.write(rel, str(content))
     fill = {"root": str(lab.root), "release": RELEASE}
@@ -382,3 +394,12 @@ def test_tcp_rmem_message_is_exact(lab: Lab, capsys: pytest.CaptureFixture) -> N
                   '"min default max", got "abc"'
     # by name from lab/profiles/ too
     assert lab.fail(capsys, ["run", "-s", "idle", "-p", "mine"]) == msg
+
+
+@pytest.mark.xfail(strict=True, raises=KeyError,
+                   reason="results.load_result checks the schema only: a result.json without "
+                          "metadata/scenario/checkpoints crashes the renderer (KeyError, exit 1)")
+def test_report_result_missing_fields(lab: Lab, capsys: pytest.CaptureFixture) -> None:
+    path = lab.write("run/result.json", '{"schema": "tcplab.result/1"}\n')
+    msg = lab.fail(capsys, ["report", str(path.parent)])
+    assert msg.startswith(f"{path}: ")

@@ -243,6 +243,9 @@ def test_lab_defaults_and_names(tmp_path: Path) -> None:
     ({"subnet": "198.16.0.0/14"},
      ('network.subnet: expected a network inside 198.18.0.0/15 (reserved for benchmarks), '
      'got "198.16.0.0/14"')),
+    ({"subnet": "2001:db8::/64"},
+     ('network.subnet: expected a network inside 198.18.0.0/15 (reserved for benchmarks), '
+      'got "2001:db8::/64"')),
     ({"subnet": "198.18.0.1/24"},
      'network.subnet: expected a network like 198.18.0.0/24, got "198.18.0.1/24"'),
     ({"server": "198.18.1.2"},
