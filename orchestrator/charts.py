@@ -55,6 +55,7 @@ HOST_COLOURS = ["#4a9d6b", "#8470b8", "#e08a3c", "#4fb3c8"]
 
 _STYLE = {
     "svg.fonttype": "none",
+    "svg.hashsalt": "tcplab",  # deterministic ids: the same result gives the same file
     "font.family": "DejaVu Sans",  # metrics for layout; the SVG text uses FONT_STACK
     "font.size": 9,
     "axes.edgecolor": "#9aa5b1",

@@ -40,6 +40,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _at_least_one(text: str) -> int:
+    value = _positive_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
 def build_parser() -> Parser:
     p = Parser(prog="tcplab", description="Measure what a TCP connection costs the Linux kernel.")
     p.add_argument("--version", action="version", version=f"tcplab {__version__}")
@@ -50,7 +57,8 @@ def build_parser() -> Parser:
     run.add_argument("--scenario", "-s", required=True, help="a name in scenarios/ or a path")
     run.add_argument("--profile", "-p", help="a name in lab/profiles/ or a path (default: the lab's)")
     run.add_argument("--backend", "-b", choices=["netns", "docker", "auto"])
-    run.add_argument("-n", "--connections", type=_positive_int, help="connections (default: the scenario's)")
+    run.add_argument("-n", "--connections", type=_at_least_one,
+                     help="connections (default: the scenario's)")
     run.add_argument("--bytes", type=_positive_int, dest="nbytes", help="bytes per connection")
     run.add_argument("--lab", type=Path, help="lab file (default lab/default.yaml)")
     run.add_argument("--results", type=Path, help="results directory (default results/)")

@@ -18,6 +18,7 @@ from .errors import InputError, LabError
 SCHEMA = "tcplab.result/1"
 SCHEMA_VERSION = 1
 RESULT_FILE = "result.json"
+REQUIRED = ("run_id", "status", "scenario", "profile", "lab", "metadata", "checkpoints")
 
 
 def new_run_dir(results: Path, scenario: str, profile: str, now: float | None = None) -> Path:
@@ -85,4 +86,8 @@ def load_result(run: Path) -> dict[str, Any]:
     if version > SCHEMA_VERSION:
         raise InputError(f"{path}: schema {schema} is newer than this tcplab understands "
                          f"({SCHEMA}); upgrade tcplab to read it")
+    missing = [k for k in REQUIRED if k not in data]
+    if missing:
+        raise InputError(f"{path}: not a complete tcplab result: missing {', '.join(missing)}; "
+                         "was it written by hand or cut short?")
     return data

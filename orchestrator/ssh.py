@@ -87,12 +87,15 @@ class SshRunner(Runner):
         with self._lock:
             if self.connection.is_connected:
                 return
+            sock = None
             try:
                 if self.sock_factory is not None:
-                    self.connection.connect_kwargs["sock"] = self.sock_factory()
+                    sock = self.connection.connect_kwargs["sock"] = self.sock_factory()
                 self.connection.open()
             except (paramiko.SSHException, OSError, EOFError) as exc:
                 self.connection.close()
+                if sock is not None:
+                    sock.close()
                 raise RunError(f"{self.host}: cannot log in over SSH to {self.where}: "
                                f"{_describe(exc)}") from exc
             if self.keepalive and self.connection.transport is not None:

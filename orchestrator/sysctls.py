@@ -58,9 +58,23 @@ def normalize_value(name: str, value: Any, where: str, prefix: tuple[str, ...] =
         if name in _PAIRS and not (1 <= numbers[0] and numbers[1] <= 65535):
             raise InputError(f"{label}: expected ports between 1 and 65535, got {show(value)}")
         return " ".join(str(n) for n in numbers)
+    if _is_text_sysctl(name):  # e.g. tcp_congestion_control = "cubic"
+        if not parts or len(parts) != 1 or not isinstance(value, str):
+            raise InputError(f"{label}: expected one word (like the kernel's value "
+                             f"{show(read_host(name))}), got {show(value)}")
+        return text
     if not parts or not all(_is_int(p) for p in parts):
         raise InputError(f"{label}: expected an integer or integers, got {show(value)}")
     return " ".join(str(int(p)) for p in parts)
+
+
+def _is_text_sysctl(name: str) -> bool:
+    """A sysctl whose live value is a word, not numbers (read from the running kernel)."""
+    try:
+        live = read_host(name).split()
+    except OSError:
+        return False
+    return bool(live) and not all(_is_int(p) for p in live)
 
 
 _DECIMAL = re.compile(r"-?[0-9]+")

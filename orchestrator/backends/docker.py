@@ -3,7 +3,11 @@
 Mirrors the netns backend through the same facade. Differences that matter:
 
 * Commands reach a host over SSH (:class:`~orchestrator.ssh.SshRunner`) with a key pair
-  made for the run in the run's journal directory; sshd is the container's PID 1.
+  made for the run in the run's journal directory. The SSH protocol is carried by a
+  Docker exec stream of ``sshd -i`` (inetd mode), not by TCP to the container's address:
+  a TCP control connection would be a socket in the very namespace being measured, and
+  every state count (``ESTAB``), queue sum and ``sockstat inuse`` would include it.
+  sshd on the lab address (PID 1) stays up; it is what the run waits for.
 * Per-namespace sysctls are pinned by Docker when the container is created
   (``sysctls=``), then read back over SSH and compared with what was asked.
 * Every network and container carries the label ``tcplab.run=<run id>`` and is
@@ -120,7 +124,8 @@ class DockerBackend(Backend):
             self.containers[spec.name] = container
         for spec in (server, client_spec):
             container = self.containers[spec.name]
-            runner = SshRunner(spec.name, spec.address, str(key))
+            runner = SshRunner(spec.name, spec.address, str(key),
+                               sock_factory=self._exec_transport(container))
             self.runners[spec.name] = runner
             waited = self._wait_ssh(spec.name, runner, container)
             container.reload()
@@ -216,6 +221,15 @@ class DockerBackend(Backend):
                            f"{_short(exc)}") from None
         return self.client.containers.get(created["Id"])
 
+    def _exec_transport(self, container: Any) -> Callable[[], ExecStreamSocket]:
+        client, label = self.client, f"sshd -i in container {container.name}"
+
+        def factory() -> ExecStreamSocket:
+            return ExecStreamSocket(client, container.id, label)
+
+        factory.label = label  # type: ignore[attr-defined]
+        return factory
+
     def _wait_ssh(self, host_name: str, runner: SshRunner, container: Any) -> float:
         deadline = time.monotonic() + SSH_READY_TIMEOUT_S
         while True:
@@ -278,6 +292,81 @@ class DockerBackend(Backend):
             "subnet": self.lab.subnet,
             "containers": {name: c.id for name, c in self.containers.items()},
         }
+
+
+class ExecStreamSocket:
+    """A socket-like object carrying SSH over a Docker exec stream of ``sshd -i``.
+
+    The daemon multiplexes the exec's stdout and stderr on one hijacked connection in
+    frames (8-byte header: stream, 3 zero bytes, big-endian length); stdin is written
+    raw. ``recv`` returns stdout bytes only and keeps a tail of stderr (sshd's log).
+    Raw bytes are buffered across calls, so a timeout in the middle of a frame (paramiko
+    polls with a short timeout) loses nothing.
+    """
+
+    def __init__(self, client: Any, container_id: str, label: str) -> None:
+        self.label = label
+        exec_id = client.api.exec_create(container_id, ["/usr/sbin/sshd", "-i", "-e"],
+                                         stdin=True, stdout=True, stderr=True)["Id"]
+        stream = client.api.exec_start(exec_id, socket=True)
+        self._sock = getattr(stream, "_sock", stream)  # SocketIO wraps the real socket
+        self._stream = stream
+        self._raw = bytearray()
+        self._out = bytearray()
+        self._eof = False
+        self.stderr: list[bytes] = []
+        self._closed = False  # paramiko's Transport looks at this
+
+    def _parse(self) -> None:
+        raw = self._raw
+        while len(raw) >= 8:
+            size = int.from_bytes(raw[4:8], "big")
+            if len(raw) < 8 + size:
+                break
+            kind, payload = raw[0], bytes(raw[8:8 + size])
+            del raw[:8 + size]
+            if kind == 2:
+                self.stderr.append(payload)
+                del self.stderr[:-20]
+            else:
+                self._out += payload
+
+    def recv(self, size: int) -> bytes:
+        while not self._out and not self._eof:
+            chunk = self._sock.recv(65536)  # socket.timeout propagates; state is kept
+            if not chunk:
+                self._eof = True
+                break
+            self._raw += chunk
+            self._parse()
+        data = bytes(self._out[:size])
+        del self._out[:size]
+        return data
+
+    def send(self, data: bytes) -> int:
+        return self._sock.send(data)
+
+    def sendall(self, data: bytes) -> None:
+        self._sock.sendall(data)
+
+    def settimeout(self, timeout: float | None) -> None:
+        self._sock.settimeout(timeout)
+
+    def gettimeout(self) -> float | None:
+        return self._sock.gettimeout()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            for thing in (self._sock, self._stream):
+                try:
+                    thing.close()
+                except OSError:
+                    pass
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
 
 def _side_archive(side: Path) -> bytes:

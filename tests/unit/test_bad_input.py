@@ -319,7 +319,8 @@ CASES = [
          "tcplab run --help"),
     Case("n-zero",
          (*RUN, "-s", "idle", "-n", "0"),
-         "-n/N: expected a number of connections >= 1, got 0"),
+         "tcplab run: argument -n/--connections: expected an integer >= 1, got '0'; see "
+         "tcplab run --help"),
     Case("n-not-a-number",
          (*RUN, "-s", "idle", "-n", "ten"),
          "tcplab run: argument -n/--connections: expected an integer, got 'ten'; see "
@@ -396,9 +397,6 @@ def test_tcp_rmem_message_is_exact(lab: Lab, capsys: pytest.CaptureFixture) -> N
     assert lab.fail(capsys, ["run", "-s", "idle", "-p", "mine"]) == msg
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError,
-                   reason="results.load_result checks the schema only: a result.json without "
-                          "metadata/scenario/checkpoints crashes the renderer (KeyError, exit 1)")
 def test_report_result_missing_fields(lab: Lab, capsys: pytest.CaptureFixture) -> None:
     path = lab.write("run/result.json", '{"schema": "tcplab.result/1"}\n')
     msg = lab.fail(capsys, ["report", str(path.parent)])
