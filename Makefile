@@ -12,14 +12,19 @@ BACKEND ?=
 N ?=
 BYTES ?=
 LAB ?=
+LEVELS ?=
+REPEAT ?=
 ARGS ?=
 
 RUN_ARGS = --scenario $(SCENARIO) \
   $(if $(PROFILE),--profile $(PROFILE)) \
+  $(foreach p,$(PROFILES),--profile $(p)) \
   $(if $(BACKEND),--backend $(BACKEND)) \
   $(if $(N),-n $(N)) \
   $(if $(BYTES),--bytes $(BYTES)) \
-  $(if $(LAB),--lab $(LAB)) $(ARGS)
+  $(if $(LAB),--lab $(LAB)) \
+  $(if $(LEVELS),--levels $(LEVELS)) \
+  $(if $(REPEAT),--repeat $(REPEAT)) $(ARGS)
 
 .PHONY: help lab test unit images clean wipe lint install
 

@@ -166,3 +166,56 @@ def idle_pair_estimate(slab: Mapping[str, SlabLine]) -> dict[str, int]:
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else 0.0
+
+
+def linear_fit(xs: list[float], ys: list[float]) -> dict[str, float]:
+    """Least-squares line y = slope*x + intercept, with R²."""
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    slope = sxy / sxx if sxx else 0.0
+    intercept = my - slope * mx
+    ss_tot = sum((y - my) ** 2 for y in ys)
+    ss_res = sum((y - (slope * x + intercept)) ** 2 for x, y in zip(xs, ys))
+    r2 = 1 - ss_res / ss_tot if ss_tot else 1.0
+    return {"slope": round(slope, 2), "intercept": round(intercept, 1), "r2": round(r2, 5)}
+
+
+R2_MIN = 0.98
+
+
+def fit_levels(checkpoints: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Bytes per connection as a slope over the ramp's levels (baseline = 0 connections).
+
+    Uses the ``levelK`` checkpoints and the first checkpoint after them (all N). A
+    cache counted as socket memory whose growth does not fit a line (R² < R2_MIN) is
+    flagged: its per-connection figure is not to be trusted.
+    """
+    points = []
+    for cp in checkpoints[1:]:
+        points.append(cp)
+        if not cp["name"].startswith("level"):
+            break
+    if len(points) < 2:
+        return None
+    xs = [0.0] + [float(cp["connections"]) for cp in points]
+    totals = [0.0] + [cp["per_connection_bytes"]["total"] * cp["connections"] for cp in points]
+    last = points[-1]
+    caches: dict[str, dict[str, Any]] = {}
+    for row in last["per_connection_bytes"]["by_cache"]:
+        if row["category"] != "socket":
+            continue
+        ys = [0.0]
+        for cp in points:
+            match = next((r for r in cp["per_connection_bytes"]["by_cache"]
+                          if r["cache"] == row["cache"]), None)
+            ys.append(float(match["bytes"]) if match else 0.0)
+        fit = linear_fit(xs, ys)
+        fit["delta_per_connection"] = row["bytes_per_connection"]
+        fit["fits_line"] = fit["r2"] >= R2_MIN
+        caches[row["cache"]] = fit
+    total = linear_fit(xs, totals)
+    total["delta_per_connection"] = last["per_connection_bytes"]["total"]
+    return {"checkpoint": last["name"], "connections": [int(x) for x in xs], "total": total,
+            "by_cache": caches, "not_linear": [c for c, f in caches.items() if not f["fits_line"]]}

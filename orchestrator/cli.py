@@ -55,7 +55,9 @@ def build_parser() -> Parser:
 
     run = sub.add_parser("run", help="run a scenario, print and save a report")
     run.add_argument("--scenario", "-s", required=True, help="a name in scenarios/ or a path")
-    run.add_argument("--profile", "-p", help="a name in lab/profiles/ or a path (default: the lab's)")
+    run.add_argument("--profile", "-p", action="append",
+                     help="a name in lab/profiles/ or a path (default: the lab's); repeat it to "
+                          "run the scenario once per profile and compare")
     run.add_argument("--backend", "-b", choices=["netns", "docker", "auto"])
     run.add_argument("-n", "--connections", type=_at_least_one,
                      help="connections (default: the scenario's)")
@@ -66,6 +68,11 @@ def build_parser() -> Parser:
                      help="let a profile change host-wide sysctls (saved first, restored after)")
     run.add_argument("--stall", type=float, default=30.0,
                      help="seconds without progress before a side is declared stalled")
+    run.add_argument("--repeat", type=_at_least_one, default=1,
+                     help="run the whole scenario this many times, fresh hosts each time")
+    run.add_argument("--levels", type=_at_least_one, default=1,
+                     help="ramp in this many steps with a checkpoint after each; fits bytes "
+                          "per connection as a slope (LEVELS=4)")
     run.add_argument("--per-worker", type=_positive_int, default=0,
                      help="sockets per side worker process (default: as the fd limit allows)")
 
@@ -93,7 +100,7 @@ def build_parser() -> Parser:
 
 
 def cmd_run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
-    from . import report_text
+    from . import report_text, repeats
     from .labrun import run_plan
     from .plan import RunOptions, make_plan
     from .report_html import write_report
@@ -102,20 +109,37 @@ def cmd_run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
 
     root = project_root()
     _refuse_stale()
-    opts = RunOptions(scenario=args.scenario, root=root, profile=args.profile,
-                      backend=args.backend, connections=args.connections, nbytes=args.nbytes,
-                      lab_file=args.lab, allow_host_sysctls=args.allow_host_sysctls,
-                      results_dir=args.results, stall=args.stall, per_worker=args.per_worker)
-    plan = make_plan(opts)
-    ui = UI(phases=4)
-    sc = plan.scenario
-    ui.line(f"tcplab {__version__} · backend {plan.backend} · kernel {os.uname().release} · "
-            f"profile {plan.profile.name} · {sc.name} · N={sc.connections:,} · BYTES={sc.bytes:,}")
-    run_dir = run_plan(plan, ui)
-    ui.phase("report", str(run_dir / "result.json"))
-    out("")
-    out(report_text.render(load_result(run_dir)))
-    out(f"report: {_shown(write_report(run_dir))}")
+    profiles = args.profile or [None]
+    plans = []
+    for profile in profiles:  # every plan validated before the first run starts
+        opts = RunOptions(scenario=args.scenario, root=root, profile=profile,
+                          backend=args.backend, connections=args.connections,
+                          nbytes=args.nbytes, lab_file=args.lab,
+                          allow_host_sysctls=args.allow_host_sysctls, results_dir=args.results,
+                          stall=args.stall, per_worker=args.per_worker, levels=args.levels)
+        plans.append(make_plan(opts))
+    run_dirs: list[Path] = []
+    for plan in plans:
+        for rep in range(args.repeat):
+            ui = UI(phases=4)
+            sc = plan.scenario
+            tag = f" · run {rep + 1}/{args.repeat}" if args.repeat > 1 else ""
+            ui.line(f"tcplab {__version__} · backend {plan.backend} · kernel {os.uname().release} · "
+                    f"profile {plan.profile.name} · {sc.name} · N={sc.connections:,} · "
+                    f"BYTES={sc.bytes:,}{tag}")
+            run_dir = run_plan(plan, ui)
+            ui.phase("report", str(run_dir / "result.json"))
+            run_dirs.append(run_dir)
+    results = [load_result(d) for d in run_dirs]
+    if len(run_dirs) == 1:
+        out("")
+        out(report_text.render(results[0]))
+    else:
+        out("")
+        out(repeats.render(repeats.summarize(results)))
+        out("runs: " + " ".join(str(d) for d in run_dirs))
+    for run_dir in run_dirs:
+        out(f"report: {_shown(write_report(run_dir))}")
     return 0
 
 

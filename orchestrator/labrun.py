@@ -225,12 +225,21 @@ class LabRun:
         assert self.sides is not None
         n = self.plan.scenario.connections
         if step.action == "connect":
-            start = time.monotonic()
-            self.sides.send("server", {"op": "connect"})
+            seconds = 0.0
+            levels = level_plans(self.plan.shards, self.plan.options.levels)
+            done = 0
             with self.ui.progress("connect", n) as ticker:
-                self.sides.send("client", {"op": "connect"})
-                self.sides.wait(["server", "client"], "connect", ticker, "client")
-            seconds = time.monotonic() - start
+                for i, ports in enumerate(levels, 1):
+                    done += sum(ports.values())
+                    start = time.monotonic()
+                    msg = {"op": "connect", "ports": ports}
+                    self.sides.send("server", msg)
+                    self.sides.send("client", msg)
+                    self.sides.wait(["server", "client"], "connect", ticker, "client")
+                    seconds += time.monotonic() - start
+                    if i < len(levels):  # a level checkpoint: N*i/L connections
+                        self._checkpoint(Step("checkpoint", name=f"level{i}"), Expect(
+                            {"server": {"ESTAB": done}, "client": {"ESTAB": done}}, {}), done)
             self.events["ramp"] = {"seconds": round(seconds, 3), "rate": round(n / seconds, 1)}
             self.ui.note(f"{n:,}/{n:,} connected in {seconds:.2f} s · {n / seconds:,.0f} conn/s")
             self.ui.phase("measure", "checkpoints")
@@ -252,8 +261,8 @@ class LabRun:
         elif step.action == "wait":
             time.sleep(step.seconds)
 
-    def _checkpoint(self, step: Step, expect: Expect) -> None:
-        n = self.plan.scenario.connections
+    def _checkpoint(self, step: Step, expect: Expect, connections: int | None = None) -> None:
+        n = self.plan.scenario.connections if connections is None else connections
         deadline = time.monotonic() + self.plan.options.stall
         previous: Any = None
         stable = 0
@@ -333,10 +342,25 @@ class LabRun:
                 "idle_pair_estimate": analysis.idle_pair_estimate(first) if first else None,
             },
             "ramp": self.events.get("ramp"),
+            "slope": analysis.fit_levels(self.checkpoints) if plan.options.levels > 1 else None,
             "timeline": self.sampler.stop() if self.sampler else None,
             "checkpoints": self.checkpoints,
         }
         write_json_atomic(self.run_dir / "result.json", result)
+
+
+def level_plans(shards: list[list[int]], levels: int) -> list[dict[str, int]]:
+    """Per level, the connections to add on each server port ({port: count}).
+
+    Level i brings every port to round(count * i / levels), so after the last level
+    each port holds its whole shard and the levels add up exactly.
+    """
+    levels = max(1, levels)
+    out = []
+    for i in range(1, levels + 1):
+        out.append({str(port): round(count * i / levels) - round(count * (i - 1) / levels)
+                    for port, count in shards})
+    return out
 
 
 def _git_commit(root: Path) -> str | None:

@@ -35,6 +35,7 @@ class RunOptions:
     results_dir: Path | None = None
     stall: float = 30.0
     per_worker: int = 0  # 0: as many sockets per worker as the fd limit allows
+    levels: int = 1  # ramp in this many equal steps, with a checkpoint after each
 
     @property
     def lab_path(self) -> Path:
@@ -97,6 +98,10 @@ def make_plan(opts: RunOptions) -> Plan:
     if opts.nbytes is not None and opts.nbytes < 0:
         raise InputError(f"--bytes/BYTES: expected a byte count >= 0, got {opts.nbytes}")
     scenario = scenario.with_overrides(opts.connections, opts.nbytes)
+    if not 1 <= opts.levels <= 20:
+        raise InputError(f"--levels/LEVELS: expected 1 to 20 levels, got {opts.levels}")
+    if opts.levels > 1 and not any(s.action == "connect" for s in scenario.steps):
+        raise InputError(f"--levels/LEVELS: scenario {scenario.name} has no connect step to ramp")
     requested = opts.backend or lab.backend
     if requested not in ("netns", "docker", "auto"):
         raise InputError(f"--backend/BACKEND: expected netns, docker or auto, got {requested!r}")

@@ -120,7 +120,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
     return {"sentence": sentence, "cards": cards, "changes": changes}
 
 
-TABLE_CACHES = 6
+TABLE_CACHES = 7
 
 
 def memory_table(result: dict[str, Any]) -> dict[str, Any]:

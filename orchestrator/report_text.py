@@ -110,6 +110,9 @@ def render(result: dict[str, Any], fmt: str = "simple") -> str:
               buffers_table(result, fmt),
               "† pages charged to TCP in /proc/net/sockstat: machine-wide, not per host", ""]
     parts += [states_table(result, fmt)]
+    slope = result.get("slope")
+    if slope:
+        parts += ["", slope_text(slope)]
     notes = merged_notes(result)
     if notes:
         parts += ["", *notes]
@@ -118,3 +121,16 @@ def render(result: dict[str, Any], fmt: str = "simple") -> str:
         parts += ["", f"Objects of one idle connection pair by live object sizes: "
                       f"{est['total']:,} B"]
     return "\n".join(parts)
+
+
+def slope_text(slope: dict[str, Any]) -> str:
+    total = slope["total"]
+    lines = [f"Slope over {len(slope['connections']) - 1} levels "
+             f"({', '.join(f'{c:,}' for c in slope['connections'])} connections): "
+             f"{total['slope']:,.0f} B/connection (R² {total['r2']:.4f}) vs delta/N "
+             f"{total['delta_per_connection']:,.0f} B at {slope['checkpoint']}"]
+    for cache in slope.get("not_linear", []):
+        fit = slope["by_cache"][cache]
+        lines.append(f"  ! {cache}: growth does not fit a line (R² {fit['r2']:.3f}); "
+                     "its per-connection figure is unreliable")
+    return "\n".join(lines)

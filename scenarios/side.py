@@ -111,8 +111,10 @@ class Worker:
         return self._socks
 
     def op_connect(self, msg: dict) -> dict:
+        """Connect (client) or accept (server) msg["plan"]: [[port, count], ...]."""
+        plan = msg.get("plan", self.share)
         if self.cfg["role"] == "server":
-            return self._accept()
+            return self._accept(plan)
         peer = self.cfg["peer"]
         fam = family_of(peer)
         src = self.cfg.get("address")
@@ -121,7 +123,7 @@ class Worker:
         # of each connect small next to the kernel's (see bench/ramp_vs_c.py).
         new_socket, stream, append = _socket.socket, socket.SOCK_STREAM, self.fds.append
         every = PROGRESS_EVERY
-        for port, count in self.share:
+        for port, count in plan:
             target = (peer, port)
             for _ in range(count):
                 s = new_socket(fam, stream)
@@ -138,10 +140,10 @@ class Worker:
         self.emit({"progress": done % every, "op": "connect"})
         return {"connections": done}
 
-    def _accept(self) -> dict:
+    def _accept(self, plan: list) -> dict:
         done = 0
         append, every = self.fds.append, PROGRESS_EVERY
-        for port, count in self.share:
+        for port, count in plan:
             accept = self.listeners[port]._accept  # (fd, address): no socket object per call
             for _ in range(count):
                 append(accept()[0])
@@ -261,6 +263,12 @@ class Side:
         cap = int(self.cfg.get("per_worker") or 0) or (hard - FD_MARGIN)
         cap = max(1, min(cap, hard - FD_MARGIN))
         shares = split_shards(self.cfg["shards"], cap)
+        self.room = []  # per worker: {port: connections it may still make or accept}
+        for share in shares:
+            room: dict = {}
+            for port, count in share:
+                room[port] = room.get(port, 0) + count
+            self.room.append(room)
         if self.cfg["role"] == "server":
             backlog = int(open("/proc/sys/net/core/somaxconn").read())
             addr = self.cfg["address"]
@@ -287,10 +295,30 @@ class Side:
         return {"workers": len(self.workers), "per_worker": cap, "nofile": hard,
                 "pids": [w[0] for w in self.workers]}
 
+    def plan_connect(self, ports: dict) -> list:
+        """Split {port: count} over the workers within what each still has room for.
+
+        Both sides get the same per-port counts, so every accept has its connect even
+        when a ramp is taken in levels.
+        """
+        plans = [[] for _ in self.workers]
+        for port, count in sorted((int(p), c) for p, c in ports.items()):
+            for i, room in enumerate(self.room):
+                take = min(count, room.get(port, 0))
+                if take:
+                    plans[i].append([port, take])
+                    room[port] -= take
+                    count -= take
+            if count:
+                raise ValueError(f"port {port}: {count} connections beyond this side's shards")
+        return plans
+
     def relay(self, msg: dict) -> dict:
         op = msg["op"]
-        for _, chan, _ in self.workers:
-            chan.sendall((json.dumps(msg) + "\n").encode())
+        plans = self.plan_connect(msg["ports"]) if op == "connect" and "ports" in msg else None
+        for i, (_, chan, _) in enumerate(self.workers):
+            out = dict(msg, plan=plans[i]) if plans is not None else msg
+            chan.sendall((json.dumps(out) + "\n").encode())
         replies, errors = [], []
         waiting = {w[1].fileno(): w for w in self.workers}
         buffers = {fd: b"" for fd in waiting}

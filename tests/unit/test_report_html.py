@@ -170,3 +170,15 @@ def test_write_text_atomic_failure_leaves_nothing(tmp_path):
     with pytest.raises(Exception, match="cannot write|No such file"):
         report_html.write_text_atomic(missing, "x")
     assert not missing.exists()
+
+
+def test_cli_report_html_writes_into_the_run(tmp_path, capsys, monkeypatch):
+    from orchestrator import cli
+
+    monkeypatch.setattr(report_html, "live_defaults", lambda result: None)
+    run = tmp_path / TIMEWAIT
+    run.mkdir()
+    shutil.copy(RESULTS / TIMEWAIT / "result.json", run / "result.json")
+    assert cli.main(["report", str(run), "--format", "html"]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"{TIMEWAIT}/report.html")
+    assert "TIME_WAIT sheds socket objects" in (run / "report.html").read_text()
