@@ -93,6 +93,8 @@ def build_parser() -> Parser:
 
     sub.add_parser("images", help="build the lab node image, or find it (docker backend)")
 
+    sub.add_parser("doctor", help="check this machine is ready for lab runs, with fixes")
+
     wipe = sub.add_parser("wipe", help="remove everything tcplab runs left behind")
     wipe.add_argument("--all", action="store_true",
                       help="also runs whose owner still runs (stop them first)")
@@ -235,6 +237,14 @@ def cmd_images(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    from . import doctor
+
+    results = doctor.checks()
+    out(doctor.render(results))
+    return 1 if any(c.ok is False for c in results) else 0
+
+
 def cmd_wipe(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     from .wipe import wipe
 
@@ -244,7 +254,8 @@ def cmd_wipe(args: argparse.Namespace, out: Callable[[str], None]) -> int:
 
 
 COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare,
-            "scenarios": cmd_scenarios, "profiles": cmd_profiles, "images": cmd_images, "wipe": cmd_wipe}
+            "scenarios": cmd_scenarios, "profiles": cmd_profiles, "images": cmd_images,
+            "wipe": cmd_wipe, "doctor": cmd_doctor}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import __version__, analysis, probes
+from . import __version__, analysis, faults, probes
 from .backends import Backend, LabHost, backend_class
 from .errors import LabError, RunError
 from .journal import HostLock, Journal
@@ -157,6 +157,7 @@ class LabRun:
             finally:
                 if self.sides is not None:
                     self.sides.close()
+                faults.pause("teardown")
                 problems = self.backend.down()
                 lock.release()
                 for s, handler in old.items():
@@ -181,6 +182,7 @@ class LabRun:
             sysctls.write_host(name, value)
             self.ui.note(f"host sysctl {name}: {old} -> {value} (restored at the end)")
         self.hosts = self.backend.up(plan.host_sysctls)
+        faults.pause("setup")
         self.by_role = {h.role: h for h in self.hosts.values()}
         pinned = sum(len(v) for v in plan.host_sysctls.values())
         self.ui.note(", ".join(f"{h.name} {h.address}" for h in self.hosts.values())
@@ -193,7 +195,8 @@ class LabRun:
             channels[host.role] = channel
             channel.send({"role": host.role, "address": host.address, "peer": peer.address,
                           "shards": plan.shards, "stall": plan.options.stall,
-                          "per_worker": plan.options.per_worker})
+                          "per_worker": plan.options.per_worker,
+                          "fault": faults.side_fault(host.role)})
         self.sides = Sides(channels, self.hosts, plan.options.stall)
         paths = {}
         for role, channel in channels.items():
@@ -235,6 +238,7 @@ class LabRun:
                     msg = {"op": "connect", "ports": ports}
                     self.sides.send("server", msg)
                     self.sides.send("client", msg)
+                    faults.pause("ramp")
                     self.sides.wait(["server", "client"], "connect", ticker, "client")
                     seconds += time.monotonic() - start
                     if i < len(levels):  # a level checkpoint: N*i/L connections
@@ -283,6 +287,7 @@ class LabRun:
         assert self.run_dir is not None and self.backend is not None
         if self.sampler:
             self.sampler.mark(step.name)
+        faults.pause("checkpoint")
         probes.settle(n, self.backend.kernel_runner())
         memory_of = getattr(self.backend, "per_host_memory", None)
         snap = probes.take(step.name, self.hosts, self.run_dir / "raw",

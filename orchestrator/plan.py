@@ -7,7 +7,6 @@ exits with code 2 before a namespace, container or file exists.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,7 +187,6 @@ def _bytes_in_flight(scenario: Scenario) -> int:
 
 
 def _check_environment() -> None:
-    if os.geteuid() != 0:
-        raise InputError("tcplab needs root (namespaces, sysctls, /proc/slabinfo): run it as root")
-    if not os.access("/proc/slabinfo", os.R_OK):
-        raise InputError("/proc/slabinfo is not readable: run as root (it is mode 0400)")
+    from . import doctor
+
+    doctor.essential()

@@ -97,6 +97,11 @@ class Worker:
             op = msg["op"]
             if op == "exit":
                 break
+            fault = self.cfg.get("fault") or {}
+            if fault.get("op") == op:  # test hook (orchestrator/faults.py)
+                if fault.get("kind") == "crash":
+                    os._exit(3)
+                time.sleep(3600)
             try:
                 reply = getattr(self, "op_" + op)(msg)
                 self.emit({"ok": True, "op": op, **reply})

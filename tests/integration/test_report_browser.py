@@ -61,7 +61,8 @@ def isolate() -> list[str]:
                   ["unshare", "--user", "--map-root-user", "--net", "--"]]
     for prefix in candidates:
         try:
-            probe = subprocess.run([*prefix, "cat", "/proc/net/dev"], capture_output=True,
+            probe = subprocess.run([*prefix, "cat", "/proc/net/dev"], check=False,
+                                   capture_output=True,
                                    text=True, timeout=10)
         except (OSError, subprocess.TimeoutExpired):
             continue
