@@ -212,9 +212,16 @@ class HostLock:
         path = self.path()
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        # TCPLAB_LOCK_WAIT: seconds to wait for a running measurement (test suites, scripts).
+        deadline = time.monotonic() + float(os.environ.get("TCPLAB_LOCK_WAIT", "0") or 0)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.5)
+                    continue
             holder = os.read(fd, 200).decode(errors="replace").strip() or "another run"
             os.close(fd)
             raise InputError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +11,10 @@ import pytest
 
 from orchestrator import parsers
 from orchestrator.probes import HostSnapshot, Snapshot
+
+# Lab runs take a machine-wide lock (slab counters are global): tests queue for it rather
+# than fail when another run measures. Tests of the lock itself set it to 0.
+os.environ.setdefault("TCPLAB_LOCK_WAIT", "900")
 
 DATA = Path(__file__).resolve().parent / "data"
 K = 2000  # connections in each capture run

@@ -132,7 +132,8 @@ def test_second_concurrent_run_is_refused(tmp_path: Path) -> None:
     second = subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", "run", "--scenario", "idle", "-n", "10",
          "--backend", "netns", "--results", str(tmp_path / "b" / "results")],
-        cwd=ROOT, env={**os.environ, "TCPLAB_STATE_DIR": str(tmp_path / "b" / "state")},
+        cwd=ROOT, env={**os.environ, "TCPLAB_STATE_DIR": str(tmp_path / "b" / "state"),
+                       "TCPLAB_LOCK_WAIT": "0"},
         capture_output=True, text=True, timeout=60)
     first.communicate(timeout=120)
     assert second.returncode == 2
