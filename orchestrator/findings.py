@@ -158,8 +158,9 @@ def mark_time(result: dict[str, Any], name: str) -> float | None:
 def release_time(result: dict[str, Any], pair: ReadPair) -> dict[str, float] | None:
     """When sockstat TCP mem fell back after the read began, from the timeline.
 
-    The read is sent right after the unread checkpoint is collected: it starts at the
-    unread mark plus that checkpoint's ``collect_seconds``. "Fell back" is the first
+    The read is sent right after the unread checkpoint is collected: it starts when that
+    snapshot began (its ``time``; the timeline mark is earlier when the run waited for the
+    caches to settle) plus its ``collect_seconds``. "Fell back" is the first
     sample after that at most ``DROP_SHARE`` of the rise above the level before the
     unread checkpoint (the previous checkpoint's sockstat mem).
     """
@@ -171,7 +172,10 @@ def release_time(result: dict[str, Any], pair: ReadPair) -> dict[str, float] | N
     start_mark = mark_time(result, pair.unread["name"])
     if not column or not times or start_mark is None:
         return None
-    start = start_mark + float(pair.unread.get("collect_seconds") or 0)
+    began = start_mark
+    if pair.unread.get("time") and timeline.get("start"):
+        began = max(began, float(pair.unread["time"]) - float(timeline["start"]))
+    start = began + float(pair.unread.get("collect_seconds") or 0)
     peak = _sockstat_mem(pair.unread, pair.receiver)
     before = None
     names = [c.get("name") for c in result.get("checkpoints", [])]

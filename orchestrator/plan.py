@@ -13,7 +13,7 @@ from typing import Any
 
 from . import sysctls
 from .config import Lab, Profile, load_lab, load_profile
-from .errors import InputError
+from .errors import InputError, LabError
 from .scenario import Scenario, load_scenario
 from .yamlfile import key_path
 
@@ -164,22 +164,40 @@ def _check_backlog(lab: Lab, host_sysctls: dict[str, dict[str, str]], defaults: 
             f"raise it in {lab.path} (hosts.{server.name}.sysctls) to at least 128")
 
 
+def memory_estimate(scenario: Scenario, slabinfo: str | None = None) -> int:
+    """Kernel memory one connection of this scenario needs, both ends, in bytes.
+
+    From the live object sizes (what an idle pair holds, plus 15% slab overhead), plus,
+    when data is sent, twice the bytes (skb truesize) and a page of forward allocation.
+    """
+    from .analysis import idle_pair_estimate
+    from .parsers import parse_slabinfo
+
+    try:
+        text = slabinfo if slabinfo is not None else Path("/proc/slabinfo").read_text()
+        pair = idle_pair_estimate(parse_slabinfo(text))["total"]
+    except (OSError, LabError):
+        pair = 8_000
+    data = _bytes_in_flight(scenario)
+    return int(pair * 1.15) + (2 * data + 4096 if data else 0)
+
+
 def _check_memory(scenario: Scenario) -> None:
-    """Refuse a run whose sockets would not fit in available memory (rough upper bound)."""
+    """Refuse a run whose connections would not fit in available memory."""
     try:
         meminfo = Path("/proc/meminfo").read_text()
     except OSError:
         return
     avail = next((int(line.split()[1]) * 1024 for line in meminfo.splitlines()
                   if line.startswith("MemAvailable:")), 0)
-    per_conn = 10_000 + 2 * _bytes_in_flight(scenario)  # generous: ~8 KB of objects + buffers
+    per_conn = memory_estimate(scenario)
     need = scenario.connections * per_conn
     if avail and need > 0.8 * avail:
         fits = int(0.8 * avail / per_conn)
         raise InputError(
             f"{scenario.connections:,} connections need about {need / 2**30:.1f} GiB of kernel "
-            f"memory and {avail / 2**30:.1f} GiB is available; the largest N that fits is about "
-            f"{fits:,}")
+            f"memory ({per_conn:,} B each, both ends, from the live object sizes) and "
+            f"{avail / 2**30:.1f} GiB is available; the largest N that fits is about {fits:,}")
 
 
 def _bytes_in_flight(scenario: Scenario) -> int:

@@ -61,8 +61,9 @@ def test_c2s_release_time_from_the_timeline():
     assert (pair.unread["name"], pair.read["name"], pair.receiver, pair.sender) == \
         ("unread", "read", "server", "client")
     drop = findings.release_time(result, pair)
-    # read began at the unread mark 0.832 s + 0.378 s of collection; first low sample 1.235 s
-    assert drop == {"start": 1.21, "dropped_at": 1.235, "seconds": 0.025, "interval": 0.1,
+    # the unread snapshot began 0.834 s into the run and took 0.378 s: the read began at
+    # 1.212 s; first sample back down at 1.235 s
+    assert drop == {"start": 1.212, "dropped_at": 1.235, "seconds": 0.023, "interval": 0.1,
                     "from_pages": 2062, "to_pages": 14}
 
 
