@@ -159,6 +159,12 @@ class LabRun:
                     self.sides.close()
                 faults.pause("teardown")
                 problems = self.backend.down()
+                if self.snapshots and not problems:
+                    released = probes.wait_released(self.snapshots[0].slab,
+                                                    self.backend.kernel_runner())
+                    if not released:
+                        self.ui.line("note: the kernel is still freeing this run's sockets; "
+                                     "a run started now would count them")
                 lock.release()
                 for s, handler in old.items():
                     signal.signal(s, handler)

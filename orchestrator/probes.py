@@ -108,6 +108,27 @@ def settle(connections: int, kernel: Runner | None, timeout: float = 3.0,
     return time.monotonic() - start
 
 
+def wait_released(baseline: dict[str, parsers.SlabLine], kernel: Runner | None,
+                  timeout: float = 60.0) -> bool:
+    """After teardown, wait until the run's sockets are really freed.
+
+    Deleting a network namespace closes its sockets asynchronously (a kernel workqueue):
+    300,000 sockets take seconds. A next run starting earlier would count them at its
+    baseline and see them vanish during its ramp.
+    """
+    watched = ("TCP", "TCPv6", "tw_sock_TCP", "tw_sock_TCPv6", "sock_inode_cache")
+    limit = {c: baseline[c].active_objs + max(64, baseline[c].active_objs // 100)
+             for c in watched if c in baseline}
+    deadline = time.monotonic() + timeout
+    while True:
+        slab = parsers.parse_slabinfo(read_text(kernel, "/proc/slabinfo"))
+        if all(slab[c].active_objs <= v for c, v in limit.items() if c in slab):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+
+
 def take(name: str, hosts: dict[str, LabHost], raw_dir: Path, kernel: Runner | None,
          memory_of: Any = None) -> Snapshot:
     """Collect one checkpoint's snapshot and save the raw text under raw_dir/name."""

@@ -243,7 +243,9 @@ class SshChannel(QueueChannel):
         return b"".join(self._stderr).decode(errors="replace")
 
     def _ended_message(self) -> str:
-        transport = self.runner.connection.transport
+        # stdout's EOF can come a moment before the exit status (or the close of a dead link)
+        self.channel.status_event.wait(timeout=2.0)
+        transport = self.channel.get_transport()
         if transport is None or not transport.is_active():
             return (f"{self.host}: the SSH connection to {self.runner.where} dropped while "
                     f"the side ran ({self.command[:80]})")

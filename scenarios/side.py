@@ -265,8 +265,10 @@ class Side:
 
     def prepare(self) -> dict:
         hard = raise_nofile()
-        cap = int(self.cfg.get("per_worker") or 0) or (hard - FD_MARGIN)
-        cap = max(1, min(cap, hard - FD_MARGIN))
+        # Each worker also holds every listener and stdio: keep room for them.
+        margin = FD_MARGIN + len(self.cfg["shards"])
+        cap = int(self.cfg.get("per_worker") or 0) or (hard - margin)
+        cap = max(1, min(cap, hard - margin))
         shares = split_shards(self.cfg["shards"], cap)
         self.room = []  # per worker: {port: connections it may still make or accept}
         for share in shares:
@@ -288,6 +290,8 @@ class Side:
             pid = os.fork()
             if pid == 0:
                 parent.close()
+                for _, other, _ in self.workers:  # siblings' channels: not ours to hold
+                    other.close()
                 die_with_parent()
                 code = 0
                 try:

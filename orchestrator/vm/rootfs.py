@@ -1,0 +1,191 @@
+"""The VM root filesystem: the node image's recipe, as an ext4 disk image.
+
+Built the way images.py builds the offline Docker base: ``debootstrap --variant=minbase``
+of bookworm from the mirror apt is configured with, including the node recipe's
+packages (``images/node/packages.txt``) plus ``kmod`` (the VM loads its network
+driver). Then:
+
+* ``/sbin/tcplab-init`` (:data:`INIT`) becomes PID 1 (``init=`` on the kernel command
+  line): it mounts /proc, /sys, /dev, mounts the kernel's modules disk on /lib/modules,
+  loads virtio_net, names the two network interfaces by MAC address, installs the run's
+  SSH key and becomes sshd, listening on the control interface only;
+* the node's ``sshd_config`` is installed as is; host keys are removed (each boot
+  makes its own);
+* ``mkfs.ext4 -d`` turns the tree into ``<cache>/rootfs/<recipe hash, 16 hex>.img``.
+
+The recipe hash covers the package list, the init script, sshd_config and this
+module's format version: an unchanged recipe is never rebuilt. A run never writes the
+cached image: each VM boots from a qcow2 overlay in the run's directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..errors import InputError, RunError
+from . import cache_dir, cache_lock
+
+FORMAT = "tcplab-vm-rootfs/1"
+EXTRA_PACKAGES = ("kmod",)
+IMAGE_SIZE = "1536M"
+Log = Callable[[str], None]
+
+#: PID 1 of every lab VM. Parameters come from the kernel command line:
+#: tcplab.host=NAME tcplab.key=BASE64 (ed25519 public key) tcplab.ctl=MAC
+#: tcplab.lab=MAC,ADDRESS/PREFIX
+INIT = r"""#!/bin/sh
+# tcplab VM init (PID 1): mount the basics, bring up the control and lab interfaces,
+# install the run's SSH key, then become sshd (which reaps every orphan handed to it).
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PATH
+say() { echo "tcplab-init: $*"; }
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /tmp
+mount -o remount,rw / 2>/dev/null
+HOST=lab KEY= CTL= LAB=
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        tcplab.host=*) HOST=${arg#*=} ;;
+        tcplab.key=*) KEY=${arg#*=} ;;
+        tcplab.ctl=*) CTL=${arg#*=} ;;
+        tcplab.lab=*) LAB=${arg#*=} ;;
+    esac
+done
+hostname "$HOST"
+if [ -b /dev/nvme0n2 ]; then
+    mount -o ro /dev/nvme0n2 /lib/modules || say "cannot mount the modules disk"
+fi
+for mod in virtio_pci virtio_net inet_diag tcp_diag; do modprobe -q "$mod" 2>/dev/null; done
+LABMAC=${LAB%%,*}
+LABADDR=${LAB#*,}
+CTLDEV= LABDEV=
+i=0
+while [ -z "$CTLDEV" ] || [ -z "$LABDEV" ]; do
+    for dev in /sys/class/net/*; do
+        mac=$(cat "$dev/address" 2>/dev/null)
+        [ "$mac" = "$CTL" ] && CTLDEV=${dev##*/}
+        [ "$mac" = "$LABMAC" ] && LABDEV=${dev##*/}
+    done
+    i=$((i + 1))
+    if [ "$i" -gt 100 ]; then say "network interfaces not found (ctl $CTL, lab $LABMAC)"; break; fi
+    [ -n "$CTLDEV" ] && [ -n "$LABDEV" ] || sleep 0.1
+done
+ip link set lo up
+ip addr add 10.0.2.15/24 dev "$CTLDEV"
+ip link set "$CTLDEV" up
+ip addr add "$LABADDR" dev "$LABDEV"
+ip link set "$LABDEV" up
+umask 077
+mkdir -p /root/.ssh /run/sshd
+echo "ssh-ed25519 $KEY tcplab" > /root/.ssh/authorized_keys
+[ -s /etc/ssh/ssh_host_ed25519_key ] || ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key
+umask 022
+ulimit -n 1048576 2>/dev/null
+say "ready: $HOST ctl $CTLDEV lab $LABDEV $LABADDR kernel $(uname -r)"
+exec /usr/sbin/sshd -D -e -o ListenAddress=10.0.2.15
+"""
+
+
+@dataclass
+class RootfsImage:
+    path: str
+    recipe_hash: str
+    packages: list[str]
+    cached: bool
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def recipe(images_dir: Path) -> tuple[str, list[str], str]:
+    """(recipe hash, packages, sshd_config text) of the VM root filesystem."""
+    from ..images import DEBIAN_SUITE, node_recipe_dir, recipe_packages
+
+    packages = sorted(set(recipe_packages(images_dir)) | set(EXTRA_PACKAGES))
+    sshd_config = (node_recipe_dir(images_dir) / "sshd_config").read_text()
+    digest = hashlib.sha256()
+    for part in (FORMAT, DEBIAN_SUITE, " ".join(packages), INIT, sshd_config, IMAGE_SIZE):
+        data = part.encode()
+        digest.update(len(data).to_bytes(8, "big") + data)
+    return digest.hexdigest(), packages, sshd_config
+
+
+def rootfs_dir() -> Path:
+    return cache_dir() / "rootfs"
+
+
+def ensure(images_dir: Path, log: Log = print) -> RootfsImage:
+    """The root filesystem image of the recipe in ``images_dir``, built if missing."""
+    full, packages, sshd_config = recipe(images_dir)
+    image = rootfs_dir() / f"{full[:16]}.img"
+    with cache_lock(f"rootfs-{full[:16]}"):
+        if image.is_file():
+            return RootfsImage(str(image), full, packages, True)
+        return _build(image, full, packages, sshd_config, log)
+
+
+def _build(image: Path, full: str, packages: list[str], sshd_config: str, log: Log) -> RootfsImage:
+    from ..images import DEBOOTSTRAP_PARENT, _remove_rootfs, _run_debootstrap, debian_mirror
+
+    missing = [t for t in ("debootstrap", "mkfs.ext4") if shutil.which(t) is None]
+    if missing:
+        raise InputError(f"missing {', '.join(missing)}: apt-get install debootstrap e2fsprogs")
+    mirror = debian_mirror()
+    started = time.monotonic()
+    DEBOOTSTRAP_PARENT.mkdir(parents=True, exist_ok=True)
+    tree = Path(tempfile.mkdtemp(prefix="tcplab-vmroot-", dir=DEBOOTSTRAP_PARENT))
+    rootfs_dir().mkdir(parents=True, exist_ok=True)
+    partial = image.with_suffix(".partial")
+    try:
+        log(f"rootfs {full[:16]}: debootstrap bookworm from {mirror} into {tree} (30-90 s)")
+        _run_debootstrap(tree, mirror, packages)
+        customise(tree, sshd_config)
+        log(f"rootfs {full[:16]}: mkfs.ext4 -d ({IMAGE_SIZE})")
+        partial.unlink(missing_ok=True)
+        proc = subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "tcplab-root", "-d", str(tree),
+                               str(partial), IMAGE_SIZE], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RunError(f"mkfs.ext4 of the VM root filesystem failed: "
+                           f"{proc.stderr.strip()[-300:]}; is there space in {rootfs_dir()}?")
+        partial.rename(image)
+        seconds = round(time.monotonic() - started, 1)
+        meta = {"recipe_hash": full, "packages": packages, "mirror": mirror, "format": FORMAT,
+                "built": time.time(), "seconds": seconds}
+        image.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
+        log(f"rootfs {full[:16]}: built in {seconds:.0f} s ({image})")
+        return RootfsImage(str(image), full, packages, False, seconds)
+    finally:
+        partial.unlink(missing_ok=True)
+        _remove_rootfs(tree, log)
+
+
+def customise(tree: Path, sshd_config: str) -> None:
+    """Turn a debootstrap tree into a lab VM's root (init, sshd, no host keys, no caches)."""
+    init = tree / "sbin" / "tcplab-init"
+    init.write_text(INIT)
+    init.chmod(0o755)
+    (tree / "etc" / "ssh" / "sshd_config").write_text(sshd_config)
+    for key in (tree / "etc" / "ssh").glob("ssh_host_*"):
+        key.unlink()
+    for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        for path in (tree / junk).glob("*"):
+            if path.is_file():
+                path.unlink()
+    for sub in ("lib/modules", "root/.ssh"):
+        (tree / sub).mkdir(parents=True, exist_ok=True)
+    (tree / "etc" / "hostname").write_text("tcplab\n")
+    (tree / "etc" / "fstab").write_text("# tcplab VM: everything is mounted by /sbin/tcplab-init\n")
