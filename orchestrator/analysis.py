@@ -22,6 +22,7 @@ from .parsers import SlabLine, SsSummary
 from .probes import Snapshot
 
 TRACKS_MIN = 0.5  # objects per connection: every socket-owned cache holds >= 1 per connection
+MIN_OBJECTS = 32  # and a change this small is within one slab of noise, whatever N is
 
 #: Caches that grow with open sockets for reasons other than the sockets themselves.
 NOT_SOCKET = {
@@ -66,7 +67,7 @@ def cache_deltas(base: Mapping[str, SlabLine], now: Mapping[str, SlabLine], conn
             category, reason = "drift", NOT_SOCKET[name]
         elif name.startswith(CONNTRACK):
             category, reason = "conntrack", "connection tracking entry (not socket memory)"
-        elif abs(per_conn_objs) >= TRACKS_MIN:
+        elif abs(per_conn_objs) >= TRACKS_MIN and abs(objs) >= MIN_OBJECTS:
             category, reason = "socket", f"{per_conn_objs:.2f} objects per connection"
         else:
             category, reason = "drift", f"{per_conn_objs:.3f} objects per connection"
@@ -106,41 +107,87 @@ def buffers(summary: SsSummary, sockstat: Mapping[str, Mapping[str, int]]) -> di
 def checkpoint(base: Snapshot, snap: Snapshot, connections: int,
                aliases: Mapping[str, list[str]]) -> dict[str, Any]:
     """Everything the result stores for one checkpoint."""
-    n = max(connections, 1)
-    rows = cache_deltas(base.slab, snap.slab, connections, aliases)
-    socket_bytes = sum(r["bytes"] for r in rows if r["category"] == "socket")
-    slab_delta = snap.meminfo.get("Slab", 0) - base.meminfo.get("Slab", 0)
+    if snap.aliases is not None:  # the measured kernel's own merges (VMs, remote hosts)
+        aliases = snap.aliases
     page = 4096
     pages_delta = (_sockstat_pages(snap) - _sockstat_pages(base)) * page
-    return {
+    out = {
         "name": snap.name,
         "time": snap.time,
         "connections": connections,
         "collect_seconds": round(snap.seconds, 3),
         "states": {h: dict(s.ss.states) for h, s in snap.hosts.items()},
-        "per_connection_bytes": {
-            "total": round(socket_bytes / n, 1),
-            # objects x objsize: no slab overhead, but no page-granularity noise either
-            # (at small N new objects land in partly free slabs that are already counted).
-            "objects_total": round(sum(r["objects"] * r["objsize"] for r in rows
-                                       if r["category"] == "socket") / n, 1),
-            "by_cache": rows,
-            "conntrack": round(sum(r["bytes"] for r in rows if r["category"] == "conntrack") / n, 1),
-            "drift": round(sum(r["bytes"] for r in rows if r["category"] == "drift") / n, 1),
-            "meminfo_slab": round(slab_delta / n, 1),
-            # Memory charged to TCP's limit (sockstat "mem": whole pages, forward-allocated,
-            # machine-wide). It covers skb data held in pages, which no slab cache shows, and
-            # overlaps the skb heads counted above: shown beside the total, not added to it.
-            "tcp_mem_charged": round(pages_delta / n, 1),
-        },
+        "per_connection_bytes": per_connection(base.slab, snap.slab, base.meminfo,
+                                               snap.meminfo, connections, aliases, pages_delta),
         "buffers": {h: buffers(s.ss, s.sockstat) for h, s in snap.hosts.items()},
         "sockstat": {h: s.sockstat for h, s in snap.hosts.items()},
         "memory": {h: s.memory for h, s in snap.hosts.items() if s.memory is not None},
     }
+    if snap.kernels:
+        out["per_kernel"] = per_kernel(base, snap, connections)
+    return out
+
+
+def per_connection(base_slab: Mapping[str, SlabLine], slab: Mapping[str, SlabLine],
+                   base_meminfo: Mapping[str, int], meminfo: Mapping[str, int],
+                   connections: int, aliases: Mapping[str, list[str]],
+                   pages_delta: int) -> dict[str, Any]:
+    """Per-connection bytes between two slabinfo/meminfo readings of one kernel (or a sum)."""
+    n = max(connections, 1)
+    rows = cache_deltas(base_slab, slab, connections, aliases)
+    socket_bytes = sum(r["bytes"] for r in rows if r["category"] == "socket")
+    slab_delta = meminfo.get("Slab", 0) - base_meminfo.get("Slab", 0)
+    return {
+        "total": round(socket_bytes / n, 1),
+        # objects x objsize: no slab overhead, but no page-granularity noise either
+        # (at small N new objects land in partly free slabs that are already counted).
+        "objects_total": round(sum(r["objects"] * r["objsize"] for r in rows
+                                   if r["category"] == "socket") / n, 1),
+        "by_cache": rows,
+        "conntrack": round(sum(r["bytes"] for r in rows if r["category"] == "conntrack") / n, 1),
+        "drift": round(sum(r["bytes"] for r in rows if r["category"] == "drift") / n, 1),
+        "meminfo_slab": round(slab_delta / n, 1),
+        # Memory charged to TCP's limit (sockstat "mem": whole pages, forward-allocated,
+        # machine-wide). It covers skb data held in pages, which no slab cache shows, and
+        # overlaps the skb heads counted above: shown beside the total, not added to it.
+        "tcp_mem_charged": round(pages_delta / n, 1),
+    }
+
+
+def per_kernel(base: Snapshot, snap: Snapshot, connections: int) -> dict[str, Any]:
+    """Per measured kernel (one per VM or remote machine): the same figures, that kernel's
+    own, so the server side and the client side are shown apart."""
+    out: dict[str, Any] = {}
+    for label, k in snap.kernels.items():
+        b = base.kernels.get(label)
+        if b is None:
+            continue
+        first = k.hosts[0] if k.hosts else None
+        pages = 0
+        if first and first in snap.hosts and first in base.hosts:
+            pages = (snap.hosts[first].sockstat.get("TCP", {}).get("mem", 0)
+                     - base.hosts[first].sockstat.get("TCP", {}).get("mem", 0))
+        out[label] = {
+            "hosts": list(k.hosts),
+            "release": k.release,
+            "per_connection_bytes": per_connection(b.slab, k.slab, b.meminfo, k.meminfo,
+                                                   connections, k.aliases, pages * 4096),
+            "objsize": {c: line.objsize for c, line in k.slab.items()},
+        }
+    return out
 
 
 def _sockstat_pages(snap: Snapshot) -> int:
-    """sockstat TCP mem is machine-wide: every host reports the same; take the first."""
+    """sockstat TCP mem is machine-wide: every host reports the same; take the first.
+
+    With several kernels, each kernel's own figure (its first host's), added up."""
+    if snap.kernels:
+        total = 0
+        for k in snap.kernels.values():
+            first = next((h for h in k.hosts if h in snap.hosts), None)
+            if first is not None:
+                total += snap.hosts[first].sockstat.get("TCP", {}).get("mem", 0)
+        return total
     for host in snap.hosts.values():
         return host.sockstat.get("TCP", {}).get("mem", 0)
     return 0

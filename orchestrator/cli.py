@@ -58,7 +58,11 @@ def build_parser() -> Parser:
     run.add_argument("--profile", "-p", action="append",
                      help="a name in lab/profiles/ or a path (default: the lab's); repeat it to "
                           "run the scenario once per profile and compare")
-    run.add_argument("--backend", "-b", choices=["netns", "docker", "auto"])
+    run.add_argument("--backend", "-b", choices=["netns", "docker", "auto", "ssh", "vm"])
+    run.add_argument("--kernels", metavar="LIST",
+                     help="vm backend: boot the hosts with these kernels, one run each, and "
+                          "compare them (KERNELS=\"6.1 6.12 host\": a Debian cloud kernel "
+                          "version, a path to a vmlinuz, or host = this machine)")
     run.add_argument("-n", "--connections", type=_at_least_one,
                      help="connections (default: the scenario's)")
     run.add_argument("--bytes", type=_positive_int, dest="nbytes", help="bytes per connection")
@@ -98,6 +102,8 @@ def build_parser() -> Parser:
     wipe = sub.add_parser("wipe", help="remove everything tcplab runs left behind")
     wipe.add_argument("--all", action="store_true",
                       help="also runs whose owner still runs (stop them first)")
+    wipe.add_argument("--lab", type=Path,
+                      help="also restore sysctls journalled on this lab file's ssh hosts")
     return p
 
 
@@ -248,7 +254,7 @@ def cmd_doctor(args: argparse.Namespace, out: Callable[[str], None]) -> int:
 def cmd_wipe(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     from .wipe import wipe
 
-    for line in wipe(include_live=args.all):
+    for line in wipe(include_live=args.all, lab=args.lab):
         out(line)
     return 0
 

@@ -15,7 +15,7 @@ from . import sysctls
 from .errors import InputError
 from .yamlfile import Doc, show
 
-BACKENDS = ("netns", "docker", "auto")
+BACKENDS = ("netns", "docker", "auto", "ssh", "vm")
 ROLES = ("server", "client")
 LAB_NETWORK = ipaddress.ip_network("198.18.0.0/15")
 
@@ -26,6 +26,26 @@ class HostSpec:
     role: str
     address: str
     sysctls: dict[str, str] = field(default_factory=dict)
+    # ssh backend: how to log in ({address, user, port, key}); vm backend: the kernel to
+    # boot (a version like 6.1, a vmlinuz path), extra kernel command-line options and
+    # the VM's size ({memory: MiB, cpus: N}). None/empty when not given.
+    ssh: dict[str, Any] | None = None
+    kernel: str | None = None
+    cmdline: str = ""
+    vm: dict[str, int] | None = None
+
+    def extra_dict(self) -> dict[str, Any]:
+        """The optional keys that were given (none: the lab file's dict is unchanged)."""
+        out: dict[str, Any] = {}
+        if self.ssh is not None:
+            out["ssh"] = dict(self.ssh)
+        if self.kernel is not None:
+            out["kernel"] = self.kernel
+        if self.cmdline:
+            out["cmdline"] = self.cmdline
+        if self.vm is not None:
+            out["vm"] = dict(self.vm)
+        return out
 
 
 @dataclass(frozen=True)
@@ -47,7 +67,8 @@ class Lab:
             "network": {"subnet": self.subnet},
             "profile": self.profile,
             "hosts": {
-                h.name: {"role": h.role, "address": h.address, "sysctls": dict(h.sysctls)}
+                h.name: {"role": h.role, "address": h.address, "sysctls": dict(h.sysctls),
+                         **h.extra_dict()}
                 for h in self.hosts
             },
         }
@@ -94,14 +115,17 @@ def load_lab(path: Path) -> Lab:
         subnet = ipaddress.ip_network(subnet_text)
     except ValueError:
         raise net.fail("subnet", "a network like 198.18.0.0/24", subnet_text) from None
-    if subnet.version != 4 or not subnet.subnet_of(LAB_NETWORK):  # type: ignore[arg-type]
+    # Real hosts (ssh backend) keep the addresses they have; every lab this machine
+    # builds itself stays in the range reserved for benchmarks.
+    if subnet.version != 4 or (backend != "ssh"
+                               and not subnet.subnet_of(LAB_NETWORK)):  # type: ignore[arg-type]
         raise net.fail("subnet", "a network inside 198.18.0.0/15 (reserved for benchmarks)",
                        subnet_text)
     hosts_doc = doc.map("hosts", required=True)
     hosts: list[HostSpec] = []
     for name in hosts_doc.data:
         h = hosts_doc.map(str(name))
-        h.only(["role", "address", "sysctls"])
+        h.only(["role", "address", "sysctls", "ssh", "kernel", "cmdline", "vm"])
         role = h.str("role", required=True)
         if role not in ROLES:
             raise h.fail("role", "server or client", role)
@@ -112,7 +136,7 @@ def load_lab(path: Path) -> Lab:
             raise h.fail("address", "an IP address", address) from None
         if ip not in subnet or ip in (subnet.network_address, subnet.broadcast_address):
             raise h.fail("address", f"a host address inside network.subnet {subnet}", address)
-        hosts.append(HostSpec(str(name), role, address, _sysctl_map(h)))
+        hosts.append(HostSpec(str(name), role, address, _sysctl_map(h), **_host_extras(h, path)))
     roles = sorted(h.role for h in hosts)
     if roles != ["client", "server"]:
         raise hosts_doc.fail(None, "exactly one host with role server and one with role client",
@@ -127,6 +151,52 @@ def load_lab(path: Path) -> Lab:
         hosts=tuple(hosts),
         profile=doc.str("profile", "default"),
     )
+
+
+def _host_extras(h: Doc, lab_path: Path) -> dict[str, Any]:
+    """The optional ssh/vm keys of a lab host, validated (see docs/ssh.md, docs/vm.md)."""
+    out: dict[str, Any] = {}
+    if "ssh" in h.data:
+        s = h.map("ssh")
+        s.only(["address", "user", "port", "key"])
+        address = s.str("address", required=True)
+        user = s.str("user", "root")
+        port = s.data.get("port", 22)
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise s.fail("port", "a TCP port number (1-65535)", port)
+        key_text = s.str("key", required=True)
+        key = Path(key_text).expanduser()
+        if not key.is_absolute():
+            key = (Path(lab_path).parent / key).resolve()
+        if not key.is_file():
+            raise s.fail("key", "an SSH private key file that exists", key_text)
+        out["ssh"] = {"address": address, "user": user, "port": port, "key": str(key)}
+    if "kernel" in h.data:
+        kernel = h.data["kernel"]
+        if isinstance(kernel, (int, float)) and not isinstance(kernel, bool):
+            kernel = str(kernel)  # kernel: 6.1 reads as a number in YAML
+        if not isinstance(kernel, str) or not kernel.strip():
+            raise h.fail("kernel", "a kernel version like \"6.1\", a path to a vmlinuz, or host",
+                         kernel)
+        out["kernel"] = kernel.strip()
+    if "cmdline" in h.data:
+        cmdline = h.data["cmdline"]
+        if not isinstance(cmdline, str) or "tcplab." in cmdline:
+            raise h.fail("cmdline", "kernel command-line options as one string "
+                         "(like \"slab_nomerge\"), without tcplab.* options", cmdline)
+        out["cmdline"] = " ".join(cmdline.split())
+    if "vm" in h.data:
+        v = h.map("vm")
+        v.only(["memory", "cpus"])
+        sizes: dict[str, int] = {}
+        for key, low, high in (("memory", 256, 65536), ("cpus", 1, 64)):
+            if key in v.data:
+                value = v.data[key]
+                if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                    raise v.fail(key, f"an integer from {low} to {high}", value)
+                sizes[key] = value
+        out["vm"] = sizes
+    return out
 
 
 def profile_path(name_or_path: str, profiles_dir: Path) -> Path:

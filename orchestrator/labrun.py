@@ -202,7 +202,8 @@ class LabRun:
             channel.send({"role": host.role, "address": host.address, "peer": peer.address,
                           "shards": plan.shards, "stall": plan.options.stall,
                           "per_worker": plan.options.per_worker,
-                          "fault": faults.side_fault(host.role)})
+                          "fault": faults.side_fault(host.role),
+                          "server_model": plan.options.server_model})
         self.sides = Sides(channels, self.hosts, plan.options.stall)
         paths = {}
         for role, channel in channels.items():
@@ -241,7 +242,7 @@ class LabRun:
                 for i, ports in enumerate(levels, 1):
                     done += sum(ports.values())
                     start = time.monotonic()
-                    msg = {"op": "connect", "ports": ports}
+                    msg = {"op": "connect", "ports": ports, "accept": step.accept}
                     self.sides.send("server", msg)
                     self.sides.send("client", msg)
                     faults.pause("ramp")
@@ -253,17 +254,28 @@ class LabRun:
             self.events["ramp"] = {"seconds": round(seconds, 3), "rate": round(n / seconds, 1)}
             self.ui.note(f"{n:,}/{n:,} connected in {seconds:.2f} s · {n / seconds:,.0f} conn/s")
             self.ui.phase("measure", "checkpoints")
+        elif step.action == "accept":
+            with self.ui.progress("accept", n) as ticker:
+                self.sides.do(["server"], {"op": "accept"}, ticker=ticker, progress_role="server")
+        elif step.action == "join":
+            roles = ["server", "client"]
+            self.sides.do(roles, {"op": "join"})
+            self.app_pending = False
+        elif step.action == "block_acks":
+            self.backend.block_final_acks(self.by_role[step.side])
         elif step.action == "send":
             nbytes = step.bytes if step.bytes is not None else self.plan.scenario.bytes
-            reply = self.sides.do([step.side], {"op": "send", "bytes": nbytes})[step.side]
+            reply = self.sides.do([step.side], {"op": "send", "bytes": nbytes,
+                                                "background": step.background})[step.side]
             self.unread[step.side] += nbytes
-            self.app_pending = reply.get("pending", 0) > 0
+            self.app_pending = reply.get("pending", 0) > 0 and not step.background
             if self.app_pending:
                 self.ui.note(f"{step.side}: {reply['pending']:,} bytes wait in the application: "
                              "the kernel's buffers are full")
         elif step.action == "read":
             peer = "client" if step.side == "server" else "server"
-            self.sides.do([step.side], {"op": "read", "bytes": self.unread[peer]})
+            self.sides.do([step.side], {"op": "read", "bytes": self.unread[peer],
+                                        "rate": step.rate, "background": step.background})
             self.unread[peer] = 0
             self.app_pending = False
         elif step.action == "close":
@@ -294,7 +306,8 @@ class LabRun:
         if self.sampler:
             self.sampler.mark(step.name)
         faults.pause("checkpoint")
-        probes.settle(n, self.backend.kernel_runner())
+        if not expect.moving:
+            probes.settle(n, self.backend.kernel_runner())
         memory_of = getattr(self.backend, "per_host_memory", None)
         snap = probes.take(step.name, self.hosts, self.run_dir / "raw",
                            self.backend.kernel_runner(), memory_of)

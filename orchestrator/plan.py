@@ -35,6 +35,9 @@ class RunOptions:
     stall: float = 30.0
     per_worker: int = 0  # 0: as many sockets per worker as the fd limit allows
     levels: int = 1  # ramp in this many equal steps, with a checkpoint after each
+    server_model: str = "blocking"  # or "epoll": accepted sockets registered in an epoll set
+    family: str = "ipv4"
+    kernel: str | None = None  # vm backend: boot every host with this kernel (--kernels)
 
     @property
     def lab_path(self) -> Path:
@@ -102,9 +105,12 @@ def make_plan(opts: RunOptions) -> Plan:
     if opts.levels > 1 and not any(s.action == "connect" for s in scenario.steps):
         raise InputError(f"--levels/LEVELS: scenario {scenario.name} has no connect step to ramp")
     requested = opts.backend or lab.backend
-    if requested not in ("netns", "docker", "auto"):
-        raise InputError(f"--backend/BACKEND: expected netns, docker or auto, got {requested!r}")
+    if requested not in ("netns", "docker", "auto", "ssh", "vm"):
+        raise InputError(f"--backend/BACKEND: expected netns, docker, auto, ssh or vm, "
+                         f"got {requested!r}")
     backend, why = choose_backend(requested)
+    if backend in ("ssh", "vm"):
+        return _remote_plan(opts, lab, profile, scenario, backend, why)
 
     classes = sysctls.classify(list(profile.sysctls) + [k for h in lab.hosts for k in h.sysctls])
     global_sysctls = {k: v for k, v in profile.sysctls.items() if classes[k] == "host"}
@@ -143,6 +149,75 @@ def make_plan(opts: RunOptions) -> Plan:
     return plan
 
 
+def _remote_plan(opts: RunOptions, lab: Lab, profile: Profile, scenario: Scenario,
+                 backend: str, why: str) -> Plan:
+    """ssh and vm backends: every host runs its own kernel, so every sysctl, per namespace
+    or not, is set on the host itself (none on this machine).
+
+    On a real host (ssh) that changes the host for everyone: only with
+    --allow-host-sysctls, journalled there first and restored after. In a VM of the run
+    nothing outlives the run, so no flag is needed.
+    """
+    host_sysctls = {h.name: {**h.sysctls, **profile.sysctls} for h in lab.hosts}
+    if backend == "ssh":
+        missing = [h.name for h in lab.hosts if h.ssh is None]
+        if missing:
+            raise InputError(f"{lab.path}: hosts.{missing[0]}.ssh: expected a mapping "
+                             "{address, user, port, key} for the ssh backend")
+        changed = sorted({k for v in host_sysctls.values() for k in v})
+        if changed and not opts.allow_host_sysctls:
+            raise InputError(
+                f"{lab.path}: the ssh backend sets sysctls on real hosts, where they are "
+                f"host-wide ({', '.join(changed[:4])}{' ...' if len(changed) > 4 else ''}); add "
+                "--allow-host-sysctls to change them for the run (journalled on each host and "
+                "restored afterwards), or remove them from the lab file and profile")
+    if backend == "vm" and opts.kernel is not None:
+        import dataclasses
+
+        from .vm.kernels import is_path
+
+        if is_path(opts.kernel) and not Path(opts.kernel).expanduser().is_file():
+            raise InputError(f"--kernels/KERNELS: {opts.kernel}: no such file (expected a "
+                             "kernel version like 6.1, a path to a vmlinuz, or host)")
+        # The command line's kernel for every host: the result's lab says what booted.
+        lab = dataclasses.replace(lab, hosts=tuple(dataclasses.replace(h, kernel=opts.kernel)
+                                                   for h in lab.hosts))
+    defaults = sysctls.namespace_defaults()
+    client = lab.host("client")
+    low, high = port_range(host_sysctls[client.name], defaults)
+    per_port = max(1, int((high - low + 1) * PORT_SHARE))
+    shards = make_shards(scenario.connections, per_port)
+    if len(shards) > 2000:
+        raise InputError(
+            f"{scenario.connections:,} connections need {len(shards)} server ports with the "
+            f"client's ip_local_port_range {low} {high}; widen it in {lab.path} "
+            f"(hosts.{client.name}.sysctls) or lower N")
+    _check_backlog(lab, host_sysctls, defaults, scenario)
+    if backend == "vm":
+        _check_vm_memory(lab, scenario)
+    plan = Plan(opts, lab, profile, scenario, backend, host_sysctls, {}, shards)
+    plan.notes.append(f"backend {backend} ({why})")
+    return plan
+
+
+VM_MEMORY_MB = 1024  # per VM unless the lab file says hosts.NAME.vm.memory
+
+
+def _check_vm_memory(lab: Lab, scenario: Scenario) -> None:
+    """Each VM holds one side: its half of the connections must fit in the VM's memory."""
+    per_side = memory_estimate(scenario) // 2 + 2048  # + the side process's share per socket
+    for host in lab.hosts:
+        mb = (host.vm or {}).get("memory", VM_MEMORY_MB)
+        need = 192 * 2**20 + scenario.connections * per_side
+        if need > 0.8 * mb * 2**20:
+            fits = int((0.8 * mb * 2**20 - 192 * 2**20) / per_side)
+            raise InputError(
+                f"{lab.path}: hosts.{host.name}.vm.memory: {scenario.connections:,} connections "
+                f"need about {need / 2**20:,.0f} MiB in the {host.name} VM ({mb} MiB); raise "
+                f"it (vm: {{memory: {int(need / 0.8 / 2**20) + 1}}}) or lower N (about "
+                f"{max(fits, 0):,} fit)")
+
+
 def _keys_of(path: Path) -> set[str]:
     from .yamlfile import Doc
 
@@ -178,7 +253,9 @@ def memory_estimate(scenario: Scenario, slabinfo: str | None = None) -> int:
         pair = idle_pair_estimate(parse_slabinfo(text))["total"]
     except (OSError, LabError):
         pair = 8_000
-    data = _bytes_in_flight(scenario)
+    # The kernel holds at most about tcp_rmem[2] + tcp_wmem[2] of it (32 + 4 MiB by
+    # default); 64 MiB bounds any sane profile.
+    data = min(_bytes_in_flight(scenario), 64 << 20)
     return int(pair * 1.15) + (2 * data + 4096 if data else 0)
 
 

@@ -56,9 +56,118 @@ class Snapshot:
     meminfo: dict[str, int]
     hosts: dict[str, HostSnapshot] = field(default_factory=dict)
     seconds: float = 0.0  # how long collecting took
+    # Several measured kernels (VMs, remote machines): each one's own counters, by label.
+    # Empty for one kernel; then slab/meminfo above are that kernel's, else their sum.
+    kernels: dict[str, "KernelSnapshot"] = field(default_factory=dict)
+    aliases: dict[str, list[str]] | None = None  # SLUB merges of the measured kernel(s)
+
+
+@dataclass
+class KernelSnapshot:
+    """One kernel's global counters at a checkpoint, and the lab hosts it runs."""
+
+    label: str
+    hosts: list[str]
+    slab: dict[str, parsers.SlabLine]
+    meminfo: dict[str, int]
+    release: str | None = None
+    aliases: dict[str, list[str]] = field(default_factory=dict)
+
+
+class KernelSet:
+    """The measured kernels of a run whose hosts do not run on this machine's kernel.
+
+    ``kernels``: {label: (runner on that kernel, [lab host names])}, as returned by
+    ``Backend.kernels()``. A backend's ``kernel_runner()`` may return one: reading a /proc
+    file through :func:`read_text` then gives the sum over every kernel (slabinfo and
+    meminfo), and :func:`take` keeps each kernel's counters beside the sum.
+    """
+
+    def __init__(self, kernels: dict[str, tuple[Runner | None, list[str]]],
+                 releases: dict[str, str] | None = None) -> None:
+        self.kernels = kernels
+        self.releases = dict(releases or {})
+        self._aliases: dict[str, dict[str, list[str]]] = {}
+
+    def read_each(self, path: str) -> dict[str, str]:
+        if not self.kernels:
+            return {}
+        with ThreadPoolExecutor(max_workers=len(self.kernels)) as pool:
+            texts = pool.map(lambda item: read_text(item[1][0], path), self.kernels.items())
+            return dict(zip(self.kernels, texts))
+
+    def aliases(self, label: str) -> dict[str, list[str]]:
+        """SLUB merge groups of one kernel (read once: they do not change while it runs)."""
+        if label not in self._aliases:
+            runner = self.kernels[label][0]
+            if runner is None:
+                self._aliases[label] = read_slab_aliases()
+            else:
+                out = runner.run(["python3", "-c", _SLAB_LINKS], timeout=60).stdout
+                self._aliases[label] = parsers.slab_alias_groups(json.loads(out))
+        return self._aliases[label]
+
+
+#: Prints /sys/kernel/slab as {entry: symlink target or None} (JSON), on a lab host.
+_SLAB_LINKS = (
+    "import json, os\n"
+    "d = '/sys/kernel/slab'\n"
+    "print(json.dumps({e.name: (os.readlink(e.path) if e.is_symlink() else None)"
+    " for e in os.scandir(d)}))\n"
+)
+
+
+def merge_slab(parts: list[dict[str, parsers.SlabLine]]) -> dict[str, parsers.SlabLine]:
+    """The sum of several kernels' slabinfo, per cache name (geometry of the first seen).
+
+    Slab pages are summed as memory, so caches of different geometry still add up.
+    """
+    out: dict[str, parsers.SlabLine] = {}
+    for part in parts:
+        for name, line in part.items():
+            have = out.get(name)
+            if have is None:
+                out[name] = line
+                continue
+            page_bytes = have.pagesperslab * parsers.PAGE_SIZE
+            slabs = round((have.bytes() + line.bytes()) / page_bytes) if page_bytes else 0
+            out[name] = parsers.SlabLine(
+                name, have.active_objs + line.active_objs, have.num_objs + line.num_objs,
+                have.objsize, have.objperslab, have.pagesperslab,
+                have.active_slabs + line.active_slabs, slabs)
+    return out
+
+
+def slabinfo_text(lines: dict[str, parsers.SlabLine]) -> str:
+    """slabinfo 2.1 text of parsed lines (what parse_slabinfo reads back)."""
+    out = ["slabinfo - version: 2.1",
+           "# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab>"
+           " : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs>"
+           " <num_slabs> <sharedavail>"]
+    for l in lines.values():
+        out.append(f"{l.name} {l.active_objs} {l.num_objs} {l.objsize} {l.objperslab} "
+                   f"{l.pagesperslab} : tunables 0 0 0 : slabdata {l.active_slabs} "
+                   f"{l.num_slabs} 0")
+    return "\n".join(out) + "\n"
+
+
+def meminfo_text(parts: list[dict[str, int]]) -> str:
+    """meminfo text of the sum of several parsed meminfo dicts (kB values)."""
+    total: dict[str, int] = {}
+    for part in parts:
+        for key, value in part.items():
+            total[key] = total.get(key, 0) + value
+    return "".join(f"{k}: {v // 1024} kB\n" for k, v in total.items()) or "MemTotal: 0 kB\n"
 
 
 def read_text(runner: Runner | None, path: str) -> str:
+    if isinstance(runner, KernelSet):  # several kernels: their sum
+        texts = runner.read_each(path)
+        if path == "/proc/slabinfo":
+            return slabinfo_text(merge_slab([parsers.parse_slabinfo(t) for t in texts.values()]))
+        if path == "/proc/meminfo":
+            return meminfo_text([parsers.parse_meminfo(t) for t in texts.values()])
+        raise ValueError(f"{path}: no sum over kernels")
     if runner is None:
         return Path(path).read_text()
     return runner.run(["cat", path], timeout=30).stdout
@@ -135,10 +244,13 @@ def take(name: str, hosts: dict[str, LabHost], raw_dir: Path, kernel: Runner | N
     start = time.monotonic()
     out = raw_dir / name
     out.mkdir(parents=True, exist_ok=False)
-    slab_text = read_text(kernel, "/proc/slabinfo")
-    mem_text = read_text(kernel, "/proc/meminfo")
-    snap = Snapshot(name, time.time(), parsers.parse_slabinfo(slab_text),
-                    parsers.parse_meminfo(mem_text))
+    if isinstance(kernel, KernelSet):
+        snap, slab_text, mem_text = _take_kernels(name, kernel, out)
+    else:
+        slab_text = read_text(kernel, "/proc/slabinfo")
+        mem_text = read_text(kernel, "/proc/meminfo")
+        snap = Snapshot(name, time.time(), parsers.parse_slabinfo(slab_text),
+                        parsers.parse_meminfo(mem_text))
     def collect(host: LabHost) -> tuple[str, HostSnapshot]:
         sockstat_text = host.runner.run(["cat", "/proc/net/sockstat"]).stdout
         summary = host_summary(host)
@@ -159,6 +271,39 @@ def take(name: str, hosts: dict[str, LabHost], raw_dir: Path, kernel: Runner | N
     (out / "meminfo.txt").write_text(mem_text)
     snap.seconds = time.monotonic() - start
     return snap
+
+
+def _take_kernels(name: str, kernels: KernelSet, out: Path) -> tuple[Snapshot, str, str]:
+    """slabinfo and meminfo of every kernel (raw text saved as <label>-slabinfo.txt.gz and
+    <label>-meminfo.txt); the snapshot's own slab and meminfo are their sum. With one
+    kernel, nothing but its SLUB aliases is added to what a local snapshot holds."""
+    slabs = kernels.read_each("/proc/slabinfo")
+    mems = kernels.read_each("/proc/meminfo")
+    per: dict[str, KernelSnapshot] = {}
+    for label, (_, hosts) in kernels.kernels.items():
+        if len(kernels.kernels) > 1:
+            with gzip.open(out / f"{label}-slabinfo.txt.gz", "wt") as fh:
+                fh.write(slabs[label])
+            (out / f"{label}-meminfo.txt").write_text(mems[label])
+        per[label] = KernelSnapshot(label, list(hosts), parsers.parse_slabinfo(slabs[label]),
+                                    parsers.parse_meminfo(mems[label]),
+                                    kernels.releases.get(label), kernels.aliases(label))
+    snap = Snapshot(name, time.time(), merge_slab([k.slab for k in per.values()]), {})
+    totals: dict[str, int] = {}
+    for k in per.values():
+        for key, value in k.meminfo.items():
+            totals[key] = totals.get(key, 0) + value
+    snap.meminfo = totals
+    aliases: dict[str, list[str]] = {}
+    for k in per.values():
+        for cache, others in k.aliases.items():
+            aliases[cache] = sorted(set(aliases.get(cache, [])) | set(others))
+    snap.aliases = aliases
+    if len(per) > 1:
+        snap.kernels = per
+        return snap, slabinfo_text(snap.slab), meminfo_text([snap.meminfo])
+    (label,) = per
+    return snap, slabs[label], mems[label]
 
 
 class Sampler:

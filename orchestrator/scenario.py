@@ -17,7 +17,8 @@ from .errors import InputError
 from .yamlfile import Doc, show
 
 SIDES = ("server", "client")
-ACTIONS = ("connect", "send", "read", "close", "wait", "checkpoint")
+ACTIONS = ("connect", "accept", "send", "read", "join", "close", "wait", "block_acks",
+           "checkpoint")
 ALL = -1  # "all" in an expect: the scenario's connection count
 
 
@@ -29,6 +30,9 @@ class Step:
     seconds: float = 0.0  # wait
     name: str = ""  # checkpoint
     expect: dict[str, dict[str, int]] | None = None  # checkpoint: explicit state counts
+    accept: bool = True  # connect: False leaves the connections in the accept queue
+    background: bool = False  # send/read: return at once; a later `join` waits
+    rate: int = 0  # read: bytes per second per connection (0: as fast as possible)
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class Expect:
 
     states: dict[str, dict[str, int]]  # role -> {ss state: count}, non-LISTEN sockets only
     queued: dict[str, int]  # "sender>receiver" -> bytes per connection sent and not yet read
+    moving: bool = False  # background transfers run: snapshot as is, do not wait to settle
 
 
 @dataclass(frozen=True)
@@ -78,7 +83,7 @@ class Scenario:
                 states = model.states() if step.expect is None else {
                     side: {st: (self.connections if c == ALL else c) for st, c in counts.items()}
                     for side, counts in step.expect.items()}
-                out[step.name] = Expect(states, model.queued())
+                out[step.name] = Expect(states, model.queued(), model.background)
             else:
                 model.apply(step)
         return out
@@ -105,8 +110,16 @@ class _Model:
     closed: list[str] = field(default_factory=list)  # sides in the order they closed
     sent: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SIDES})
     read: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SIDES})
+    background: bool = False  # a background send/read runs: queues are moving
+    acks_blocked: bool = False  # the client's final ACKs are dropped: server in SYN-RECV
 
     def apply(self, step: Step) -> None:
+        if step.background:
+            self.background = True
+        if step.action == "join":
+            self.background = False
+        if step.action == "block_acks":
+            self.acks_blocked = True
         if step.action == "connect":
             self.connected = True
         elif step.action == "send":
@@ -119,6 +132,8 @@ class _Model:
     def states(self) -> dict[str, dict[str, int]]:
         if not self.connected:
             return {s: {} for s in SIDES}
+        if self.acks_blocked:
+            return {"client": {"ESTAB": self.n}, "server": {"SYN-RECV": self.n}}
         if not self.closed:
             return {s: {"ESTAB": self.n} for s in SIDES}
         first = self.closed[0]
@@ -132,7 +147,7 @@ class _Model:
 
         Only while every connection is open: after a close, queues drain on their own.
         """
-        if not self.connected or self.closed:
+        if not self.connected or self.closed or self.background or self.acks_blocked:
             return {}
         return {f"{side}>{_peer(side)}": self.sent[side] - self.read[_peer(side)] for side in SIDES}
 
@@ -180,7 +195,9 @@ def _check_order(doc: Doc, steps: tuple[Step, ...]) -> None:
             if connected:
                 raise doc.fail(key, "a single connect step")
             connected = True
-        elif step.action in ("send", "read", "close"):
+        elif step.action == "block_acks" and connected:
+            raise doc.fail(key, "block_acks before the connect step")
+        elif step.action in ("send", "read", "close", "accept", "join"):
             if not connected:
                 raise doc.fail(key, f"{step.action} after a connect step")
             if step.side in closed:
@@ -216,21 +233,32 @@ def _parse_step(doc: Doc, i: int, raw: Any) -> Step:
                 or not math.isfinite(body)):
             raise sub.fail(None, "a number of seconds >= 0", body)
         return Step("wait", seconds=float(body))
-    if action == "connect":
-        if body not in ({}, None):
-            raise sub.fail(None, "{} (connect takes no options)", body)
-        return Step("connect")
+    if action in ("connect", "accept", "join"):
+        body = {} if body is None else body
+        if not isinstance(body, dict):
+            raise sub.fail(None, "a mapping", body)
+        sub = Doc(doc.file, body, sub.prefix)
+        sub.only(["accept"] if action == "connect" else [])
+        accept = body.get("accept", True)
+        if not isinstance(accept, bool):
+            raise sub.fail("accept", "true or false", accept)
+        return Step(action, side="server" if action == "accept" else None, accept=accept)
     if isinstance(body, str):
         body = {"side": body}
     if not isinstance(body, dict):
         raise sub.fail(None, "a side (server or client) or a mapping with side", body)
     sub = Doc(doc.file, body, sub.prefix)
-    sub.only(["side", "bytes"] if action == "send" else ["side"])
+    allowed = {"send": ["side", "bytes", "background"], "read": ["side", "rate", "background"]}
+    sub.only(allowed.get(action, ["side"]))
     side = sub.str("side", required=True)
     if side not in SIDES:
         raise sub.fail("side", "server or client", side)
     nbytes = sub.int("bytes", None, minimum=1) if action == "send" else None
-    return Step(action, side=side, bytes=nbytes)
+    background = body.get("background", False)
+    if not isinstance(background, bool):
+        raise sub.fail("background", "true or false", background)
+    rate = sub.int("rate", 0, minimum=0) if action == "read" else 0
+    return Step(action, side=side, bytes=nbytes, background=background, rate=rate)
 
 
 def _parse_expect(doc: Doc) -> dict[str, dict[str, int]]:

@@ -27,14 +27,15 @@ import shlex
 import socket
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import paramiko
 from fabric import Config, Connection
 from invoke.exceptions import CommandTimedOut
 
 from .errors import CommandError, RunError
-from .runner import Command, LineChannel, QueueChannel, Result, Runner
+from .runner import Command, QueueChannel, Result, Runner
 
 #: Errors that mean the SSH transport itself failed (not the remote command).
 TRANSPORT_ERRORS = (paramiko.SSHException, OSError, EOFError)
@@ -79,7 +80,8 @@ class SshRunner(Runner):
     @property
     def where(self) -> str:
         if self.sock_factory is not None:
-            return f"{self.user}@{self.address} ({getattr(self.sock_factory, 'label', 'custom transport')})"
+            via = getattr(self.sock_factory, "label", "a custom transport")
+            return f"{self.user}@{self.address} (via {via})"
         return f"{self.user}@{self.address}:{self.port}"
 
     def connect(self) -> None:
@@ -139,6 +141,9 @@ class SshRunner(Runner):
                                       in_stream=in_stream,
                                       timeout=int(timeout) if timeout else None)
             result = Result(command, self.host, out.exited, out.stdout, out.stderr)
+            if out.exited == -1 and not self.connection.is_connected:  # no exit status came
+                raise RunError(f"{self.host}: the SSH connection to {self.where} dropped while "
+                               f"running `{command[:80]}`")
         except CommandTimedOut as exc:
             result = Result(command, self.host, 124, exc.result.stdout,
                             exc.result.stderr + f"\ntimed out after {timeout} s")
@@ -156,7 +161,7 @@ class SshRunner(Runner):
                            f"`{command[:80]}`: {_describe(exc)}") from exc
         return channel
 
-    def spawn(self, cmd: Command) -> "SshChannel":
+    def spawn(self, cmd: Command) -> SshChannel:
         command = self.command(cmd)
         return SshChannel(self, command, self._session(command))
 
@@ -169,8 +174,7 @@ class SshRunner(Runner):
         drain.start()
         finished = False
         try:
-            for raw in channel.makefile("rb"):
-                yield raw.decode(errors="replace")
+            yield from _lines(channel)
             finished = True
         finally:
             if not finished:  # the caller stopped early (or failed): do not wait for the rest
@@ -187,6 +191,21 @@ class SshRunner(Runner):
         if code != 0:
             err = b"".join(stderr).decode(errors="replace")
             raise CommandError(Result(command, self.host, code, "", err))
+
+
+def _lines(channel: paramiko.Channel, chunk: int = 1 << 16) -> Iterator[str]:
+    """stdout lines of a channel as they arrive, read in large chunks (paramiko's
+    line-by-line file reads manage a few MB/s; this is many times that)."""
+    rest = b""
+    while True:
+        data = channel.recv(chunk)
+        if not data:
+            break
+        *lines, rest = (rest + data).split(b"\n")
+        for line in lines:
+            yield line.decode(errors="replace") + "\n"
+    if rest:
+        yield rest.decode(errors="replace")
 
 
 def _drain(fileobj: Any, sink: list[bytes]) -> None:
@@ -230,8 +249,8 @@ class SshChannel(QueueChannel):
 
     def _read_stdout(self) -> None:
         try:
-            for raw in self.channel.makefile("rb"):
-                self.lines.put(raw.decode(errors="replace"))
+            for line in _lines(self.channel):
+                self.lines.put(line)
         except TRANSPORT_ERRORS:
             pass
         finally:

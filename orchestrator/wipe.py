@@ -7,6 +7,7 @@ under a working run).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 from .journal import LOCAL_HANDLERS, journals
@@ -16,6 +17,11 @@ UndoFn = Callable[[dict], None]
 
 def _handlers(messages: list[str]) -> dict[str, UndoFn]:
     handlers = dict(LOCAL_HANDLERS)
+    from .backends.sshhost import remote_undo_handlers
+    from .backends.vm import vm_undo_handlers
+
+    handlers.update(remote_undo_handlers())  # sysctls journalled on ssh hosts
+    handlers.update(vm_undo_handlers())  # qemu processes of the vm backend
     try:
         from .backends.docker import docker_undo_handlers
     except ImportError:
@@ -27,7 +33,7 @@ def _handlers(messages: list[str]) -> dict[str, UndoFn]:
     return handlers
 
 
-def wipe(include_live: bool = False) -> list[str]:
+def wipe(include_live: bool = False, lab: Path | None = None) -> list[str]:
     messages: list[str] = []
     handlers = _handlers(messages)
     live_runs = set()
@@ -50,6 +56,10 @@ def wipe(include_live: bool = False) -> list[str]:
             messages += wipe_labelled(keep_runs=live_runs)
         except Exception as exc:
             messages.append(f"docker: labelled resources not checked ({exc})")
+    if lab is not None:  # remote hosts: their own sysctl journals
+        from .backends.sshhost import wipe_remote
+
+        messages += wipe_remote(lab, set() if include_live else live_runs)
     if not messages:
         messages.append("nothing to wipe")
     return messages

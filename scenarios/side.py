@@ -32,6 +32,7 @@ import time
 import resource
 
 PROGRESS_EVERY = 2000
+CHUNK = b"x" * (1 << 20)  # what senders write, sliced: no per-connection payload copies
 FD_MARGIN = 64  # descriptors a worker keeps for itself (pipes, stdio, listeners)
 
 
@@ -83,8 +84,12 @@ class Worker:
         self.out = chan.makefile("w", buffering=1)
         self.fds: list = []  # connected sockets, as raw descriptors during the ramp
         self._socks: list | None = None
-        self.pending: dict = {}  # socket -> bytes still to write
+        self.pending: dict = {}  # socket -> number of bytes still to write
         self.flusher: threading.Thread | None = None
+        self.reader: threading.Thread | None = None
+        self.background_error: str | None = None
+        self.deferred: list = []  # connect with accept=false: [[port, count]] to accept later
+        self.epoll = select.epoll() if cfg.get("server_model") == "epoll" else None
         self.stall = float(cfg.get("stall", 30))
 
     def emit(self, obj: dict) -> None:
@@ -119,6 +124,9 @@ class Worker:
         """Connect (client) or accept (server) msg["plan"]: [[port, count], ...]."""
         plan = msg.get("plan", self.share)
         if self.cfg["role"] == "server":
+            if msg.get("accept") is False:  # leave them in the accept queue
+                self.deferred += plan
+                return {"connections": 0, "deferred": sum(c for _, c in plan)}
             return self._accept(plan)
         peer = self.cfg["peer"]
         fam = family_of(peer)
@@ -148,31 +156,45 @@ class Worker:
     def _accept(self, plan: list) -> dict:
         done = 0
         append, every = self.fds.append, PROGRESS_EVERY
+        register = self.epoll.register if self.epoll is not None else None
         for port, count in plan:
             accept = self.listeners[port]._accept  # (fd, address): no socket object per call
             for _ in range(count):
-                append(accept()[0])
+                fd = accept()[0]
+                append(fd)
+                if register is not None:  # SERVER=epoll: one epitem per socket, as real servers
+                    register(fd, select.EPOLLIN)
                 done += 1
                 if done % every == 0:
                     self.emit({"progress": every, "op": "connect"})
         self.emit({"progress": done % every, "op": "connect"})
         return {"connections": done}
 
+    def op_accept(self, msg: dict) -> dict:
+        """Accept the connections a `connect` with accept=false left in the accept queue."""
+        plan, self.deferred = self.deferred, []
+        return self._accept(plan)
+
     def op_send(self, msg: dict) -> dict:
+        """Write msg["bytes"] on every connection.
+
+        What the kernel will not take yet stays pending here and is written as room opens
+        (the peer reads), by a background thread. With "background", return at once.
+        """
         nbytes = int(msg["bytes"])
-        payload = b"x" * nbytes
         for s in self.socks:
             s.setblocking(False)
-            self.pending[s] = self.pending.get(s, b"") + payload
-        self._flush(deadline_idle=0.5)
-        left = sum(len(v) for v in self.pending.values())
+            self.pending[s] = self.pending.get(s, 0) + nbytes
+        if not msg.get("background"):
+            self._flush(idle=0.5)
+        left = sum(self.pending.values())
         if left and (self.flusher is None or not self.flusher.is_alive()):
-            # The kernel's send buffers are full: keep writing as room opens (the peer reads).
-            self.flusher = threading.Thread(target=self._flush, args=(None,), daemon=True)
+            self.flusher = threading.Thread(target=self._guard, args=(self._flush,), daemon=True)
             self.flusher.start()
-        return {"written": nbytes * len(self.socks) - left, "pending": left}
+        return {"written": nbytes * len(self.fds) - left, "pending": left}
 
-    def _flush(self, deadline_idle: float | None) -> None:
+    def _flush(self, idle: float | None = None) -> None:
+        """Write pending bytes; stop when done, or after `idle` s without progress."""
         poller = select.poll()
         fds = {}
         for s in list(self.pending):
@@ -180,47 +202,66 @@ class Worker:
             poller.register(s, select.POLLOUT)
         last = time.monotonic()
         while self.pending:
-            timeout_ms = 100 if deadline_idle is not None else 1000
-            events = poller.poll(timeout_ms)
             progressed = False
-            for fd, _ in events:
+            for fd, _ in poller.poll(100):
                 s = fds.get(fd)
-                data = self.pending.get(s)
-                if data is None:
+                left = self.pending.get(s)
+                if left is None:
                     continue
                 try:
-                    sent = s.send(data)
+                    sent = s.send(CHUNK[:min(left, len(CHUNK))])
                 except BlockingIOError:
                     continue
+                except OSError:
+                    self.pending.pop(s, None)  # closed under us (close step): nothing to send
+                    continue
                 progressed = progressed or sent > 0
-                if sent == len(data):
+                if sent == left:
                     del self.pending[s]
                     poller.unregister(fd)
                 else:
-                    self.pending[s] = data[sent:]
+                    self.pending[s] = left - sent
             if progressed:
                 last = time.monotonic()
-            elif deadline_idle is not None and time.monotonic() - last > deadline_idle:
+            elif idle is not None and time.monotonic() - last > idle:
                 return
 
     def op_read(self, msg: dict) -> dict:
-        want = int(msg["bytes"])
+        """Read msg["bytes"] from every connection; "rate" limits bytes/s per connection."""
+        want, rate = int(msg["bytes"]), float(msg.get("rate") or 0)
+        if msg.get("background"):
+            self.reader = threading.Thread(target=self._guard, args=(self._read, want, rate),
+                                           daemon=True)
+            self.reader.start()
+            return {"reading": want * len(self.fds)}
+        return {"read": self._read(want, rate)}
+
+    def _read(self, want: int, rate: float) -> int:
         remaining = {}
         poller = select.poll()
         for s in self.socks:
             s.setblocking(False)
             remaining[s.fileno()] = [s, want]
             poller.register(s, select.POLLIN)
-        total = 0
-        last = time.monotonic()
+        total, start = 0, time.monotonic()
+        last = start
+        budget = rate * len(remaining) if rate else 0.0  # bytes/s for the whole worker
         while remaining:
-            events = poller.poll(200)
-            for fd, _ in events:
+            if budget:
+                allowed = budget * (time.monotonic() - start) - total
+                if allowed < 4096:
+                    time.sleep(min(0.05, (4096 - allowed) / budget))
+                    last = time.monotonic()
+                    continue
+            for fd, _ in poller.poll(200):
                 entry = remaining.get(fd)
                 if entry is None:
                     continue
+                size = min(entry[1], 1 << 20)
+                if budget:
+                    size = max(1, min(size, int(budget * (time.monotonic() - start) - total)))
                 try:
-                    data = entry[0].recv(min(entry[1], 1 << 20))
+                    data = entry[0].recv(size)
                 except BlockingIOError:
                     continue
                 if not data:
@@ -234,7 +275,24 @@ class Worker:
             if time.monotonic() - last > self.stall:
                 raise TimeoutError(f"{len(remaining)} connections delivered no data for "
                                    f"{self.stall:.0f} s (read {total} bytes)")
-        return {"read": total}
+        return total
+
+    def _guard(self, fn, *args) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:  # reported by the next join
+            self.background_error = describe(exc)
+
+    def op_join(self, msg: dict) -> dict:
+        """Wait for background sends and reads to finish."""
+        for thread in (self.flusher, self.reader):
+            if thread is not None:
+                thread.join()
+        self.flusher = self.reader = None
+        if self.background_error:
+            error, self.background_error = self.background_error, None
+            raise RuntimeError(error)
+        return {"pending": sum(self.pending.values())}
 
     def op_close(self, msg: dict) -> dict:
         count = len(self.fds)

@@ -15,6 +15,14 @@ def backend_class(name: str) -> type[Backend]:
         from .docker import DockerBackend
 
         return DockerBackend
+    if name == "ssh":
+        from .sshhost import SshBackend
+
+        return SshBackend
+    if name == "vm":
+        from .vm import VmBackend
+
+        return VmBackend
     raise KeyError(name)
 
 

@@ -108,9 +108,25 @@ class Backend(ABC):
         """
         return getattr(side, "pid", None)
 
+    def block_final_acks(self, host: LabHost) -> None:
+        """Drop the host's outgoing pure ACKs (scenario block_acks: half-open connections).
+
+        Needs control of the host's packet filter; backends that have it override this.
+        """
+        raise RunError(f"{host.name}: the {self.name} backend cannot filter packets on a lab "
+                       "host; run this scenario with BACKEND=netns")
+
     def kernel_runner(self) -> Runner | None:
         """A runner on the measured kernel (None: the local machine's kernel)."""
         return None
+
+    def kernels(self) -> dict[str, tuple[Runner | None, list[str]]]:
+        """The measured kernels: {label: (runner on it or None for this machine, [hosts])}.
+
+        One kernel for netns and docker (this machine's); the ssh and vm backends have
+        one per machine or VM, so each side's kernel memory is measured on its own.
+        """
+        return {"local": (self.kernel_runner(), list(self.hosts))}
 
     def metadata(self) -> dict[str, Any]:
         return {"backend": self.name}

@@ -26,8 +26,9 @@ import os
 import subprocess
 import tarfile
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ..errors import InputError, RunError
 from ..journal import LOCAL_HANDLERS, alive, process_start_time, state_root
@@ -110,7 +111,7 @@ class DockerBackend(Backend):
         if self.client is None:
             self.preflight()
         client = self.client
-        self.image = ensure_image(client, self.root / "images", self.log)
+        self.image = ensure_image(client, self.root / "images", lambda m: self.log(f"      {m}"))
         key = self._make_key()
         public = key.with_suffix(".pub").read_text().strip()
         network = self._create_network()
@@ -150,6 +151,11 @@ class DockerBackend(Backend):
             host.sysctls = values
             limits = host.runner.run(["sh", "-c", "ulimit -Sn; ulimit -Hn"], timeout=30).stdout
             host.info["nofile"] = " ".join(limits.split())
+        nofile = ", ".join(sorted({"/".join(h.info["nofile"].split())
+                                   for h in self.hosts.values()}))
+        self.log(f"      containers {', '.join(c.name for c in self.containers.values())} "
+                 f"from {self.image.tag}; SSH over docker exec; nofile soft/hard {nofile} "
+                 "(the side shards over workers)")
         return self.hosts
 
     def _make_key(self) -> Path:
@@ -160,7 +166,8 @@ class DockerBackend(Backend):
         key = self.journal.dir / KEY_NAME
         proc = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",
                                f"tcplab-{self.run_id}", "-f", str(key)],
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True)
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              check=False)
         if proc.returncode != 0:
             raise RunError(f"ssh-keygen failed: {proc.stderr.strip()[-200:]}; "
                            "apt-get install openssh-client")
@@ -179,8 +186,8 @@ class DockerBackend(Backend):
         try:
             network = self.client.networks.create(
                 self.network_name, driver="bridge", check_duplicate=True,
-                # internal: no route and no NAT out of the lab; the containers reach each
-                # other, the orchestrator reaches them through the bridge's address.
+                # internal: no route and no NAT out of the lab. The containers reach each
+                # other; the orchestrator talks to them over Docker exec streams.
                 internal=True,
                 ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=str(subnet), gateway=str(gateway))]),
                 labels=self.labels("network"),
@@ -250,8 +257,8 @@ class DockerBackend(Backend):
         for runner in self.runners.values():
             try:
                 runner.close()
-            except Exception:  # noqa: BLE001 - the containers go away next anyway
-                pass
+            except Exception as exc:  # noqa: BLE001 - the containers go away next anyway
+                self.log(f"cleanup: closing SSH to {runner.host}: {exc}")
         return super().down()
 
     def undo_handlers(self) -> dict[str, Callable[[dict], None]]:

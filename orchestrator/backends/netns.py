@@ -66,6 +66,15 @@ class NetnsBackend(Backend):
             host.sysctls = self.apply_sysctls(host, sysctls.get(name, {}))
         return self.hosts
 
+    def block_final_acks(self, host: LabHost) -> None:
+        """An nftables rule in the host's own namespace dropping outgoing pure ACKs.
+
+        Goes away with the namespace; nothing outside the lab is touched.
+        """
+        ruleset = ("table inet tcplab {\n chain out {\n  type filter hook output priority 0;\n"
+                   "  tcp flags & (syn | ack | fin | rst) == ack drop\n }\n}\n")
+        host.runner.run(["nft", "-f", "-"], stdin=ruleset)
+
     def undo_handlers(self) -> dict[str, Callable[[dict], None]]:
         return dict(LOCAL_HANDLERS)
 

@@ -21,14 +21,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 docker = pytest.importorskip("docker")
 
-from orchestrator.backends.docker import LABEL_RUN  # noqa: E402
+from orchestrator.backends.docker import LABEL_RUN
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 1000
@@ -85,7 +85,7 @@ def tcplab(*args: str, results: Path, state: Path, timeout: float = 300
     deadline = time.monotonic() + LOCK_WAIT_S
     while True:
         proc = subprocess.run(_cli(*args, "--results", str(results)), cwd=ROOT, env=_env(state),
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, timeout=timeout, check=False)
         if proc.returncode == 2 and BUSY in proc.stderr and time.monotonic() < deadline:
             shutil.rmtree(results, ignore_errors=True)  # a refused run may leave an empty dir
             time.sleep(3)
@@ -147,7 +147,7 @@ def assert_clean(run_id: str, state: Path) -> None:
         client.close()
     assert containers == [] and networks == [], f"left behind: {containers} {networks}"
     procs = subprocess.run(["pgrep", "-f", f"side.py --run {run_id}"], capture_output=True,
-                           text=True)
+                           text=True, check=False)
     assert procs.stdout.strip() == "", f"side processes left: {procs.stdout}"
     runs = state / "runs"
     # the journal dir (and the run's SSH key pair inside it) is gone
@@ -345,7 +345,7 @@ def test_wipe_after_sigkill(tmp_path: Path, daemon: object) -> None:
                    results=tmp_path / "other", state=state)
     assert again.returncode == 2 and "tcplab wipe" in again.stderr, again.stderr
     wiped = subprocess.run(_cli("wipe"), cwd=ROOT, env=_env(state), capture_output=True,
-                           text=True, timeout=300)
+                           text=True, timeout=300, check=False)
     assert wiped.returncode == 0, wiped.stderr
     assert run_dir.name in wiped.stdout, wiped.stdout
     assert_clean(run_dir.name, state)

@@ -13,8 +13,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -84,7 +84,8 @@ class Sshd:
 
     def sessions(self) -> list[int]:
         """Pids of the per-connection sshd processes (children of the listener)."""
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
+                             text=True, check=False)
         return [int(p) for p in out.stdout.split()]
 
     def stop(self) -> None:
@@ -166,30 +167,36 @@ def test_spawn_speaks_json_lines_and_close_sends_eof(runner: SshRunner) -> None:
 
 
 def test_side_that_dies_names_the_host(runner: SshRunner) -> None:
-    channel = runner.spawn(["python3", "-c", "import sys; print('oops', file=sys.stderr); "
-                                             "sys.exit(5)"])
+    code = "import sys; print('oops', file=sys.stderr); sys.exit(5)"
+    channel = runner.spawn(["python3", "-c", code])
     with pytest.raises(RunError) as ended:
-        while channel.receive(timeout=10) is None:
-            pass
+        receive_until_error(channel)
     assert "testhost" in str(ended.value) and "code 5" in str(ended.value)
     assert "oops" in str(ended.value)
     channel.close()
 
 
+def receive_until_error(channel: object, timeout: float = 15.0) -> None:
+    """Receive until RunError (raised through); fail the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        channel.receive(timeout=0.5)
+    pytest.fail(f"no RunError within {timeout} s")
+
+
 def test_dropped_connection_raises_run_error(sshd: Sshd) -> None:
+    before = set(sshd.sessions())
     r = sshd.runner()
     r.wait_ready(timeout=10)
     try:
-        before = set(sshd.sessions())
         channel = r.spawn(["python3", "-c", ECHO_JSON])
         channel.send({"op": "ping"})
         assert channel.receive(timeout=10) == {"echo": {"op": "ping"}}
-        for pid in sshd.sessions():  # only the sessions of this runner's connection
-            if pid not in before:
-                os.kill(pid, signal.SIGKILL)
+        mine = [pid for pid in sshd.sessions() if pid not in before]
+        assert len(mine) == 1, (before, mine)  # the sshd process of this runner's connection
+        os.kill(mine[0], signal.SIGKILL)
         with pytest.raises(RunError) as dropped:
-            while channel.receive(timeout=10) is None:
-                pass
+            receive_until_error(channel)
         assert "testhost" in str(dropped.value) and "dropped" in str(dropped.value)
         with pytest.raises(RunError):
             channel.send({"op": "ping"})
