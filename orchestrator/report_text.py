@@ -6,6 +6,8 @@ from typing import Any
 
 from tabulate import tabulate
 
+from . import findings
+
 TOP_CACHES = 7
 
 
@@ -120,6 +122,7 @@ def render(result: dict[str, Any], fmt: str = "simple") -> str:
     if est:
         parts += ["", f"Objects of one idle connection pair by live object sizes: "
                       f"{est['total']:,} B"]
+    parts += ["", findings.findings_text(result)]
     return "\n".join(parts)
 
 

@@ -214,14 +214,14 @@ CASES = [
                  "steps:\n  - checkpoint: baseline\n  - send: client\n  - connect: {}\n"),)),
     Case("scenario-unknown-action",
          (*RUN, "-s", "{root}/scenarios/mine.yaml"),
-         '{root}/scenarios/mine.yaml: steps[2]: expected one of connect, send, read, close, '
-         'wait, checkpoint, got "shutdown"',
+         '{root}/scenarios/mine.yaml: steps[2]: expected one of connect, accept, send, read, '
+         'join, close, wait, block_acks, checkpoint, got "shutdown"',
          files=(("scenarios/mine.yaml",
                  "steps:\n  - checkpoint: baseline\n  - connect: {}\n  - shutdown: client\n"),)),
     Case("unknown-scenario",
          (*RUN, "-s", "idel"),
-         "unknown scenario 'idel': no {root}/scenarios/idel.yaml; known scenarios: c2s, idle, "
-         "s2c, timewait"),
+         "unknown scenario 'idel': no {root}/scenarios/idel.yaml; known scenarios: backlog, "
+         "bulk, c2s, idle, orphan, s2c, synrecv, timewait"),
     Case("unknown-profile",
          (*RUN, "-s", "idle", "-p", "small"),
          "unknown profile 'small': no {root}/lab/profiles/small.yaml; known profiles: default, "
@@ -229,7 +229,7 @@ CASES = [
     Case("unknown-backend",
          ("run", "-s", "idle", "-b", "kvm"),
          "tcplab run: argument --backend/-b: invalid choice: 'kvm' (choose from 'netns', "
-         "'docker', 'auto'); see tcplab run --help"),
+         "'docker', 'auto', 'ssh', 'vm'); see tcplab run --help"),
     Case("include-cycle",
          (*RUN, "-s", "idle", "-p", "a"),
          "{root}/lab/profiles/a.yaml: include: cycle a.yaml -> b.yaml -> a.yaml; remove one of "
@@ -330,7 +330,8 @@ CASES = [
          "tcplab run: argument --bytes: expected an integer >= 0, got '-13'; see "
          "tcplab run --help"),
     Case("n-too-large-for-memory",
-         (), r"[\d,]+ connections need about [\d.]+ GiB of kernel memory and [\d.]+ GiB is "
+         (), r"[\d,]+ connections need about [\d.]+ GiB of kernel memory \([\d,]+ B each, "
+             r"both ends, from the live object sizes\) and [\d.]+ GiB is "
              r"available; the largest N that fits is about [\d,]+",
          regex=True, argv_fn=_too_many_for_memory),
     Case("n-too-large-for-ports",

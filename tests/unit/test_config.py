@@ -273,7 +273,7 @@ def test_lab_errors(tmp_path: Path, kw: dict, want: str) -> None:
      ('hosts: expected exactly one host with role server and one with role client, '
      'got "server, server"')),
     (("role: client", "role: router"), 'hosts.cli.role: expected server or client, got "router"'),
-    (("backend: netns", "backend: kvm"), 'backend: expected one of netns, docker, auto, got "kvm"'),
+    (("backend: netns", "backend: kvm"), 'backend: expected one of netns, docker, auto, ssh, vm, got "kvm"'),
     (("backend: netns", "backend: netns\nhostz: 1"),
      "hostz: unknown key; expected one of name, description, backend, network, hosts, profile"),
     (("    role: server\n", "    role: server\n    adress: x\n"),

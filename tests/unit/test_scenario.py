@@ -42,7 +42,7 @@ def error(tmp_path: Path, text: str) -> str:
 
 def test_list_scenarios() -> None:
     names = [n for n, _ in list_scenarios(SCENARIOS)]
-    assert names == ["c2s", "idle", "s2c", "timewait"]
+    assert names == ["backlog", "bulk", "c2s", "idle", "orphan", "s2c", "synrecv", "timewait"]
 
 
 def test_idle() -> None:
@@ -107,7 +107,7 @@ def test_unknown_scenario_lists_known_ones() -> None:
     with pytest.raises(InputError) as info:
         load("timewaits")
     assert str(info.value) == (f"unknown scenario 'timewaits': no {SCENARIOS / 'timewaits.yaml'}; "
-                               "known scenarios: c2s, idle, s2c, timewait")
+                               "known scenarios: backlog, bulk, c2s, idle, orphan, s2c, synrecv, timewait")
 
 
 # --------------------------------------------------------------------------
@@ -189,7 +189,7 @@ BASE = "steps:\n  - checkpoint: baseline\n  - connect: {}\n"
 
 @pytest.mark.parametrize(("text", "want"), [
     (BASE + "  - shutdown: client\n",
-     'steps[2]: expected one of connect, send, read, close, wait, checkpoint, got "shutdown"'),
+     'steps[2]: expected one of connect, accept, send, read, join, close, wait, block_acks, checkpoint, got "shutdown"'),
     ("steps:\n  - checkpoint: baseline\n  - send: client\n  - connect: {}\n",
      "steps[1]: expected send after a connect step"),
     ("steps:\n  - checkpoint: baseline\n  - close: server\n",
@@ -213,18 +213,21 @@ BASE = "steps:\n  - checkpoint: baseline\n  - connect: {}\n"
     (BASE + "  - send: {side: client, bytes: 0}\n",
      "steps[2].send.bytes: expected an integer >= 1, got 0"),
     (BASE + "  - read: {side: client, bytes: 5}\n",
-     "steps[2].read.bytes: unknown key; expected one of side"),
+     "steps[2].read.bytes: unknown key; expected one of side, rate, background"),
     (BASE + "  - wait: -1\n", "steps[2].wait: expected a number of seconds >= 0, got -1"),
     (BASE + "  - wait: soon\n", 'steps[2].wait: expected a number of seconds >= 0, got "soon"'),
     (BASE + "  - wait: .nan\n", "steps[2].wait: expected a number of seconds >= 0, got nan"),
     (BASE + "  - wait: .inf\n", "steps[2].wait: expected a number of seconds >= 0, got inf"),
     (BASE + "  - wait: true\n", "steps[2].wait: expected a number of seconds >= 0, got True"),
     ("steps:\n  - checkpoint: baseline\n  - connect: {port: 80}\n",
-     "steps[1].connect: expected {} (connect takes no options), got {'port': 80}"),
+     "steps[1].connect.port: unknown key; expected one of accept"),
+    ("steps:\n  - checkpoint: baseline\n  - connect: {accept: maybe}\n",
+     'steps[1].connect.accept: expected true or false, got "maybe"'),
+    (BASE + "  - block_acks: client\n", "steps[2]: expected block_acks before the connect step"),
     (BASE + "  - checkpoint: two words\n",
      'steps[2].checkpoint.name: expected letters, digits and _, got "two words"'),
     (BASE + "  - {checkpoint: a, connect: {}}\n",
-     ("steps[2]: expected a mapping with one of connect, send, read, close, wait, checkpoint, "
+     ("steps[2]: expected a mapping with one of connect, accept, send, read, join, close, wait, block_acks, checkpoint, "
      "got {'checkpoint': 'a', 'connect': {}}")),
     (BASE + "  - checkpoint: {name: up, expect: {client: {ESTAB: some}}}\n",
      'steps[2].checkpoint.expect.client.ESTAB: expected a count >= 0 or "all", got "some"'),
