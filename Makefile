@@ -13,7 +13,10 @@ N ?=
 BYTES ?=
 LAB ?=
 LEVELS ?=
+FAMILY ?=
+SERVER ?=
 REPEAT ?=
+KERNELS ?=
 ARGS ?=
 
 RUN_ARGS = --scenario $(SCENARIO) \
@@ -24,13 +27,16 @@ RUN_ARGS = --scenario $(SCENARIO) \
   $(if $(BYTES),--bytes $(BYTES)) \
   $(if $(LAB),--lab $(LAB)) \
   $(if $(LEVELS),--levels $(LEVELS)) \
-  $(if $(REPEAT),--repeat $(REPEAT)) $(ARGS)
+  $(if $(REPEAT),--repeat $(REPEAT)) \
+  $(if $(KERNELS),--kernels "$(KERNELS)") \
+  $(if $(FAMILY),--family $(FAMILY)) \
+  $(if $(SERVER),--server $(SERVER)) $(ARGS)
 
 .PHONY: help lab test unit images clean wipe lint install
 
 help: ## list targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
-	@echo "  variables: SCENARIO=idle|c2s|s2c|timewait PROFILE=NAME BACKEND=netns|docker|auto N=10000 BYTES=13 LAB=FILE"
+	@echo "  variables: SCENARIO=idle|c2s|s2c|timewait PROFILE=NAME BACKEND=netns|docker|auto N=10000 BYTES=13 LAB=FILE KERNELS=\"6.1 6.12 host\""
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,4 +62,4 @@ lint: $(STAMP) ## ruff
 	$(BIN)/ruff check .
 
 wipe clean: $(STAMP) ## remove everything tcplab runs left behind (namespaces, containers, sysctls)
-	$(BIN)/tcplab wipe
+	$(BIN)/tcplab wipe $(if $(LAB),--lab $(LAB))

@@ -35,6 +35,11 @@ NOT_SOCKET = {
     "buffer_head": "page cache", "ext4_inode_cache": "files", "shmem_inode_cache": "files",
 }
 CONNTRACK = ("nf_conntrack",)
+#: Socket caches SLUB may merge into a line named after a NOT_SOCKET cache (on 6.1 the
+#: "pid" line counts tcp_bind_bucket, "anon_vma_chain" tcp_bind2_bucket): such a line
+#: that tracks the connection count is socket memory.
+SOCKET_ALIASES = ("tcp_bind_bucket", "tcp_bind2_bucket", "tw_sock_TCP", "request_sock_TCP",
+                  "sock_inode_cache", "filp", "TCP")
 SKMEM_FIELDS = {"r": "rmem_alloc", "t": "wmem_alloc", "w": "wmem_queued", "f": "fwd_alloc"}
 
 
@@ -63,7 +68,12 @@ def cache_deltas(base: Mapping[str, SlabLine], now: Mapping[str, SlabLine], conn
             objs -= share
             note = f"{share:,} dentries of /proc fd lookups set apart"
         per_conn_objs = objs / n
-        if name in NOT_SOCKET:
+        merged_socket = [a for a in aliases.get(name, []) if a in SOCKET_ALIASES]
+        if name in NOT_SOCKET and merged_socket and abs(per_conn_objs) >= TRACKS_MIN:
+            category = "socket"
+            reason = (f"{per_conn_objs:.2f} objects per connection; the line also counts "
+                      f"{', '.join(merged_socket)} (SLUB merged)")
+        elif name in NOT_SOCKET:
             category, reason = "drift", NOT_SOCKET[name]
         elif name.startswith(CONNTRACK):
             category, reason = "conntrack", "connection tracking entry (not socket memory)"
@@ -193,7 +203,7 @@ def _sockstat_pages(snap: Snapshot) -> int:
     return 0
 
 
-def idle_pair_estimate(slab: Mapping[str, SlabLine]) -> dict[str, int]:
+def idle_pair_estimate(slab: Mapping[str, SlabLine], family: str = "ipv4") -> dict[str, int]:
     """What the objects of one idle connection pair (both ends) add up to, by object size.
 
     Each end: a TCP sock, a socket inode, a file, a dentry (and the LSM blobs of inode
@@ -201,7 +211,8 @@ def idle_pair_estimate(slab: Mapping[str, SlabLine]) -> dict[str, int]:
     and (6.x) a bind2 bucket per local port.
     """
     parts: dict[str, int] = {}
-    for cache, count in (("TCP", 2), ("sock_inode_cache", 2), ("filp", 2), ("dentry", 2),
+    sock = "TCPv6" if family == "ipv6" else "TCP"
+    for cache, count in ((sock, 2), ("sock_inode_cache", 2), ("filp", 2), ("dentry", 2),
                          ("lsm_inode_cache", 2), ("lsm_file_cache", 2)):
         if cache in slab:
             parts[cache] = count * slab[cache].objsize

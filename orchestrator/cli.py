@@ -72,6 +72,11 @@ def build_parser() -> Parser:
                      help="let a profile change host-wide sysctls (saved first, restored after)")
     run.add_argument("--stall", type=float, default=30.0,
                      help="seconds without progress before a side is declared stalled")
+    run.add_argument("--family", choices=["ipv4", "ipv6"], default="ipv4",
+                     help="address family of the lab's connections (FAMILY=ipv6)")
+    run.add_argument("--server", choices=["blocking", "epoll"], default="blocking",
+                     dest="server_model",
+                     help="server model: epoll registers every accepted socket, as real servers do")
     run.add_argument("--repeat", type=_at_least_one, default=1,
                      help="run the whole scenario this many times, fresh hosts each time")
     run.add_argument("--levels", type=_at_least_one, default=1,
@@ -118,13 +123,17 @@ def cmd_run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     root = project_root()
     _refuse_stale()
     profiles = args.profile or [None]
+    kernels = _kernel_list(args)
     plans = []
-    for profile in profiles:  # every plan validated before the first run starts
+    for profile, kernel in ((p, k) for p in profiles for k in kernels):  # all validated first
         opts = RunOptions(scenario=args.scenario, root=root, profile=profile,
-                          backend=args.backend, connections=args.connections,
+                          backend=_kernel_backend(args, kernel), connections=args.connections,
                           nbytes=args.nbytes, lab_file=args.lab,
                           allow_host_sysctls=args.allow_host_sysctls, results_dir=args.results,
-                          stall=args.stall, per_worker=args.per_worker, levels=args.levels)
+                          stall=args.stall, per_worker=args.per_worker, levels=args.levels,
+                          family=args.family, server_model=args.server_model)
+        if kernel not in (None, "host"):
+            opts.kernel = kernel
         plans.append(make_plan(opts))
     run_dirs: list[Path] = []
     for plan in plans:
@@ -132,16 +141,32 @@ def cmd_run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
             ui = UI(phases=4)
             sc = plan.scenario
             tag = f" · run {rep + 1}/{args.repeat}" if args.repeat > 1 else ""
-            ui.line(f"tcplab {__version__} · backend {plan.backend} · kernel {os.uname().release} · "
+            kernel_shown = (plan.lab.hosts[0].kernel or "6.1") if plan.backend == "vm" \
+                else os.uname().release
+            ui.line(f"tcplab {__version__} · backend {plan.backend} · kernel {kernel_shown} · "
                     f"profile {plan.profile.name} · {sc.name} · N={sc.connections:,} · "
                     f"BYTES={sc.bytes:,}{tag}")
             run_dir = run_plan(plan, ui)
             ui.phase("report", str(run_dir / "result.json"))
             run_dirs.append(run_dir)
     results = [load_result(d) for d in run_dirs]
-    if len(run_dirs) == 1:
+    if len(kernels) > 1:  # KERNELS="6.1 6.12 host": one comparison of the kernels
+        from . import kernels_compare
+
+        out("")
+        text, written = kernels_compare.report(results, run_dirs, args.results or root / "results")
+        out(text)
+        out("runs: " + " ".join(str(d) for d in run_dirs))
+        out(f"comparison: {_shown(written)}")
+    elif len(run_dirs) == 1:
+        from . import kernels_compare
+
         out("")
         out(report_text.render(results[0]))
+        per_side = kernels_compare.per_side_text(results[0])
+        if per_side:  # several kernels measured (VMs, remote hosts): each side on its own
+            out("")
+            out(per_side)
     else:
         out("")
         out(repeats.render(repeats.summarize(results)))
@@ -149,6 +174,30 @@ def cmd_run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     for run_dir in run_dirs:
         out(f"report: {_shown(write_report(run_dir))}")
     return 0
+
+
+def _kernel_list(args: argparse.Namespace) -> list[str | None]:
+    """--kernels "6.1 6.12 host" -> ["6.1", "6.12", "host"]; none given -> [None]."""
+    if not args.kernels:
+        return [None]
+    kernels = args.kernels.replace(",", " ").split()
+    if not kernels:
+        raise InputError("--kernels/KERNELS: expected kernel versions like \"6.1 host\"")
+    if len(set(kernels)) != len(kernels):
+        raise InputError(f"--kernels/KERNELS: a kernel is named twice in {args.kernels!r}")
+    if args.backend in ("ssh", "docker") or (args.backend == "netns" and kernels != ["host"]):
+        raise InputError(f"--kernels/KERNELS boots VMs (backend vm; 'host' runs on this machine); "
+                         f"it does not go with --backend {args.backend}")
+    return list(kernels)
+
+
+def _kernel_backend(args: argparse.Namespace, kernel: str | None) -> str | None:
+    """The backend of one kernel's run: vm for a kernel to boot, this machine for 'host'."""
+    if kernel is None:
+        return args.backend
+    if kernel == "host":  # this machine's kernel: netns (like the VMs: no conntrack, no docker)
+        return args.backend if args.backend in ("netns", "docker") else "netns"
+    return "vm"
 
 
 def _shown(path: Path) -> str:

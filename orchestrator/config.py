@@ -18,6 +18,9 @@ from .yamlfile import Doc, show
 BACKENDS = ("netns", "docker", "auto", "ssh", "vm")
 ROLES = ("server", "client")
 LAB_NETWORK = ipaddress.ip_network("198.18.0.0/15")
+#: IPv6 lab networks: unique-local (fd00::/8) or documentation (2001:db8::/32) space only.
+LAB_NETWORKS6 = (ipaddress.ip_network("fd00::/8"), ipaddress.ip_network("2001:db8::/32"))
+DEFAULT_SUBNET6 = "fd00:198:18::/64"
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class HostSpec:
     kernel: str | None = None
     cmdline: str = ""
     vm: dict[str, int] | None = None
+    address6: str = ""  # IPv6 lab address (FAMILY=ipv6); derived from subnet6 when not given
 
     def extra_dict(self) -> dict[str, Any]:
         """The optional keys that were given (none: the lab file's dict is unchanged)."""
@@ -56,6 +60,7 @@ class Lab:
     subnet: str
     hosts: tuple[HostSpec, ...]
     profile: str
+    subnet6: str = DEFAULT_SUBNET6
 
     def host(self, role: str) -> HostSpec:
         return next(h for h in self.hosts if h.role == role)
@@ -64,11 +69,11 @@ class Lab:
         return {
             "name": self.name,
             "backend": self.backend,
-            "network": {"subnet": self.subnet},
+            "network": {"subnet": self.subnet, "subnet6": self.subnet6},
             "profile": self.profile,
             "hosts": {
-                h.name: {"role": h.role, "address": h.address, "sysctls": dict(h.sysctls),
-                         **h.extra_dict()}
+                h.name: {"role": h.role, "address": h.address, "address6": h.address6,
+                         "sysctls": dict(h.sysctls), **h.extra_dict()}
                 for h in self.hosts
             },
         }
@@ -109,7 +114,7 @@ def load_lab(path: Path) -> Lab:
     if backend not in BACKENDS:
         raise doc.fail("backend", "one of " + ", ".join(BACKENDS), backend)
     net = doc.map("network")
-    net.only(["subnet"])
+    net.only(["subnet", "subnet6"])
     subnet_text = net.str("subnet", "198.18.0.0/24")
     try:
         subnet = ipaddress.ip_network(subnet_text)
@@ -121,11 +126,19 @@ def load_lab(path: Path) -> Lab:
                                and not subnet.subnet_of(LAB_NETWORK)):  # type: ignore[arg-type]
         raise net.fail("subnet", "a network inside 198.18.0.0/15 (reserved for benchmarks)",
                        subnet_text)
+    subnet6_text = net.str("subnet6", DEFAULT_SUBNET6)
+    try:
+        subnet6 = ipaddress.ip_network(subnet6_text)
+    except ValueError:
+        raise net.fail("subnet6", "an IPv6 network like fd00:198:18::/64", subnet6_text) from None
+    if subnet6.version != 6 or not any(subnet6.subnet_of(n) for n in LAB_NETWORKS6):  # type: ignore[arg-type]
+        raise net.fail("subnet6", "an IPv6 network inside fd00::/8 or 2001:db8::/32",
+                       subnet6_text)
     hosts_doc = doc.map("hosts", required=True)
     hosts: list[HostSpec] = []
     for name in hosts_doc.data:
         h = hosts_doc.map(str(name))
-        h.only(["role", "address", "sysctls", "ssh", "kernel", "cmdline", "vm"])
+        h.only(["role", "address", "address6", "sysctls", "ssh", "kernel", "cmdline", "vm"])
         role = h.str("role", required=True)
         if role not in ROLES:
             raise h.fail("role", "server or client", role)
@@ -136,7 +149,16 @@ def load_lab(path: Path) -> Lab:
             raise h.fail("address", "an IP address", address) from None
         if ip not in subnet or ip in (subnet.network_address, subnet.broadcast_address):
             raise h.fail("address", f"a host address inside network.subnet {subnet}", address)
-        hosts.append(HostSpec(str(name), role, address, _sysctl_map(h), **_host_extras(h, path)))
+        address6 = h.str("address6", "") or str(
+            subnet6.network_address + int(ipaddress.ip_address(address)) % 65536)
+        try:
+            ip6 = ipaddress.ip_address(address6)
+        except ValueError:
+            raise h.fail("address6", "an IPv6 address", address6) from None
+        if ip6 not in subnet6:
+            raise h.fail("address6", f"an address inside network.subnet6 {subnet6}", address6)
+        hosts.append(HostSpec(str(name), role, address, _sysctl_map(h), **_host_extras(h, path),
+                              address6=address6))
     roles = sorted(h.role for h in hosts)
     if roles != ["client", "server"]:
         raise hosts_doc.fail(None, "exactly one host with role server and one with role client",
@@ -150,6 +172,7 @@ def load_lab(path: Path) -> Lab:
         subnet=str(subnet),
         hosts=tuple(hosts),
         profile=doc.str("profile", "default"),
+        subnet6=str(subnet6),
     )
 
 
@@ -192,7 +215,8 @@ def _host_extras(h: Doc, lab_path: Path) -> dict[str, Any]:
         for key, low, high in (("memory", 256, 65536), ("cpus", 1, 64)):
             if key in v.data:
                 value = v.data[key]
-                if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                if (isinstance(value, bool) or not isinstance(value, int)
+                        or not low <= value <= high):
                     raise v.fail(key, f"an integer from {low} to {high}", value)
                 sizes[key] = value
         out["vm"] = sizes

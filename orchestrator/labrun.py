@@ -196,10 +196,13 @@ class LabRun:
         self.aliases = probes.read_slab_aliases()
         server, client = self.by_role["server"], self.by_role["client"]
         channels = {}
+        six = plan.options.family == "ipv6"
         for host, peer in ((server, client), (client, server)):
             channel = self.backend.start_side(host)
             channels[host.role] = channel
-            channel.send({"role": host.role, "address": host.address, "peer": peer.address,
+            channel.send({"role": host.role,
+                          "address": host.spec.address6 if six else host.address,
+                          "peer": peer.spec.address6 if six else peer.address,
                           "shards": plan.shards, "stall": plan.options.stall,
                           "per_worker": plan.options.per_worker,
                           "fault": faults.side_fault(host.role),
@@ -320,7 +323,9 @@ class LabRun:
             self.checkpoints.append({"name": snap.name, "time": snap.time, "connections": 0,
                                      "collect_seconds": round(snap.seconds, 3),
                                      "states": {h: dict(s.ss.states) for h, s in snap.hosts.items()},
-                                     "sockstat": {h: s.sockstat for h, s in snap.hosts.items()}})
+                                     "sockstat": {h: s.sockstat for h, s in snap.hosts.items()},
+                                     "memory": {h: s.memory for h, s in snap.hosts.items()
+                                                if s.memory is not None}})
         total = self.checkpoints[-1].get("per_connection_bytes", {}).get("total")
         shown = f"{total:,.0f} B/connection" if total is not None else "reference"
         self.ui.note(f"{step.name:<12} ✓ {shown} ({snap.seconds:.2f} s to collect)")
@@ -363,7 +368,10 @@ class LabRun:
                 "page_size": os.sysconf("SC_PAGE_SIZE"),
                 "slab_aliases": self.aliases,
                 "objsize": {k: v.objsize for k, v in first.items()},
-                "idle_pair_estimate": analysis.idle_pair_estimate(first) if first else None,
+                "idle_pair_estimate": (analysis.idle_pair_estimate(first, plan.options.family)
+                                       if first else None),
+                "family": plan.options.family,
+                "server_model": plan.options.server_model,
             },
             "ramp": self.events.get("ramp"),
             "slope": analysis.fit_levels(self.checkpoints) if plan.options.levels > 1 else None,

@@ -144,10 +144,10 @@ def slabinfo_text(lines: dict[str, parsers.SlabLine]) -> str:
            "# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab>"
            " : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs>"
            " <num_slabs> <sharedavail>"]
-    for l in lines.values():
-        out.append(f"{l.name} {l.active_objs} {l.num_objs} {l.objsize} {l.objperslab} "
-                   f"{l.pagesperslab} : tunables 0 0 0 : slabdata {l.active_slabs} "
-                   f"{l.num_slabs} 0")
+    for line in lines.values():
+        out.append(f"{line.name} {line.active_objs} {line.num_objs} {line.objsize} "
+                   f"{line.objperslab} {line.pagesperslab} : tunables 0 0 0 : slabdata "
+                   f"{line.active_slabs} {line.num_slabs} 0")
     return "\n".join(out) + "\n"
 
 
@@ -164,6 +164,9 @@ def read_text(runner: Runner | None, path: str) -> str:
     if isinstance(runner, KernelSet):  # several kernels: their sum
         texts = runner.read_each(path)
         if path == "/proc/slabinfo":
+            if not texts:  # no kernel left (VMs gone with the run): an empty reading
+                return slabinfo_text({"tcplab_none": parsers.SlabLine("tcplab_none", 0, 0, 8,
+                                                                      1, 1, 0, 0)})
             return slabinfo_text(merge_slab([parsers.parse_slabinfo(t) for t in texts.values()]))
         if path == "/proc/meminfo":
             return meminfo_text([parsers.parse_meminfo(t) for t in texts.values()])

@@ -44,6 +44,7 @@ class NetnsBackend(Backend):
     def up(self, sysctls: Mapping[str, Mapping[str, str]]) -> dict[str, LabHost]:
         sid = short_id(self.run_id)
         prefix = ipaddress.ip_network(self.lab.subnet).prefixlen
+        prefix6 = ipaddress.ip_network(self.lab.subnet6).prefixlen
         server, client = self.lab.host("server"), self.lab.host("client")
         for spec in (server, client):
             ns = self.namespace(spec.name)
@@ -60,6 +61,7 @@ class NetnsBackend(Backend):
             _ip("link", "set", dev, "netns", ns)
             _ip("-n", ns, "link", "set", dev, "name", "eth0")
             _ip("-n", ns, "addr", "add", f"{spec.address}/{prefix}", "dev", "eth0")
+            _ip("-n", ns, "addr", "add", f"{spec.address6}/{prefix6}", "dev", "eth0", "nodad")
             _ip("-n", ns, "link", "set", "eth0", "up")
             _ip("-n", ns, "link", "set", "lo", "up")
         for name, host in self.hosts.items():

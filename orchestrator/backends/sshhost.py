@@ -39,9 +39,10 @@ import os
 import shlex
 import socket
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ..errors import InputError, LabError, RunError
 from ..journal import LOCAL_HANDLERS, alive, process_start_time
@@ -63,7 +64,7 @@ class Target:
     key: str = ""
 
     @classmethod
-    def of(cls, data: Mapping[str, Any]) -> "Target":
+    def of(cls, data: Mapping[str, Any]) -> Target:
         return cls(str(data["address"]), str(data.get("user", "root")),
                    int(data.get("port", 22)), str(data.get("key", "")))
 
@@ -164,8 +165,9 @@ cfg = json.loads(sys.argv[1])
 g = {"__name__": "sockdiag"}
 exec(compile(cfg["src"], "sockdiag.py", "exec"), g)
 PORT = cfg["port"]
-PEER = {socket.AF_INET: socket.inet_aton(cfg["peer"]) if "." in cfg["peer"] else None,
-        socket.AF_INET6: socket.inet_pton(socket.AF_INET6, cfg["peer"]) if ":" in cfg["peer"] else None}
+peer = cfg["peer"]
+PEER = {socket.AF_INET: socket.inet_aton(peer) if "." in peer else None,
+        socket.AF_INET6: socket.inet_pton(socket.AF_INET6, peer) if ":" in peer else None}
 def dump(family, summary, seq):
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, g["NETLINK_SOCK_DIAG"])
     peer = PEER.get(family)
@@ -295,6 +297,7 @@ class SshBackend(Backend):
         self.runners: dict[str, HostRunner] = {}
         self.facts: dict[str, dict[str, Any]] = {}
         self._down = False
+        self._kernel_set: Any = None
 
     # -- where each host is ---------------------------------------------------------------
     def targets(self) -> dict[str, tuple[Target, int]]:
@@ -401,14 +404,18 @@ class SshBackend(Backend):
         return out
 
     def kernel_runner(self) -> Any:
+        """A probes.KernelSet over every measured kernel (made once: it caches each kernel's
+        SLUB aliases); an empty one once the kernels went away with the run."""
         from ..probes import KernelSet
 
         if self._down and not self.runners_reusable():
             return KernelSet({})  # the kernels are gone with the run: nothing to wait for
         kernels = self.kernels()
-        releases = {label: (self.facts.get(names[0]) or {}).get("release", "")
-                    for label, (_, names) in kernels.items()}
-        return KernelSet(kernels, releases)
+        if self._kernel_set is None or set(self._kernel_set.kernels) != set(kernels):
+            releases = {label: (self.facts.get(names[0]) or {}).get("release", "")
+                        for label, (_, names) in kernels.items()}
+            self._kernel_set = KernelSet(kernels, releases)
+        return self._kernel_set
 
     def runners_reusable(self) -> bool:
         """Real hosts outlive the run: their kernels can still be read after down()."""
@@ -421,11 +428,18 @@ class SshBackend(Backend):
             kernels[label] = {"hosts": names, "release": f.get("release"),
                               "version": f.get("version"), "machine": f.get("machine"),
                               "boot_id": f.get("boot_id")}
+            known = getattr(self._kernel_set, "_aliases", {})
+            if label in known:  # this kernel's SLUB merges (metadata.slab_aliases is ours)
+                kernels[label]["slab_aliases"] = known[label]
         out: dict[str, Any] = {"backend": self.name, "image": None, "kernels": kernels}
-        if len(kernels) == 1:  # one kernel measured: it is *the* kernel of the result
-            (k,) = kernels.values()
+        releases = sorted({str(k["release"]) for k in kernels.values()})
+        if len(releases) == 1:  # the measured kernel (this machine's is not measured)
+            k = next(iter(kernels.values()))
             out["kernel"] = {"release": k["release"], "version": k["version"],
                              "machine": k["machine"]}
+        elif releases:
+            out["kernel"] = {"release": " / ".join(releases), "version": None,
+                             "machine": next(iter(kernels.values()))["machine"]}
         return out
 
 

@@ -27,8 +27,9 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ..errors import InputError, RunError
 from ..journal import LOCAL_HANDLERS
@@ -215,4 +216,4 @@ def vm_undo_handlers() -> dict[str, Callable[[dict], None]]:
     return {"vm": qemu.undo_vm}
 
 
-__all__ = ["VmBackend", "vm_undo_handlers", "InputError"]
+__all__ = ["InputError", "VmBackend", "vm_undo_handlers"]

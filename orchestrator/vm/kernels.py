@@ -29,9 +29,9 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..errors import InputError, RunError
 from . import cache_dir, cache_lock
@@ -237,7 +237,8 @@ def from_path(spec: str, log: Log = print, label: str | None = None,
         try:
             shutil.copy2(path, staging / "vmlinuz")
             if modules is None:  # a modules tree beside it: DIR/vmlinuz + DIR/lib/modules/REL
-                for cand in (path.parent / "lib" / "modules", path.parent.parent / "lib" / "modules"):
+                for cand in (path.parent / "lib" / "modules",
+                             path.parent.parent / "lib" / "modules"):
                     if (cand / release).is_dir():
                         modules = cand / release
                         break

@@ -81,7 +81,7 @@ class SshLab:
         self.procs: list[subprocess.Popen] = []
         self.key = tmp / "id_ed25519"
 
-    def up(self) -> "SshLab":
+    def up(self) -> SshLab:
         for ns in self.ns.values():
             sh("ip", "netns", "add", ns)
         sw = self.ns["switch"]
@@ -165,7 +165,8 @@ class SshLab:
                 except (ProcessLookupError, ValueError):
                     pass
         for ns in self.ns.values():
-            for pid in sh("ip", "netns", "pids", ns).split() if Path("/run/netns", ns).exists() else []:
+            pids = sh("ip", "netns", "pids", ns).split() if Path("/run/netns", ns).exists() else []
+            for pid in pids:
                 try:
                     os.kill(int(pid), signal.SIGKILL)
                 except ProcessLookupError:

@@ -25,8 +25,8 @@ SSHD = "/usr/sbin/sshd"
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not Path(SSHD).exists() or shutil.which("unshare") is None
-    or shutil.which("ssh-keygen") is None,
-    reason="needs root, openssh-server (/usr/sbin/sshd), ssh-keygen and unshare")
+    or shutil.which("ssh-keygen") is None or shutil.which("setpriv") is None,
+    reason="needs root, openssh-server (/usr/sbin/sshd), ssh-keygen, unshare and setpriv")
 
 ECHO_JSON = ("import json, sys\n"
              "for line in sys.stdin:\n"
@@ -64,9 +64,12 @@ class Sshd:
             "MaxSessions 64\n")
         script = ("mount -t tmpfs tcplab-test /run && mkdir -m 0755 /run/sshd && "
                   f"exec {SSHD} -D -e -f {config}")
-        self.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "--",
-                                      "sh", "-c", script], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # setpriv --pdeathsig: the test sshd gets SIGTERM if this test process dies before
+        # its teardown ran (it then leaves nothing behind either).
+        self.proc = subprocess.Popen(["setpriv", "--pdeathsig", "TERM", "unshare", "--mount",
+                                      "--propagation", "private", "--", "sh", "-c", script],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         while True:
             try:

@@ -1,0 +1,225 @@
+"""One scenario on several kernels, side by side (``make lab KERNELS="6.1 6.12 host"``).
+
+Reads only saved results (one per kernel). For the last measured checkpoint of each:
+
+* bytes per connection: the attributed total, objects x objsize, meminfo Slab, and per
+  side (server, client) where the run measured each side's kernel on its own (VMs,
+  remote hosts: ``per_kernel``);
+* object sizes of the caches a connection lives in (TCP, sock_inode_cache, filp,
+  dentry, tw_sock_TCP, bind buckets, LSM blobs...), with what grew and what shrank
+  against the first kernel;
+* bytes per connection of every cache counted as socket memory on any kernel.
+
+A cache that one kernel's SLUB merged into another line is shown as ``in <line>``.
+``report()`` also writes the comparison as markdown and JSON beside the runs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+SCHEMA = "tcplab.kernels/1"
+KEY_CACHES = ("TCP", "sock_inode_cache", "filp", "dentry", "tw_sock_TCP", "request_sock_TCP",
+              "skbuff_head_cache", "tcp_bind_bucket", "tcp_bind2_bucket", "lsm_inode_cache",
+              "lsm_file_cache", "eventpoll_epi", "TCPv6")
+
+
+def label_of(result: dict[str, Any]) -> str:
+    meta = result["metadata"]
+    if meta.get("kernel_label"):
+        return str(meta["kernel_label"])
+    if meta.get("backend") in ("netns", "docker"):
+        return "host"
+    return str((meta.get("kernel") or {}).get("release") or "?")
+
+
+def last_measured(result: dict[str, Any]) -> dict[str, Any] | None:
+    cps = [c for c in result.get("checkpoints", []) if c.get("per_connection_bytes")
+           and c.get("connections")]
+    return cps[-1] if cps else None
+
+
+def _aliases(result: dict[str, Any]) -> dict[str, list[str]]:
+    """SLUB merges of the measured kernel(s): per-kernel ones when the backend read them."""
+    out: dict[str, list[str]] = {}
+    kernels = result["metadata"].get("kernels") or {}
+    found = [k.get("slab_aliases") for k in kernels.values() if k.get("slab_aliases")]
+    for groups in found or [result["metadata"].get("slab_aliases") or {}]:
+        for cache, others in groups.items():
+            out[cache] = sorted(set(out.get(cache, [])) | set(others))
+    return out
+
+
+def objsize_of(result: dict[str, Any], cache: str) -> dict[str, Any]:
+    """{"size": bytes or None, "line": the slabinfo line that counts it}."""
+    sizes = result["metadata"].get("objsize") or {}
+    if cache in sizes:
+        return {"size": sizes[cache], "line": cache}
+    for line, others in _aliases(result).items():
+        if cache in others and line in sizes:
+            return {"size": sizes[line], "line": line}
+    return {"size": None, "line": None}
+
+
+def sides(result: dict[str, Any], cp: dict[str, Any]) -> dict[str, float | None]:
+    """Per-connection bytes of each role's kernel, where measured apart."""
+    per = cp.get("per_kernel") or {}
+    roles = {name: h.get("role") for name, h in (result["metadata"].get("hosts") or {}).items()}
+    out: dict[str, float | None] = {"server": None, "client": None}
+    for data in per.values():
+        hosts = data.get("hosts", [])
+        if len(hosts) == 1 and roles.get(hosts[0]) in out:
+            out[roles[hosts[0]]] = data["per_connection_bytes"]["total"]
+    return out
+
+
+def compare(results: list[dict[str, Any]]) -> dict[str, Any]:
+    kernels = []
+    socket_caches: list[str] = []
+    for result in results:
+        cp = last_measured(result)
+        entry: dict[str, Any] = {
+            "label": label_of(result),
+            "release": (result["metadata"].get("kernel") or {}).get("release"),
+            "backend": result["metadata"].get("backend"),
+            "run_id": result.get("run_id"),
+            "status": result.get("status"),
+            "checkpoint": cp["name"] if cp else None,
+            "connections": cp["connections"] if cp else None,
+        }
+        if cp:
+            pcb = cp["per_connection_bytes"]
+            entry.update(total=pcb["total"], objects_total=pcb.get("objects_total"),
+                         meminfo_slab=pcb.get("meminfo_slab"), sides=sides(result, cp))
+            entry["by_cache"] = {r["cache"]: r["bytes_per_connection"] for r in pcb["by_cache"]
+                                 if r["category"] == "socket"}
+            for r in pcb["by_cache"]:
+                if r["category"] == "socket" and r["cache"] not in socket_caches:
+                    socket_caches.append(r["cache"])
+        entry["objsize"] = {}
+        kernels.append(entry)
+    caches = list(KEY_CACHES) + [c for c in socket_caches if c not in KEY_CACHES]
+    for entry, result in zip(kernels, results):
+        entry["objsize"] = {c: objsize_of(result, c) for c in caches}
+    caches = [c for c in caches if any(k["objsize"][c]["size"] for k in kernels)]
+    changes = []
+    first = kernels[0] if kernels else None
+    for entry in kernels[1:]:
+        for cache in caches:
+            a, b = first["objsize"][cache]["size"], entry["objsize"][cache]["size"]
+            if a and b and a != b:
+                changes.append({"cache": cache, "from": first["label"], "to": entry["label"],
+                                "before": a, "after": b, "delta": b - a,
+                                "change": "grew" if b > a else "shrank"})
+    return {"schema": SCHEMA, "created": time.time(), "kernels": kernels, "caches": caches,
+            "socket_caches": socket_caches, "objsize_changes": changes}
+
+
+def _b(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if isinstance(value, (int, float)) else str(value)
+
+
+def render(cmp: dict[str, Any], fmt: str = "simple") -> str:
+    ks = cmp["kernels"]
+    heads = [f"{k['label']}" + (f" ({k['release']})" if k["release"] else "") for k in ks]
+    scenario = ks[0].get("checkpoint") if ks else None
+    parts = [f"Kernel comparison · checkpoint {scenario} · N="
+             f"{ks[0]['connections']:,}" if ks and ks[0].get("connections") else
+             "Kernel comparison", ""]
+    rows = [["total per connection (attributed)", *[_b(k.get("total")) for k in ks]],
+            ["  objects x objsize", *[_b(k.get("objects_total")) for k in ks]],
+            ["  Slab (meminfo)", *[_b(k.get("meminfo_slab")) for k in ks]],
+            ["  server side", *[_b((k.get("sides") or {}).get("server")) for k in ks]],
+            ["  client side", *[_b((k.get("sides") or {}).get("client")) for k in ks]]]
+    parts += ["Bytes per connection (both ends)",
+              tabulate(rows, ["", *heads], tablefmt=fmt,
+                       colalign=("left",) + ("right",) * len(ks)),
+              "server/client side: each side's own kernel (VMs); '-' where both ends share "
+              "one kernel (host)", ""]
+    rows = []
+    for cache in cmp["caches"]:
+        cells = []
+        for k in ks:
+            o = k["objsize"][cache]
+            text = _b(o["size"])
+            if o["size"] and o["line"] != cache:
+                text += f" (in {o['line']})"
+            cells.append(text)
+        rows.append([cache, *cells])
+    parts += ["Object sizes, bytes", tabulate(rows, ["cache", *heads], tablefmt=fmt,
+                                              colalign=("left",) + ("right",) * len(ks)), ""]
+    rows = []
+    for cache in cmp["socket_caches"]:
+        rows.append([cache, *[_b((k.get("by_cache") or {}).get(cache)) for k in ks]])
+    if rows:
+        parts += ["Bytes per connection by cache (socket memory)",
+                  tabulate(rows, ["cache", *heads], tablefmt=fmt,
+                           colalign=("left",) + ("right",) * len(ks)), ""]
+    grew = [c for c in cmp["objsize_changes"] if c["change"] == "grew"]
+    shrank = [c for c in cmp["objsize_changes"] if c["change"] == "shrank"]
+    for word, items in (("grew", grew), ("shrank", shrank)):
+        if items:
+            parts.append(f"{word}: " + "; ".join(
+                f"{c['cache']} {c['before']} -> {c['after']} ({c['delta']:+d}) {c['from']} -> "
+                f"{c['to']}" for c in items))
+    if not grew and not shrank and len(ks) > 1:
+        parts.append("object sizes: no difference")
+    if len(ks) > 1 and all(k.get("total") is not None for k in ks):
+        base = ks[0]["total"]
+        parts.append("total per connection: " + "; ".join(
+            f"{k['label']} {k['total'] - base:+,.0f} B vs {ks[0]['label']}" for k in ks[1:]))
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def report(results: list[dict[str, Any]], run_dirs: list[Path],
+           results_dir: Path) -> tuple[str, Path]:
+    """Render the comparison and write it (markdown + JSON) into results_dir."""
+    cmp = compare(results)
+    cmp["runs"] = [str(d) for d in run_dirs]
+    text = render(cmp)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    scenario = results[0]["scenario"]["name"] if results else "run"
+    labels = "-".join(k["label"].replace("/", "_") for k in cmp["kernels"])[:60]
+    stem = f"kernels-{stamp}-{scenario}-{labels}"  # labels hold dots: no with_suffix
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    md, js = results_dir / f"{stem}.md", results_dir / f"{stem}.json"
+    md.write_text(render(cmp, "github"))
+    js.write_text(json.dumps(cmp, indent=1) + "\n")
+    return text, md
+
+
+def per_side_text(result: dict[str, Any]) -> str | None:
+    """For one run that measured several kernels: each side's figures on its own."""
+    cp = last_measured(result)
+    if not cp or not cp.get("per_kernel"):
+        return None
+    roles = {name: h.get("role") for name, h in (result["metadata"].get("hosts") or {}).items()}
+    rows = []
+    top: dict[str, dict[str, float]] = {}
+    for label, data in cp["per_kernel"].items():
+        pcb = data["per_connection_bytes"]
+        side = ", ".join(f"{h} ({roles.get(h, '?')})" for h in data["hosts"])
+        rows.append([label, side, data.get("release") or "-", _b(pcb["total"]),
+                     _b(pcb.get("objects_total")), _b(pcb.get("meminfo_slab"))])
+        top[label] = {r["cache"]: r["bytes_per_connection"] for r in pcb["by_cache"]
+                      if r["category"] == "socket"}
+    parts = [f"Per side ({cp['name']}): each host's own kernel, bytes per connection",
+             tabulate(rows, ["kernel", "hosts", "release", "total", "objects x objsize",
+                             "Slab (meminfo)"], tablefmt="simple")]
+    caches = []
+    for values in top.values():
+        caches += [c for c in sorted(values, key=lambda c: -abs(values[c])) if c not in caches]
+    if caches:
+        labels = list(top)
+        parts += ["", tabulate([[c, *[_b(top[lb].get(c)) for lb in labels]] for c in caches],
+                               ["cache", *labels], tablefmt="simple",
+                               colalign=("left",) + ("right",) * len(labels))]
+    return "\n".join(parts)

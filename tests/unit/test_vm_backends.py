@@ -1,0 +1,227 @@
+"""ssh and vm backends without hosts or VMs: kernel names, qemu command lines, the SSH
+command wrapping, the control-connection filter of the socket summary, lab file keys."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator import config
+from orchestrator.backends.sshhost import (
+    SOCKDIAG_FILTER,
+    HostRunner,
+    Target,
+    filtered_sockdiag_argv,
+)
+from orchestrator.errors import InputError
+from orchestrator.probes import SOCKDIAG, sockdiag_argv
+from orchestrator.vm import kernels, qemu
+from orchestrator.vm.kernels import Kernel
+
+NAMES = [
+    "linux-image-6.1.0-48-cloud-amd64", "linux-image-6.1.0-56-cloud-amd64",
+    "linux-image-6.1.0-9-cloud-amd64", "linux-image-6.12.117+deb12-cloud-amd64",
+    "linux-image-6.12.115+deb12-cloud-amd64", "linux-image-6.12.117+deb12-cloud-amd64-dbg",
+    "linux-image-6.12.117+deb12-cloud-amd64-unsigned", "linux-image-6.12-cloud-amd64",
+    "linux-image-cloud-amd64", "linux-image-6.1.0-56-amd64",
+]
+
+
+@pytest.mark.parametrize("spec, want", [
+    ("6.1", "linux-image-6.1.0-56-cloud-amd64"),  # newest ABI, not 6.12
+    ("6.12", "linux-image-6.12.117+deb12-cloud-amd64"),  # no -dbg, no -unsigned
+    ("6.1.0-48", "linux-image-6.1.0-48-cloud-amd64"),
+    ("6.12.115", "linux-image-6.12.115+deb12-cloud-amd64"),
+    ("linux-image-6.1.0-48-cloud-amd64", "linux-image-6.1.0-48-cloud-amd64"),
+    ("5.10", None),
+    ("6", "linux-image-6.12.117+deb12-cloud-amd64"),
+])
+def test_pick_package(spec: str, want: str | None) -> None:
+    assert kernels.pick_package(spec, NAMES) == want
+
+
+def test_is_path() -> None:
+    assert kernels.is_path("/boot/vmlinuz-6.1.0")
+    assert kernels.is_path("./vmlinuz")
+    assert not kernels.is_path("6.1")
+    assert not kernels.is_path("host")
+
+
+def test_bzimage_release(tmp_path: Path) -> None:
+    image = bytearray(0x4000)
+    image[0x202:0x206] = b"HdrS"
+    image[0x20E:0x210] = (0x1000).to_bytes(2, "little")
+    text = b"6.1.0-56-cloud-amd64 (debian-kernel@lists.debian.org) #1 SMP"
+    image[0x1200:0x1200 + len(text)] = text
+    path = tmp_path / "vmlinuz"
+    path.write_bytes(bytes(image))
+    assert kernels.bzimage_release(path) == "6.1.0-56-cloud-amd64"
+    path.write_bytes(b"not a kernel" * 100)
+    assert kernels.bzimage_release(path) is None
+
+
+def _config(tmp_path: Path, **kw) -> qemu.VmConfig:
+    kernel = Kernel("6.1", "6.1.0-56-cloud-amd64", "/cache/vmlinuz", "/cache/modules.img", "apt")
+    args = dict(name="tcplab-abc123-server", host="server", index=1, kernel=kernel,
+                rootfs="/cache/root.img", workdir=tmp_path, lab_address="198.18.0.2/24",
+                link=tmp_path / "lab.sock", link_server=True, public_key="AAAAKEY",
+                cmdline="slab_nomerge", ssh_port=40022)
+    args.update(kw)
+    return qemu.VmConfig(**args)
+
+
+def test_qemu_argv_tcg_nvme_private_link(tmp_path: Path) -> None:
+    argv = _config(tmp_path).argv()
+    line = " ".join(argv)
+    assert argv[argv.index("-accel") + 1] == "tcg,thread=multi"
+    assert "-no-reboot" in argv and "-nodefaults" in argv
+    assert "nvme-ns,drive=root,bus=nvme0,nsid=1" in argv
+    assert "nvme-ns,drive=mods,bus=nvme0,nsid=2" in argv
+    assert "readonly=on" in line
+    # SSH only through 127.0.0.1, no way out of the VM; the lab link is a Unix socket.
+    assert "user,id=ctl,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22" in argv
+    assert f"stream,id=lab,server=on,addr.type=unix,addr.path={tmp_path}/lab.sock" in argv
+    append = argv[argv.index("-append") + 1]
+    assert "root=/dev/nvme0n1" in append and "init=/sbin/tcplab-init" in append
+    assert "tcplab.lab=52:54:00:7c:02:01,198.18.0.2/24" in append
+    assert "tcplab.ctl=52:54:00:7c:01:01" in append
+    assert append.endswith("slab_nomerge")
+    client = _config(tmp_path, link_server=False, accel="kvm", index=2).argv()
+    assert "server=off" in " ".join(client)
+    assert client[client.index("-accel") + 1] == "kvm"
+
+
+def test_accelerator_can_be_forced(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TCPLAB_VM_ACCEL", "tcg")
+    assert qemu.accelerator(None) == "tcg"
+    monkeypatch.setenv("TCPLAB_VM_ACCEL", "kvm")
+    assert qemu.accelerator(None) == "kvm"
+
+
+def test_undo_vm_touches_only_a_named_qemu(tmp_path: Path) -> None:
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        pidfile = tmp_path / "qemu.pid"
+        pidfile.write_text(f"{sleeper.pid}\n")
+        qemu.undo_vm({"name": "tcplab-abc-server", "pidfile": str(pidfile)})
+        assert sleeper.poll() is None  # not a qemu of that name: left alone
+        qemu.undo_vm({"name": "x", "pidfile": str(tmp_path / "missing.pid")})
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_host_runner_sudo_and_filter() -> None:
+    target = Target("10.1.2.3", "lab", 2222, "/nonexistent/key")
+    runner = HostRunner("server", target, peer="198.18.0.3")
+    assert runner.sudo and runner.ctl_port == 2222
+    assert runner.command(["cat", "/proc/slabinfo"]) == "sudo -n -- sh -c 'cat /proc/slabinfo'"
+    swapped = filtered_sockdiag_argv(sockdiag_argv(False), 2222, "198.18.0.3")
+    assert swapped[2] == SOCKDIAG_FILTER and swapped[-1] == "--no-mem"
+    cfg = json.loads(swapped[3])
+    assert cfg["port"] == 2222 and cfg["peer"] == "198.18.0.3"
+    assert cfg["src"] == SOCKDIAG.read_text()
+    root = HostRunner("client", Target("10.1.2.4", key="/k"))
+    assert not root.sudo
+    assert root.command(["cat", "x"]) == "cat x"
+    assert filtered_sockdiag_argv(["python3", "-c", "print(1)"], 22, "1.2.3.4") == \
+        ["python3", "-c", "print(1)"]
+
+
+def _summary(argv: list[str]) -> dict:
+    return json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+
+
+def test_sockdiag_filter_drops_only_the_control_connection() -> None:
+    """A 'control' listener and one connection to it; the filter drops the accepted end
+    (local port = the control port, peer not the lab peer), keeps everything else."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen()
+    port = lsock.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    server, _ = lsock.accept()
+    try:
+        argv = [sys.executable, "-c", SOCKDIAG.read_text()]
+        plain = _summary(argv)
+        filtered = _summary([sys.executable if a == "python3" else a for a in
+                             filtered_sockdiag_argv(["python3", "-c", SOCKDIAG.read_text()],
+                                                    port, "198.18.0.3")])
+        assert filtered["states"].get("ESTAB", 0) == plain["states"].get("ESTAB", 0) - 1
+        # with the lab peer being the connecting address, the socket is lab traffic: kept
+        kept = _summary([sys.executable if a == "python3" else a for a in
+                         filtered_sockdiag_argv(["python3", "-c", SOCKDIAG.read_text()],
+                                                port, "127.0.0.1")])
+        assert kept["states"].get("ESTAB", 0) == plain["states"].get("ESTAB", 0)
+    finally:
+        for s in (client, server, lsock):
+            s.close()
+
+
+LAB = """\
+name: t
+backend: {backend}
+network: {{subnet: {subnet}}}
+hosts:
+  server:
+    role: server
+    address: {server}
+{extra}
+  client:
+    role: client
+    address: {client}
+"""
+
+
+def _lab(tmp_path: Path, extra: str = "", backend: str = "vm", subnet: str = "198.18.0.0/24",
+         server: str = "198.18.0.2", client: str = "198.18.0.3") -> Path:
+    path = tmp_path / "lab.yaml"
+    path.write_text(LAB.format(backend=backend, subnet=subnet, server=server, client=client,
+                               extra=extra))
+    return path
+
+
+def test_lab_keys_for_ssh_and_vm(tmp_path: Path) -> None:
+    key = tmp_path / "id"
+    key.write_text("k")
+    lab = config.load_lab(_lab(tmp_path, "    kernel: 6.1\n    cmdline: slab_nomerge  quiet\n"
+                                         "    vm: {memory: 2048, cpus: 1}\n"
+                                         "    ssh: {address: 10.0.0.5, port: 2200, key: id}"))
+    server = lab.host("server")
+    assert server.kernel == "6.1" and server.cmdline == "slab_nomerge quiet"
+    assert server.vm == {"memory": 2048, "cpus": 1}
+    assert server.ssh == {"address": "10.0.0.5", "user": "root", "port": 2200, "key": str(key)}
+    hosts = lab.to_dict()["hosts"]
+    assert hosts["server"]["kernel"] == "6.1"
+    # a host without the new keys serialises exactly as before
+    assert not {"ssh", "kernel", "cmdline", "vm"} & set(hosts["client"])
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("    ssh: {address: 10.0.0.5, key: missing}", "ssh.key: expected an SSH private key"),
+    ("    ssh: {address: 10.0.0.5, key: id, port: 0}", "ssh.port: expected a TCP port"),
+    ("    ssh: {key: id}", "ssh.address"),
+    ("    cmdline: tcplab.host=x", "cmdline: expected kernel command-line options"),
+    ("    kernel: [6.1]", "kernel: expected a kernel version"),
+    ("    vm: {memory: 10}", "vm.memory: expected an integer from 256"),
+    ("    vm: {disk: 10}", "unknown key"),
+])
+def test_lab_key_errors(tmp_path: Path, extra: str, message: str) -> None:
+    (tmp_path / "id").write_text("k")
+    with pytest.raises(InputError) as info:
+        config.load_lab(_lab(tmp_path, extra))
+    assert message in str(info.value)
+
+
+def test_ssh_labs_may_use_real_addresses(tmp_path: Path) -> None:
+    lab = config.load_lab(_lab(tmp_path, backend="ssh", subnet="10.20.0.0/24",
+                               server="10.20.0.2", client="10.20.0.3"))
+    assert lab.subnet == "10.20.0.0/24"
+    with pytest.raises(InputError, match="198.18.0.0/15"):
+        config.load_lab(_lab(tmp_path, backend="vm", subnet="10.20.0.0/24",
+                             server="10.20.0.2", client="10.20.0.3"))
