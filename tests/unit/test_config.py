@@ -202,7 +202,7 @@ def test_default_lab() -> None:
                                           "net.ipv4.tcp_max_syn_backlog": "65535"}
     assert lab.host("client").sysctls == {"net.ipv4.ip_local_port_range": "1024 65535"}
     d = lab.to_dict()
-    assert d["network"] == {"subnet": "198.18.0.0/24"}
+    assert d["network"] == {"subnet": "198.18.0.0/24", "subnet6": "fd00:198:18::/64"}
     assert d["hosts"]["client"]["role"] == "client"
 
 
@@ -277,7 +277,7 @@ def test_lab_errors(tmp_path: Path, kw: dict, want: str) -> None:
     (("backend: netns", "backend: netns\nhostz: 1"),
      "hostz: unknown key; expected one of name, description, backend, network, hosts, profile"),
     (("    role: server\n", "    role: server\n    adress: x\n"),
-     "hosts.srv.adress: unknown key; expected one of role, address, sysctls"),
+     "hosts.srv.adress: unknown key; expected one of role, address, address6, sysctls, ssh, kernel, cmdline, vm"),
     (("net.ipv4.ip_local_port_range", "net.ipv4.tcp_nonexistent"),
      'hosts.cli.sysctls."net.ipv4.tcp_nonexistent": this kernel'),
 ])
