@@ -135,6 +135,13 @@ def checkpoint(base: Snapshot, snap: Snapshot, connections: int,
     }
     if snap.kernels:
         out["per_kernel"] = per_kernel(base, snap, connections)
+        # Each kernel attributes its own caches (a cache tracks the connections on one side,
+        # or on both): the totals are the sums of the kernels' totals, not a re-attribution
+        # of the summed counters; by_cache stays the summed view.
+        pcb = out["per_connection_bytes"]
+        for key in ("total", "objects_total"):
+            pcb[key] = round(sum(k["per_connection_bytes"][key]
+                                 for k in out["per_kernel"].values()), 1)
     return out
 
 

@@ -54,7 +54,11 @@ def build_parser() -> Parser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     run = sub.add_parser("run", help="run a scenario, print and save a report")
-    run.add_argument("--scenario", "-s", required=True, help="a name in scenarios/ or a path")
+    run.add_argument("--scenario", "-s", help="a name in scenarios/ or a path (required unless "
+                     "--bundle gives it)")
+    run.add_argument("--bundle", type=Path, metavar="FILE",
+                     help="rerun the setup of a bundle (tcplab export): its lab file, profile, "
+                          "scenario, N, bytes, family, server model; options given here win")
     run.add_argument("--profile", "-p", action="append",
                      help="a name in lab/profiles/ or a path (default: the lab's); repeat it to "
                           "run the scenario once per profile and compare")
@@ -72,14 +76,14 @@ def build_parser() -> Parser:
                      help="let a profile change host-wide sysctls (saved first, restored after)")
     run.add_argument("--stall", type=float, default=30.0,
                      help="seconds without progress before a side is declared stalled")
-    run.add_argument("--family", choices=["ipv4", "ipv6"], default="ipv4",
-                     help="address family of the lab's connections (FAMILY=ipv6)")
-    run.add_argument("--server", choices=["blocking", "epoll"], default="blocking",
-                     dest="server_model",
-                     help="server model: epoll registers every accepted socket, as real servers do")
+    run.add_argument("--family", choices=["ipv4", "ipv6"],
+                     help="address family of the lab's connections (FAMILY=ipv6; default ipv4)")
+    run.add_argument("--server", choices=["blocking", "epoll"], dest="server_model",
+                     help="server model: epoll registers every accepted socket, as real servers "
+                          "do (default blocking)")
     run.add_argument("--repeat", type=_at_least_one, default=1,
                      help="run the whole scenario this many times, fresh hosts each time")
-    run.add_argument("--levels", type=_at_least_one, default=1,
+    run.add_argument("--levels", type=_at_least_one,
                      help="ramp in this many steps with a checkpoint after each; fits bytes "
                           "per connection as a slope (LEVELS=4)")
     run.add_argument("--per-worker", type=_positive_int, default=0,
@@ -90,10 +94,17 @@ def build_parser() -> Parser:
     rep.add_argument("--format", choices=["table", "markdown", "json", "html"], default="table",
                      help="html: write report.html into the run directory and print its path")
 
-    cmp = sub.add_parser("compare", help="compare saved runs (a folder of runs expands)")
+    cmp = sub.add_parser("compare", help="compare saved runs (a folder of runs, or a bundle "
+                                         "file, expands to its runs)")
     cmp.add_argument("runs", nargs="+", type=Path, metavar="RUN_OR_DIR")
     cmp.add_argument("--format", choices=["table", "markdown", "json", "html"], default="table")
     cmp.add_argument("-o", "--output", type=Path, help="write to FILE instead of printing")
+
+    exp = sub.add_parser("export", help="pack runs and their setup into a bundle to share "
+                                        "(rerun it with tcplab run --bundle)")
+    exp.add_argument("runs", nargs="+", type=Path, metavar="RUN_OR_DIR")
+    exp.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
+                     help="the bundle to write (.tar.gz); an existing file is never overwritten")
 
     sub.add_parser("scenarios", help="list scenarios")
     prof = sub.add_parser("profiles", help="list sysctl profiles, or show one resolved")
@@ -113,6 +124,23 @@ def build_parser() -> Parser:
 
 
 def cmd_run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    if args.bundle is None:
+        if not args.scenario:
+            raise InputError("tcplab run: the following arguments are required: --scenario/-s "
+                             "(or --bundle FILE); see tcplab run --help")
+        return _run(args, out)
+    from . import bundle
+
+    with bundle.opened(args.bundle) as unpacked:
+        overridden = bundle.apply_to_run_args(unpacked, args)
+        args.bundle_info = unpacked.provenance(overridden)
+        try:
+            return _run(args, out)
+        except InputError as exc:  # name the bundle's files, not the temporary directory
+            raise InputError(unpacked.shown(str(exc))) from None
+
+
+def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     from . import report_text, repeats
     from .labrun import run_plan
     from .plan import RunOptions, make_plan
@@ -130,8 +158,10 @@ def cmd_run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
                           backend=_kernel_backend(args, kernel), connections=args.connections,
                           nbytes=args.nbytes, lab_file=args.lab,
                           allow_host_sysctls=args.allow_host_sysctls, results_dir=args.results,
-                          stall=args.stall, per_worker=args.per_worker, levels=args.levels,
-                          family=args.family, server_model=args.server_model)
+                          stall=args.stall, per_worker=args.per_worker, levels=args.levels or 1,
+                          family=args.family or "ipv4",
+                          server_model=args.server_model or "blocking",
+                          bundle=getattr(args, "bundle_info", None))
         if kernel not in (None, "host"):
             opts.kernel = kernel
         plans.append(make_plan(opts))
@@ -237,20 +267,41 @@ def cmd_report(args: argparse.Namespace, out: Callable[[str], None]) -> int:
 
 
 def cmd_compare(args: argparse.Namespace, out: Callable[[str], None]) -> int:
-    from . import compare
+    import contextlib
+
+    from . import bundle, compare
     from .report_html import write_text_atomic
     from .results import load_result
 
-    runs = compare.expand_runs(args.runs)
-    if len(runs) < 2:
-        raise InputError(f"tcplab compare: found {len(runs)} result; pass at least two runs "
-                         "(or a folder holding several)")
-    text = compare.render(compare.compare([load_result(r) for r in runs]), args.format)
+    with contextlib.ExitStack() as stack:  # bundles: unpacked read-only, removed after reading
+        runs: list[Path] = []
+        for path in args.runs:
+            if bundle.is_bundle(path):
+                runs += stack.enter_context(bundle.opened(path)).run_dirs()
+            else:
+                runs += compare.expand_runs([path])
+        if len(runs) < 2:
+            raise InputError(f"tcplab compare: found {len(runs)} result; pass at least two runs "
+                             "(or a folder or bundle holding several)")
+        results = [load_result(r) for r in runs]
+    text = compare.render(compare.compare(results), args.format)
     if args.output:
         write_text_atomic(args.output, text if text.endswith("\n") else text + "\n")
         out(_shown(args.output))
     else:
         out(text)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    from .bundle import export
+
+    manifest = export(args.runs, args.output, project_root())
+    runs = manifest["runs"]
+    out(f"{_shown(args.output)}: {len(runs)} run{'s' if len(runs) != 1 else ''} "
+        f"({', '.join(r['run_id'] for r in runs)}), setup of {manifest['setup']['from_run']}, "
+        f"{len(manifest['files']) + 1} files")
+    out(f"rerun: tcplab run --bundle {_shown(args.output)}")
     return 0
 
 
@@ -308,7 +359,7 @@ def cmd_wipe(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare,
+COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "export": cmd_export,
             "scenarios": cmd_scenarios, "profiles": cmd_profiles, "images": cmd_images,
             "wipe": cmd_wipe, "doctor": cmd_doctor}
 

@@ -372,6 +372,7 @@ class LabRun:
                                        if first else None),
                 "family": plan.options.family,
                 "server_model": plan.options.server_model,
+                **({"bundle": plan.options.bundle} if plan.options.bundle else {}),
             },
             "ramp": self.events.get("ramp"),
             "slope": analysis.fit_levels(self.checkpoints) if plan.options.levels > 1 else None,

@@ -38,6 +38,7 @@ class RunOptions:
     server_model: str = "blocking"  # or "epoll": accepted sockets registered in an epoll set
     family: str = "ipv4"
     kernel: str | None = None  # vm backend: boot every host with this kernel (--kernels)
+    bundle: dict[str, Any] | None = None  # run --bundle: the setup's origin (metadata.bundle)
 
     @property
     def lab_path(self) -> Path:

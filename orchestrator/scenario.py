@@ -95,10 +95,14 @@ def _step_dict(step: Step) -> dict[str, Any]:
     if step.action == "wait":
         return {"wait": step.seconds}
     if step.action == "connect":
-        return {"connect": {}}
+        return {"connect": {} if step.accept else {"accept": False}}
     body: dict[str, Any] = {"side": step.side}
     if step.bytes is not None:
         body["bytes"] = step.bytes
+    if step.background:  # only when set: results of other scenarios keep their shape
+        body["background"] = True
+    if step.rate:
+        body["rate"] = step.rate
     return {step.action: body}
 
 

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .. import faults
 from ..errors import InputError, RunError
 from ..journal import LOCAL_HANDLERS, alive, process_start_time, state_root
 from ..ssh import SshRunner
@@ -111,6 +112,9 @@ class DockerBackend(Backend):
         if self.client is None:
             self.preflight()
         client = self.client
+        # Fault point for the interrupt tests: the phase in which the image would be built.
+        # Before the check, so a test reaches it without forcing a (90 s) rebuild.
+        faults.pause("image")
         self.image = ensure_image(client, self.root / "images", lambda m: self.log(f"      {m}"))
         key = self._make_key()
         public = key.with_suffix(".pub").read_text().strip()

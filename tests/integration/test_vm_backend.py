@@ -3,8 +3,8 @@
 Opt-in (TCPLAB_VM_TESTS=1): they need qemu-system-x86, qemu-utils, debootstrap and kmod,
 and the first one fetches a kernel (~30 MB) and builds the root filesystem (~65 s);
 each run then boots two VMs under TCG (~15 s) and ramps slowly (~400 connections/s
-between two TCG VMs). About 4 minutes in all with a warm cache: too long for the CI
-budget next to the rest of the suite, so bench/vm_kernels.sh runs the full-size
+between two TCG VMs). About 3 minutes in all with a warm cache (179 s measured): too
+long for the CI budget next to the rest of the suite, and CI does not install qemu, so bench/vm_kernels.sh runs the full-size
 comparison and docs/performance.md keeps its numbers (see docs/vm.md).
 
 Every test checks that no qemu process, run directory or journal is left behind.
