@@ -95,12 +95,8 @@ def check_exists(name: str, where: str, root: Path = PROC_SYS,
 
 
 @functools.lru_cache(maxsize=1)
-def namespace_defaults() -> dict[str, str]:
-    """Every sysctl of a fresh network namespace with its value (probed once).
-
-    The keys are the per-namespace sysctls; the values are what a new namespace
-    starts with (kernel defaults, not the host's values).
-    """
+def _probe() -> tuple[dict[str, str], frozenset[str]]:
+    """Every sysctl of a fresh network namespace: its value, and whether it is writable."""
     code = (
         "import os\n"
         "for d, _, fs in os.walk('/proc/sys/net'):\n"
@@ -108,7 +104,8 @@ def namespace_defaults() -> dict[str, str]:
         "        p = os.path.join(d, f)\n"
         "        try: v = ' '.join(open(p).read().split())\n"
         "        except OSError: continue\n"
-        "        print(p[10:].replace('/', '.') + '=' + v)\n"
+        "        w = 'w' if os.stat(p).st_mode & 0o200 else 'r'\n"
+        "        print(w + p[10:].replace('/', '.') + '=' + v)\n"
     )
     try:
         out = subprocess.run(
@@ -122,13 +119,35 @@ def namespace_defaults() -> dict[str, str]:
             f"could not probe per-namespace sysctls with unshare --net: {exc.stderr.strip()[-200:]}; "
             "tcplab needs root"
         ) from None
-    return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+    values: dict[str, str] = {}
+    writable = set()
+    for line in out.stdout.splitlines():
+        if "=" not in line:
+            continue
+        name, value = line[1:].split("=", 1)
+        values[name] = value
+        if line[0] == "w":
+            writable.add(name)
+    return values, frozenset(writable)
+
+
+def namespace_defaults() -> dict[str, str]:
+    """Every sysctl of a fresh network namespace with its value (probed once).
+
+    The values are what a new namespace starts with: kernel defaults, not the host's
+    values (except the few read-only keys that mirror the host).
+    """
+    return _probe()[0]
 
 
 def classify(names: list[str]) -> dict[str, str]:
-    """Map each name to ``"namespace"`` or ``"host"``."""
-    per_ns = namespace_defaults()
-    return {name: ("namespace" if name in per_ns else "host") for name in names}
+    """Map each name to ``"namespace"`` or ``"host"``.
+
+    Per-namespace means present *and writable* in a fresh namespace. Some keys exist
+    there read-only and follow the host's value (net.core.rmem_max on 6.18): host-wide.
+    """
+    writable = _probe()[1]
+    return {name: ("namespace" if name in writable else "host") for name in names}
 
 
 def read_host(name: str) -> str:

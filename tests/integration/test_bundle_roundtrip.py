@@ -75,7 +75,7 @@ def test_bundle_roundtrip(tmp_path: Path) -> None:
     proc = tcplab("run", "--bundle", str(shared), "--results", str(colleague / "results"),
                   home=colleague)
     assert proc.returncode == 0, proc.stderr
-    assert f"idle · N={N:,} · BYTES=0" in proc.stdout
+    assert "· idle ·" in proc.stdout and f"N={N:,} · BYTES=0" in proc.stdout
     theirs = only_run(colleague / "results")
     assert_clean(theirs.name, colleague / "state")
     assert list((colleague / "tmp").iterdir()) == [], "the unpacked bundle was left behind"

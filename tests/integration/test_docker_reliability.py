@@ -292,13 +292,14 @@ def test_side_failure_stops_run_and_saves_partial(tmp_path: Path, daemon: object
 
 
 def _kill_sshd_sessions(container: object) -> list[int]:
-    """Kill the ``sshd -i`` processes (the orchestrator's SSH sessions) of a container, from
-    this machine: the link drops as if the network had failed. sshd on the lab address
-    (PID 1 in the container) stays."""
+    """Kill the ``sshd -i`` processes (the orchestrator's SSH sessions; they rename
+    themselves ``sshd: root@notty``) of a container, from this machine: the link drops as
+    if the network had failed. sshd on the lab address (PID 1 in the container) stays."""
     top = container.top(ps_args="-eo pid,args")
     pid_col = top["Titles"].index("PID")
     args_col = top["Titles"].index("COMMAND")
-    pids = [int(p[pid_col]) for p in top["Processes"] if "sshd -i" in p[args_col]]
+    pids = [int(p[pid_col]) for p in top["Processes"] 
+            if p[args_col].startswith(("sshd: root@", "/usr/sbin/sshd -i"))]
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
     return pids

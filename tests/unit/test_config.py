@@ -59,10 +59,12 @@ def test_lean_server_resolves_two_levels_of_includes() -> None:
     assert prof.description.startswith("Memory-lean server")
 
 
-def test_large_buffers_values_are_normalised_strings() -> None:
+def test_large_buffers_values_are_normalised_strings(tmp_path: Path) -> None:
     prof = config.load_profile("large-buffers", PROFILES)
-    assert prof.sysctls["net.core.rmem_max"] == "67108864"  # an int in YAML
     assert prof.sysctls["net.ipv4.tcp_rmem"] == "4096 262144 67108864"
+    ints = tmp_path / "ints.yaml"
+    ints.write_text("sysctls:\n  net.core.somaxconn: 8192\n")  # an int in YAML
+    assert config.load_profile(str(ints), PROFILES).sysctls["net.core.somaxconn"] == "8192"
     assert prof.to_dict()["files"] == [str(PROFILES / "default.yaml"),
                                        str(PROFILES / "large-buffers.yaml")]
 
