@@ -72,9 +72,11 @@ def main() -> None:
             bulk = run(res, "bulk", "--profile", profile)
             t = cp(bulk, "transferring")
             cli, srv = t["buffers"]["client"], t["buffers"]["server"]
+            mem = bulk["timeline"]["columns"].get("client.mem", [0])
+            peak = (max(mem) - mem[0]) * 4096 / 4
             print(f"| transferring | {profile} | {(cli['rmem_alloc']['sum']) / 4:,.0f} "
                   f"(Recv-Q {cli['recv_q'] / 4:,.0f}) | {srv['wmem_queued']['sum'] / 4:,.0f} | "
-                  f"{t['per_connection_bytes']['tcp_mem_charged']:,.0f} |")
+                  f"{t['per_connection_bytes']['tcp_mem_charged']:,.0f} | {peak:,.0f} |")
         print(f"\nkernel {v4['metadata']['kernel']['release']}, N={int(n):,}")
 
 
