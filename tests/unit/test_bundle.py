@@ -93,6 +93,7 @@ def fail(env: Env, capsys: pytest.CaptureFixture, argv: list[str]) -> str:
     code = cli.main(argv)
     out, err = capsys.readouterr()
     assert code == 2, f"exit {code}; stderr: {err!r}"
+    assert out == ""
     lines = err.splitlines()
     assert len(lines) == 1, f"expected one line on stderr, got {err!r}"
     assert lines[0].startswith("tcplab: error: ")
@@ -104,7 +105,8 @@ def fail(env: Env, capsys: pytest.CaptureFixture, argv: list[str]) -> str:
 
 def members(path: Path) -> dict[str, bytes]:
     with tarfile.open(path, "r:gz") as tar:
-        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+        return {m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
+                for m in tar.getmembers()}
 
 
 def entry(data: bytes, path: str) -> dict[str, Any]:
@@ -250,7 +252,8 @@ def test_export_never_overwrites(env: Env, capsys: pytest.CaptureFixture) -> Non
     out = env.out / "b.tar.gz"
     out.write_text("mine")
     msg = fail(env, capsys, ["export", str(env.run_dir(S2C)), "-o", str(out)])
-    assert msg == f"{out} exists; a bundle is never overwritten: choose another -o FILE or remove it"
+    assert msg == (f"{out} exists; a bundle is never overwritten: choose another -o FILE or "
+                   "remove it")
     assert out.read_text() == "mine"
 
 
@@ -274,8 +277,8 @@ def _key_cases(run: Path) -> dict[str, tuple[Path, str]]:
     cp = run / "raw" / "established"
     return {
         "key-in-raw-text": (cp / "notes.txt", PEM),
-        "key-in-raw-gz": (cp / "client-ss.txt.gz", "holds a private key once decompressed "
-                          "(-----BEGIN ... PRIVATE KEY-----)"),
+        "key-in-raw-gz": (cp / "client-ss.txt.gz", ("holds a private key once decompressed "
+                          "(-----BEGIN ... PRIVATE KEY-----)")),
         "key-named-file": (cp / "id_ed25519", "named like a key file (id_ed25519)"),
         "pem-file": (cp / "host.pem", "named like a key file (host.pem)"),
         "key-in-report": (run / "report.html", PEM),
@@ -380,31 +383,32 @@ def test_tampered_size(env: Env, capsys: pytest.CaptureFixture, good) -> None:
 
 UNSAFE = {
     # id: (extra member, expected message after "BUNDLE: ")
-    "absolute-path": (lambda: (_file("/etc/evil"),), "member '/etc/evil' has an absolute path; "
-                      "refusing the bundle"),
-    "dotdot": (lambda: (_file("../evil"),), "member '../evil' climbs out of the bundle (..); "
-               "refusing the bundle"),
-    "dotdot-nested": (lambda: (_file("results/../../evil"),), "member 'results/../../evil' "
-                      "climbs out of the bundle (..); refusing the bundle"),
+    "absolute-path": (lambda: (_file("/etc/evil"),), ("member '/etc/evil' has an absolute path; "
+                      "refusing the bundle")),
+    "dotdot": (lambda: (_file("../evil"),), ("member '../evil' climbs out of the bundle (..); "
+               "refusing the bundle")),
+    "dotdot-nested": (lambda: (_file("results/../../evil"),), ("member 'results/../../evil' "
+                      "climbs out of the bundle (..); refusing the bundle")),
     "symlink": (lambda: (special("setup/shadow", tarfile.SYMTYPE, "/etc/shadow"),),
-                "member 'setup/shadow' is a symbolic link (to '/etc/shadow'); a bundle holds "
-                "regular files only: refusing it"),
+                ("member 'setup/shadow' is a symbolic link (to '/etc/shadow'); a bundle holds "
+                "regular files only: refusing it")),
     "hardlink": (lambda: (special("setup/passwd", tarfile.LNKTYPE, "/etc/passwd"),),
-                 "member 'setup/passwd' is a hard link (to '/etc/passwd'); a bundle holds "
-                 "regular files only: refusing it"),
+                 ("member 'setup/passwd' is a hard link (to '/etc/passwd'); a bundle holds "
+                 "regular files only: refusing it")),
     "char-device": (lambda: (special("setup/null", tarfile.CHRTYPE),),
-                    "member 'setup/null' is a device file; a bundle holds regular files only: "
-                    "refusing it"),
+                    ("member 'setup/null' is a device file; a bundle holds regular files only: "
+                    "refusing it")),
     "block-device": (lambda: (special("setup/sda", tarfile.BLKTYPE),),
-                     "member 'setup/sda' is a device file; a bundle holds regular files only: "
-                     "refusing it"),
+                     ("member 'setup/sda' is a device file; a bundle holds regular files only: "
+                     "refusing it")),
     "fifo": (lambda: (special("setup/pipe", tarfile.FIFOTYPE),),
              "member 'setup/pipe' is a FIFO; a bundle holds regular files only: refusing it"),
     "not-in-manifest": (lambda: (_file("setup/extra.sh"),),
-                        "member 'setup/extra.sh' is not listed in bundle.json; refusing the bundle"),
+                        ("member 'setup/extra.sh' is not listed in bundle.json; refusing the "
+                         "bundle")),
     "stray-directory": (lambda: (special("home", tarfile.DIRTYPE),),
-                        "member 'home' is a directory; a bundle holds regular files only: "
-                        "refusing it"),
+                        ("member 'home' is a directory; a bundle holds regular files only: "
+                        "refusing it")),
     "duplicate-member": (lambda: (_file("setup/lab.yaml", b"x"),),
                          "member 'setup/lab.yaml' appears twice; refusing the bundle"),
 }
@@ -433,30 +437,30 @@ def test_unsafe_member_in_compare(env: Env, capsys: pytest.CaptureFixture, good)
 
 MANIFEST_CASES = {
     "newer-schema": (lambda m: {**m, "schema": "tcplab.bundle/2"},
-                     "bundle schema tcplab.bundle/2 is newer than this tcplab understands "
-                     "(tcplab.bundle/1); upgrade tcplab to read it"),
+                     ("bundle schema tcplab.bundle/2 is newer than this tcplab understands "
+                     "(tcplab.bundle/1); upgrade tcplab to read it")),
     "much-newer-schema": (lambda m: {**m, "schema": "tcplab.bundle/10"},
-                          "bundle schema tcplab.bundle/10 is newer than this tcplab understands "
-                          "(tcplab.bundle/1); upgrade tcplab to read it"),
+                          ("bundle schema tcplab.bundle/10 is newer than this tcplab understands "
+                          "(tcplab.bundle/1); upgrade tcplab to read it")),
     "not-a-bundle-schema": (lambda m: {**m, "schema": "tcplab.result/1"},
-                            "not a tcplab bundle (bundle.json schema 'tcplab.result/1', expected "
-                            "tcplab.bundle/1)"),
+                            ("not a tcplab bundle (bundle.json schema 'tcplab.result/1', expected "
+                            "tcplab.bundle/1)")),
     "unreadable-schema": (lambda m: {**m, "schema": "tcplab.bundle/x"},
                           "unreadable bundle schema 'tcplab.bundle/x'"),
-    "not-json": (lambda m: b"{\"schema\": ", "bundle.json is not valid JSON (Expecting value: "
-                 "line 1 column 12 (char 11)); not a tcplab bundle"),
+    "not-json": (lambda m: b"{\"schema\": ", ("bundle.json is not valid JSON (Expecting value: "
+                 "line 1 column 12 (char 11)); not a tcplab bundle")),
     "files-missing": (lambda m: {k: v for k, v in m.items() if k != "files"},
-                      "bundle.json: expected lists `files` and `runs`; not a complete tcplab "
-                      "bundle"),
+                      ("bundle.json: expected lists `files` and `runs`; not a complete tcplab "
+                      "bundle")),
     "absolute-path-listed": (
         lambda m: {**m, "files": [*m["files"], entry(b"x", "/etc/passwd")]},
         "bundle.json lists '/etc/passwd', which has an absolute path; refusing the bundle"),
     "dotdot-listed": (lambda m: {**m, "files": [*m["files"], entry(b"x", "a/../../x")]},
-                      "bundle.json lists 'a/../../x', which climbs out of the bundle (..); "
-                      "refusing the bundle"),
+                      ("bundle.json lists 'a/../../x', which climbs out of the bundle (..); "
+                      "refusing the bundle")),
     "listed-but-missing": (lambda m: {**m, "files": [*m["files"], entry(b"x", "setup/gone.yaml")]},
-                           "bundle.json lists 'setup/gone.yaml' but the archive has no such "
-                           "member; ask for the bundle again"),
+                           ("bundle.json lists 'setup/gone.yaml' but the archive has no such "
+                           "member; ask for the bundle again")),
     "bad-checksum-field": (lambda m: {**m, "files": [{**m["files"][0], "sha256": "abc"},
                                                      *m["files"][1:]]},
                            None),
