@@ -78,6 +78,13 @@ class Sides:
             self.send(role, msg)
         return self.wait(roles, msg["op"], **kw)
 
+    def check_alive(self, during: str) -> None:
+        """Fail the run when a side has gone since its last answer (see ended_error)."""
+        for channel in self.channels.values():
+            problem = channel.ended_error()
+            if problem:
+                raise RunError(f"{problem}; {during} discarded")
+
     def close(self) -> None:
         for channel in self.channels.values():
             try:
@@ -146,7 +153,7 @@ class LabRun:
             self._up()
             self._steps()
         except LabError as exc:
-            error = exc
+            error = self._explained(exc)
         except KeyboardInterrupt:
             error = Interrupted("interrupted; cleaned up")
         finally:
@@ -173,6 +180,16 @@ class LabRun:
         if error is not None:
             raise error
         return self.run_dir
+
+    def _explained(self, error: LabError) -> LabError:
+        """The error, with what the backend knows of hosts that died (a killed container)."""
+        if isinstance(error, Interrupted) or self.backend is None:
+            return error
+        try:
+            notes = [n for n in self.backend.diagnose() if n not in str(error)]
+        except Exception:  # noqa: BLE001 - a diagnosis never hides the error itself
+            return error
+        return RunError(f"{error}; {'; '.join(notes)}") if notes else error
 
     # -- phases ---------------------------------------------------------------------------
     def _up(self) -> None:
@@ -314,6 +331,8 @@ class LabRun:
         memory_of = getattr(self.backend, "per_host_memory", None)
         snap = probes.take(step.name, self.hosts, self.run_dir / "raw",
                            self.backend.kernel_runner(), memory_of)
+        if self.sides is not None:  # a side that died meanwhile took its sockets with it
+            self.sides.check_alive(f"checkpoint {step.name}")
         self.snapshots.append(snap)
         connections = 0 if step.name == "baseline" else n
         if self.snapshots[0] is not snap:

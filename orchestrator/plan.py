@@ -144,6 +144,8 @@ def make_plan(opts: RunOptions) -> Plan:
             f"(hosts.{client.name}.sysctls) or lower N")
     _check_backlog(lab, host_sysctls, defaults, scenario)
     _check_memory(scenario)
+    if backend == "docker":
+        _check_conntrack(scenario, global_sysctls)
     _check_environment()
     plan = Plan(opts, lab, profile, scenario, backend, host_sysctls, global_sysctls, shards)
     plan.notes.append(f"backend {backend} ({why})")
@@ -276,6 +278,29 @@ def _check_memory(scenario: Scenario) -> None:
             f"{scenario.connections:,} connections need about {need / 2**30:.1f} GiB of kernel "
             f"memory ({per_conn:,} B each, both ends, from the live object sizes) and "
             f"{avail / 2**30:.1f} GiB is available; the largest N that fits is about {fits:,}")
+
+
+CONNTRACK = Path("/proc/sys/net/netfilter")
+
+
+def _check_conntrack(scenario: Scenario, global_sysctls: dict[str, str]) -> None:
+    """Docker's bridge rules make the host track every lab connection: a full table drops SYNs.
+
+    Measured: one host entry per connection; the ramp stalls at nf_conntrack_max.
+    """
+    try:
+        limit = int(global_sysctls.get("net.netfilter.nf_conntrack_max")
+                    or (CONNTRACK / "nf_conntrack_max").read_text())
+        used = int((CONNTRACK / "nf_conntrack_count").read_text())
+    except (OSError, ValueError):
+        return  # conntrack not loaded: nothing is tracked
+    if scenario.connections + used > limit:
+        raise InputError(
+            f"{scenario.connections:,} connections on the docker backend need as many host "
+            f"connection-tracking entries; net.netfilter.nf_conntrack_max is {limit:,} with "
+            f"{used:,} in use. Raise it in a profile (sysctls: net.netfilter.nf_conntrack_max) "
+            f"and run with --allow-host-sysctls, use BACKEND=netns, or lower N below "
+            f"{max(limit - used, 0):,}")
 
 
 def _bytes_in_flight(scenario: Scenario) -> int:

@@ -66,6 +66,15 @@ class LineChannel(ABC):
     def close(self) -> None:
         """Stop the process (politely, then by force) and release the channel."""
 
+    def ended_error(self) -> str | None:
+        """Why the process is gone (a message naming the host), or None while it runs.
+
+        Checked without reading a line: a side that died between two operations (its
+        host or its SSH session went away) takes its connections with it, so a snapshot
+        taken meanwhile is not of the lab the scenario built.
+        """
+        return None
+
 
 class Runner(ABC):
     """Runs commands on one lab host."""
@@ -130,6 +139,13 @@ class QueueChannel(LineChannel):
             raise RunError(f"{self.host}: side script printed something that is not JSON: "
                            f"{line.strip()[:200]}") from None
 
+    def _gone(self) -> bool:
+        """True once the process (or the link to it) has ended; subclasses know how."""
+        return False
+
+    def ended_error(self) -> str | None:
+        return self._ended_message() if self.ended or self._gone() else None
+
     def _ended_message(self) -> str:
         tail = self.stderr_tail().strip().splitlines()[-3:]
         return (f"{self.host}: side process ended unexpectedly ({self.command[:80]}): "
@@ -156,6 +172,9 @@ class LocalChannel(QueueChannel):
     def stderr_tail(self) -> str:
         time.sleep(0.05)
         return "".join(self._stderr)
+
+    def _gone(self) -> bool:
+        return self.proc.poll() is not None
 
     def send(self, obj: dict) -> None:
         try:

@@ -257,6 +257,10 @@ class SshChannel(QueueChannel):
             self._stdout_done.set()
             self.lines.put(None)
 
+    def _gone(self) -> bool:
+        # stdout ends when the side exits or the SSH connection (or the host) goes away
+        return self._stdout_done.is_set()
+
     def stderr_tail(self) -> str:
         self._stderr_thread.join(timeout=0.2)
         return b"".join(self._stderr).decode(errors="replace")

@@ -131,6 +131,10 @@ class Backend(ABC):
     def metadata(self) -> dict[str, Any]:
         return {"backend": self.name}
 
+    def diagnose(self) -> list[str]:
+        """After a failure: what is known of hosts that died (one line each; [] if none)."""
+        return []
+
     def per_host_memory(self, host: LabHost) -> dict[str, Any] | None:
         """Backend-specific per-host memory accounting (cgroups), if any."""
         return None

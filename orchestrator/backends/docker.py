@@ -130,7 +130,7 @@ class DockerBackend(Backend):
         for spec in (server, client_spec):
             container = self.containers[spec.name]
             runner = SshRunner(spec.name, spec.address, str(key),
-                               sock_factory=self._exec_transport(container))
+                               sock_factory=self._exec_transport(container, spec.name))
             self.runners[spec.name] = runner
             waited = self._wait_ssh(spec.name, runner, container)
             container.reload()
@@ -232,11 +232,18 @@ class DockerBackend(Backend):
                            f"{_short(exc)}") from None
         return self.client.containers.get(created["Id"])
 
-    def _exec_transport(self, container: Any) -> Callable[[], ExecStreamSocket]:
+    def _exec_transport(self, container: Any, host_name: str) -> Callable[[], ExecStreamSocket]:
+        docker = _docker()
         client, label = self.client, f"sshd -i in container {container.name}"
 
         def factory() -> ExecStreamSocket:
-            return ExecStreamSocket(client, container.id, label)
+            try:
+                return ExecStreamSocket(client, container.id, label)
+            except docker.errors.APIError as exc:
+                # a dead container refuses the exec (409): say that, not the HTTP error
+                dead = container_down(client, container.id, container.name, host_name)
+                raise RunError(f"{host_name}: cannot open an SSH session: "
+                               f"{dead or f'starting {label} failed: {_short(exc)}'}") from None
 
         factory.label = label  # type: ignore[attr-defined]
         return factory
@@ -256,6 +263,13 @@ class DockerBackend(Backend):
                         f"{SSH_READY_TIMEOUT_S:.0f} s (container {state.get('Status')}, exit "
                         f"{state.get('ExitCode')}): {exc}; container log: "
                         f"{' | '.join(logs.splitlines()) or 'empty'}") from None
+
+    def diagnose(self) -> list[str]:
+        """Containers of the run that are no longer running (killed, exited, removed)."""
+        if self.client is None:
+            return []
+        return [note for name, c in self.containers.items()
+                if (note := container_down(self.client, c.id, c.name, name))]
 
     def down(self) -> list[str]:
         for runner in self.runners.values():
@@ -378,6 +392,24 @@ class ExecStreamSocket:
     @property
     def closed(self) -> bool:
         return self._closed
+
+
+def container_down(client: Any, container_id: str, name: str, host_name: str) -> str | None:
+    """None while the container runs; otherwise what became of it, in one line."""
+    docker = _docker()
+    try:
+        state = client.api.inspect_container(container_id)["State"]
+    except docker.errors.NotFound:
+        return f"container {name} ({host_name}) is gone (removed)"
+    if state.get("Running") and not state.get("Paused"):
+        return None
+    how = "paused" if state.get("Paused") else state.get("Status", "not running")
+    detail = f"{how}, exit code {state.get('ExitCode')}"
+    if state.get("OOMKilled"):
+        detail += ", killed by the out-of-memory killer"
+    elif state.get("ExitCode") == 137:
+        detail += " (SIGKILL)"
+    return f"container {name} ({host_name}) is not running: {detail}"
 
 
 def _side_archive(side: Path) -> bytes:

@@ -298,7 +298,7 @@ def _kill_sshd_sessions(container: object) -> list[int]:
     top = container.top(ps_args="-eo pid,args")
     pid_col = top["Titles"].index("PID")
     args_col = top["Titles"].index("COMMAND")
-    pids = [int(p[pid_col]) for p in top["Processes"] 
+    pids = [int(p[pid_col]) for p in top["Processes"]
             if p[args_col].startswith(("sshd: root@", "/usr/sbin/sshd -i"))]
     for pid in pids:
         os.kill(pid, signal.SIGKILL)

@@ -90,6 +90,7 @@ def fail(env: Env, capsys: pytest.CaptureFixture, argv: list[str]) -> str:
     """Run the CLI: exit 2, one line on stderr, nothing left behind. The message."""
     if argv[0] == "run":
         argv = [*argv, "--results", str(env.results)]
+    capsys.readouterr()  # what came before (an export of the fixture)
     code = cli.main(argv)
     out, err = capsys.readouterr()
     assert code == 2, f"exit {code}; stderr: {err!r}"
