@@ -132,6 +132,19 @@ def make_plan(opts: RunOptions) -> Plan:
     per_ns = {k: v for k, v in profile.sysctls.items() if classes[k] == "namespace"}
     host_sysctls = {h.name: {**h.sysctls, **per_ns} for h in lab.hosts}
 
+    shards = _shards(lab, host_sysctls, scenario)
+    _check_memory(scenario)
+    if backend == "docker":
+        _check_conntrack(scenario, global_sysctls)
+    _check_environment()
+    plan = Plan(opts, lab, profile, scenario, backend, host_sysctls, global_sysctls, shards)
+    plan.notes.append(f"backend {backend} ({why})")
+    return plan
+
+
+def _shards(lab: Lab, host_sysctls: dict[str, dict[str, str]],
+            scenario: Scenario) -> list[list[int]]:
+    """Server ports and connections per port, from the client's port range; checks backlog."""
     defaults = sysctls.namespace_defaults()
     client = lab.host("client")
     low, high = port_range(host_sysctls[client.name], defaults)
@@ -143,13 +156,7 @@ def make_plan(opts: RunOptions) -> Plan:
             f"client's ip_local_port_range {low} {high}; widen it in {lab.path} "
             f"(hosts.{client.name}.sysctls) or lower N")
     _check_backlog(lab, host_sysctls, defaults, scenario)
-    _check_memory(scenario)
-    if backend == "docker":
-        _check_conntrack(scenario, global_sysctls)
-    _check_environment()
-    plan = Plan(opts, lab, profile, scenario, backend, host_sysctls, global_sysctls, shards)
-    plan.notes.append(f"backend {backend} ({why})")
-    return plan
+    return shards
 
 
 def _remote_plan(opts: RunOptions, lab: Lab, profile: Profile, scenario: Scenario,
@@ -185,17 +192,7 @@ def _remote_plan(opts: RunOptions, lab: Lab, profile: Profile, scenario: Scenari
         # The command line's kernel for every host: the result's lab says what booted.
         lab = dataclasses.replace(lab, hosts=tuple(dataclasses.replace(h, kernel=opts.kernel)
                                                    for h in lab.hosts))
-    defaults = sysctls.namespace_defaults()
-    client = lab.host("client")
-    low, high = port_range(host_sysctls[client.name], defaults)
-    per_port = max(1, int((high - low + 1) * PORT_SHARE))
-    shards = make_shards(scenario.connections, per_port)
-    if len(shards) > 2000:
-        raise InputError(
-            f"{scenario.connections:,} connections need {len(shards)} server ports with the "
-            f"client's ip_local_port_range {low} {high}; widen it in {lab.path} "
-            f"(hosts.{client.name}.sysctls) or lower N")
-    _check_backlog(lab, host_sysctls, defaults, scenario)
+    shards = _shards(lab, host_sysctls, scenario)
     if backend == "vm":
         _check_vm_memory(lab, scenario)
     plan = Plan(opts, lab, profile, scenario, backend, host_sysctls, {}, shards)

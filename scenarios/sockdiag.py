@@ -7,7 +7,11 @@ socket counts by state (ss's names), per state the sums of each skmem field and 
 queues, and their medians, aggregated while the dump streams in, so memory stays bounded
 at a million sockets and nothing like ``ss`` text is produced or parsed.
 
-    python3 sockdiag.py [--no-mem]      # --no-mem: states and queues only (cheaper)
+    python3 sockdiag.py [--no-mem] [--skip-port PORT --keep-peer ADDR]
+
+--no-mem: states and queues only (cheaper). --skip-port/--keep-peer: leave out sockets
+whose local port is PORT unless their peer is ADDR (the SSH control connection of a
+remote lab host is not lab traffic; a lab connection to the same port is).
 """
 
 import json
@@ -88,7 +92,8 @@ def median(counts: Counter) -> float:
     return float(ordered[-1][0])
 
 
-def dump(family: int, summary: Summary, seq: int) -> None:
+def dump(family: int, summary: Summary, seq: int, skip_port: int = 0,
+         keep_peer: bytes | None = None) -> None:
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
@@ -109,6 +114,10 @@ def dump(family: int, summary: Summary, seq: int) -> None:
                         raise OSError(-code, f"sock_diag dump failed for family {family}")
                     return
                 msg = off + 16
+                if skip_port and (data[msg + 4] << 8 | data[msg + 5]) == skip_port \
+                        and data[msg + 24:msg + 24 + len(keep_peer or b"")] != keep_peer:
+                    off += (length + 3) & ~3  # e.g. the SSH control connection
+                    continue
                 # key: state byte + idiag_rqueue/wqueue (8 bytes) [+ 9 skmem words]
                 key = data[msg + 1:msg + 2] + data[msg + 56:msg + 64]
                 attr, end = msg + 72, off + length
@@ -126,12 +135,22 @@ def dump(family: int, summary: Summary, seq: int) -> None:
         sock.close()
 
 
-def summarize(with_mem: bool = True) -> dict:
+def summarize(with_mem: bool = True, skip_port: int = 0, keep_peer: str = "") -> dict:
     summary = Summary(with_mem)
-    dump(socket.AF_INET, summary, 1)
-    dump(socket.AF_INET6, summary, 2)
+    for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), 1):
+        peer = None
+        if keep_peer and (":" in keep_peer) == (family == socket.AF_INET6):
+            peer = socket.inet_pton(family, keep_peer)
+        dump(family, summary, seq, skip_port, peer or (b"\xff" if skip_port else None))
     return summary.to_dict()
 
 
+def _option(args: list, name: str, default: str = "") -> str:
+    return args[args.index(name) + 1] if name in args else default
+
+
 if __name__ == "__main__":
-    print(json.dumps(summarize(with_mem="--no-mem" not in sys.argv[1:])))
+    args = sys.argv[1:]
+    print(json.dumps(summarize(with_mem="--no-mem" not in args,
+                               skip_port=int(_option(args, "--skip-port", "0")),
+                               keep_peer=_option(args, "--keep-peer"))))

@@ -49,6 +49,8 @@ PING_TIMEOUT_S = 5
 #: Requests such as removing a container that holds 40,000 sockets take a while.
 API_TIMEOUT_S = 300
 SSH_READY_TIMEOUT_S = 15.0
+#: After a failure, how long to watch for a container that is dying (see diagnose).
+DIAGNOSE_WAIT_S = 1.0
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -264,12 +266,21 @@ class DockerBackend(Backend):
                         f"{state.get('ExitCode')}): {exc}; container log: "
                         f"{' | '.join(logs.splitlines()) or 'empty'}") from None
 
-    def diagnose(self) -> list[str]:
-        """Containers of the run that are no longer running (killed, exited, removed)."""
-        if self.client is None:
+    def diagnose(self, wait: float = DIAGNOSE_WAIT_S) -> list[str]:
+        """Containers of the run that are no longer running (killed, exited, removed).
+
+        A killed container's exec streams end a moment before the daemon records its
+        exit (about 0.1 s here): look again for up to ``wait`` seconds.
+        """
+        if self.client is None or not self.containers:
             return []
-        return [note for name, c in self.containers.items()
-                if (note := container_down(self.client, c.id, c.name, name))]
+        deadline = time.monotonic() + wait
+        while True:
+            notes = [note for name, c in self.containers.items()
+                     if (note := container_down(self.client, c.id, c.name, name))]
+            if notes or time.monotonic() > deadline:
+                return notes
+            time.sleep(0.1)
 
     def down(self) -> list[str]:
         for runner in self.runners.values():

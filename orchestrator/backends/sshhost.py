@@ -157,74 +157,15 @@ for name in json.loads(sys.argv[1]):
 print(json.dumps(out))
 """
 
-#: scenarios/sockdiag.py with one change: sockets of the SSH control connection (local port
-#: the sshd port, remote address not the lab peer's) are not counted.
-SOCKDIAG_FILTER = r"""
-import json, socket, struct, sys
-cfg = json.loads(sys.argv[1])
-g = {"__name__": "sockdiag"}
-exec(compile(cfg["src"], "sockdiag.py", "exec"), g)
-PORT = cfg["port"]
-peer = cfg["peer"]
-PEER = {socket.AF_INET: socket.inet_aton(peer) if "." in peer else None,
-        socket.AF_INET6: socket.inet_pton(socket.AF_INET6, peer) if ":" in peer else None}
-def dump(family, summary, seq):
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, g["NETLINK_SOCK_DIAG"])
-    peer = PEER.get(family)
-    alen_ip = 4 if family == socket.AF_INET else 16
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-        sock.sendto(g["request"](family, summary.with_mem, seq), (0, 0))
-        unpack_hdr = struct.Struct("=IHHII").unpack_from
-        unpack_attr = struct.Struct("=HH").unpack_from
-        counts = summary.keys
-        while True:
-            data = sock.recv(1 << 20)
-            off = 0
-            while off + 16 <= len(data):
-                length, kind, _, _, _ = unpack_hdr(data, off)
-                if kind == g["NLMSG_DONE"]:
-                    return
-                if kind == g["NLMSG_ERROR"]:
-                    code = struct.unpack_from("=i", data, off + 16)[0]
-                    if code:
-                        raise OSError(-code, "sock_diag dump failed for family %d" % family)
-                    return
-                msg = off + 16
-                sport = (data[msg + 4] << 8) | data[msg + 5]
-                if sport == PORT and data[msg + 24:msg + 24 + alen_ip] != peer:
-                    off += (length + 3) & ~3  # the SSH control connection: not lab traffic
-                    continue
-                key = data[msg + 1:msg + 2] + data[msg + 56:msg + 64]
-                attr, end = msg + 72, off + length
-                while attr + 4 <= end:
-                    alen, atype = unpack_attr(data, attr)
-                    if alen < 4:
-                        break
-                    if atype == g["INET_DIAG_SKMEMINFO"]:
-                        key += data[attr + 4:attr + 40]
-                        break
-                    attr += (alen + 3) & ~3
-                counts[key] += 1
-                off += (length + 3) & ~3
-    finally:
-        sock.close()
-g["dump"] = dump
-print(json.dumps(g["summarize"](with_mem="--no-mem" not in sys.argv[2:])))
-"""
-
-
 def filtered_sockdiag_argv(cmd: Command, ctl_port: int, peer: str) -> Command:
-    """Swap the sock_diag summary (probes.sockdiag_argv) for the control-filtered one."""
+    """Add sockdiag's control-connection filter to a sock_diag summary command."""
     from ..probes import SOCKDIAG
 
     if isinstance(cmd, str) or len(cmd) < 3 or list(cmd[:2]) != ["python3", "-c"]:
         return cmd
-    source = SOCKDIAG.read_text()
-    if cmd[2] != source:
+    if cmd[2] != SOCKDIAG.read_text():
         return cmd
-    cfg = json.dumps({"src": source, "port": ctl_port, "peer": peer})
-    return ["python3", "-c", SOCKDIAG_FILTER, cfg, *cmd[3:]]
+    return [*cmd, "--skip-port", str(ctl_port), "--keep-peer", peer]
 
 
 class HostRunner(SshRunner):
