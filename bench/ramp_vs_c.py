@@ -47,7 +47,7 @@ def c_round(exe: Path, ns: dict[str, str], addr: str, port: int, n: int) -> floa
 
 def side_round(backend: NetnsBackend, hosts: dict, addr: str, port: int, n: int) -> float:
     chans = {}
-    for role, peer in (("server", "client"), ("client", "server")):
+    for role in ("server", "client"):
         host = next(h for h in hosts.values() if h.role == role)
         ch = backend.start_side(host)
         ch.send({"role": role, "address": host.address, "peer": addr, "shards": [[port, n]],

@@ -16,7 +16,8 @@ Rules (documented in docs/analysis.md):
 from __future__ import annotations
 
 import statistics
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .parsers import SlabLine, SsSummary
 from .probes import Snapshot
@@ -238,11 +239,11 @@ def linear_fit(xs: list[float], ys: list[float]) -> dict[str, float]:
     n = len(xs)
     mx, my = sum(xs) / n, sum(ys) / n
     sxx = sum((x - mx) ** 2 for x in xs)
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=False))
     slope = sxy / sxx if sxx else 0.0
     intercept = my - slope * mx
     ss_tot = sum((y - my) ** 2 for y in ys)
-    ss_res = sum((y - (slope * x + intercept)) ** 2 for x, y in zip(xs, ys))
+    ss_res = sum((y - (slope * x + intercept)) ** 2 for x, y in zip(xs, ys, strict=False))
     r2 = 1 - ss_res / ss_tot if ss_tot else 1.0
     return {"slope": round(slope, 2), "intercept": round(intercept, 1), "r2": round(r2, 5)}
 

@@ -205,7 +205,7 @@ def memory_bars(result: dict[str, Any]) -> str | None:
             side.bar([i + bw / 2 for i in x], conn, bw, color=CONNTRACK,
                      label="nf_conntrack (not socket memory)")
         span = max([abs(v) for v in drift + conn] + [10.0])
-        for i, v in zip(dpos, drift):
+        for i, v in zip(dpos, drift, strict=False):
             side.text(i, v + (span * 0.04 if v >= 0 else -span * 0.04), f"{v:,.0f}",
                       ha="center", va="bottom" if v >= 0 else "top", fontsize=7.5, color=MUTED)
         side.axhline(0, color="#9aa5b1", linewidth=0.8)
@@ -242,7 +242,7 @@ def buffer_bars(result: dict[str, Any]) -> str | None:
             limits[h] = (r[0] if r else None, w[0] if w else None)
         lim_peak = max([v for pair in limits.values() for v in pair if v] + [0])
         ymax = max(peak, lim_peak) * 1.18
-        for ax, host in zip(axes[0], hosts):
+        for ax, host in zip(axes[0], hosts, strict=False):
             _style_axes(ax)
             x = list(range(len(cps)))
             bw = 0.24
@@ -250,7 +250,7 @@ def buffer_bars(result: dict[str, Any]) -> str | None:
                 vals = [cp["buffers"][host][metric]["median"] for cp in cps]
                 pos = [i + (j - 1) * bw for i in x]
                 ax.bar(pos, vals, bw * 0.92, color=METRIC_COLOURS[metric], label=label)
-                for p, v in zip(pos, vals):
+                for p, v in zip(pos, vals, strict=False):
                     if v:
                         ax.text(p, v + ymax * 0.01, f"{v:,.0f}", ha="center", va="bottom",
                                 fontsize=7.5, color=INK)

@@ -6,8 +6,8 @@ import argparse
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from . import __version__, config, scenario
 from .errors import InputError, LabError
@@ -141,7 +141,7 @@ def cmd_run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
 
 
 def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
-    from . import report_text, repeats
+    from . import repeats, report_text
     from .labrun import run_plan
     from .plan import RunOptions, make_plan
     from .report_html import write_report

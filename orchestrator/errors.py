@@ -32,6 +32,6 @@ class RunError(LabError):
 class CommandError(RunError):
     """A command run locally or on a lab host exited non-zero."""
 
-    def __init__(self, result: "object") -> None:
+    def __init__(self, result: object) -> None:
         self.result = result
         super().__init__(str(result))

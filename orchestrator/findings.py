@@ -187,7 +187,7 @@ def release_time(result: dict[str, Any], pair: ReadPair) -> dict[str, float] | N
     if before is None:
         before = min(column)
     threshold = before + DROP_SHARE * max(peak - before, 0)
-    for t, mem in zip(times, column):
+    for t, mem in zip(times, column, strict=False):
         if t >= start and mem <= threshold:
             return {"start": round(start, 3), "dropped_at": float(t),
                     "seconds": round(max(float(t) - start, 0.0), 3),

@@ -7,7 +7,7 @@ container over SSH or a remote machine.
 from __future__ import annotations
 
 import json
-from typing import Mapping
+from collections.abc import Mapping
 
 #: Applies the sysctls given as JSON in argv[1] (failures collected, not fatal), then
 #: prints {"errors": {...}, "values": {every net.* sysctl: value}}.

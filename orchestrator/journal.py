@@ -17,9 +17,10 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from .errors import InputError
 
@@ -60,7 +61,7 @@ class Journal:
         return self.dir / "journal.jsonl"
 
     @classmethod
-    def create(cls, run_id: str) -> "Journal":
+    def create(cls, run_id: str) -> Journal:
         directory = state_root() / "runs" / run_id
         directory.mkdir(parents=True, exist_ok=False)
         directory.chmod(0o700)

@@ -104,7 +104,7 @@ def compare(results: list[dict[str, Any]]) -> dict[str, Any]:
         entry["objsize"] = {}
         kernels.append(entry)
     caches = list(KEY_CACHES) + [c for c in socket_caches if c not in KEY_CACHES]
-    for entry, result in zip(kernels, results):
+    for entry, result in zip(kernels, results, strict=False):
         entry["objsize"] = {c: objsize_of(result, c) for c in caches}
     caches = [c for c in caches if any(k["objsize"][c]["size"] for k in kernels)]
     changes = []

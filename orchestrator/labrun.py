@@ -12,8 +12,9 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import __version__, analysis, faults, probes
 from .backends import Backend, LabHost, backend_class

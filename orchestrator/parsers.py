@@ -205,7 +205,7 @@ def parse_sockstat(text: str) -> dict[str, dict[str, int]]:
         if not sep or not proto or " " in proto or not tokens or len(tokens) % 2:
             raise ParseError(what, "expected 'NAME: key value [key value ...]'", line, lineno)
         fields: dict[str, int] = {}
-        for key, value in zip(tokens[::2], tokens[1::2]):
+        for key, value in zip(tokens[::2], tokens[1::2], strict=False):
             try:
                 fields[key] = int(value)
             except ValueError:

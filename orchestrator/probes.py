@@ -10,8 +10,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,7 @@ class Snapshot:
     seconds: float = 0.0  # how long collecting took
     # Several measured kernels (VMs, remote machines): each one's own counters, by label.
     # Empty for one kernel; then slab/meminfo above are that kernel's, else their sum.
-    kernels: dict[str, "KernelSnapshot"] = field(default_factory=dict)
+    kernels: dict[str, KernelSnapshot] = field(default_factory=dict)
     aliases: dict[str, list[str]] | None = None  # SLUB merges of the measured kernel(s)
 
 
@@ -94,7 +94,7 @@ class KernelSet:
             return {}
         with ThreadPoolExecutor(max_workers=len(self.kernels)) as pool:
             texts = pool.map(lambda item: read_text(item[1][0], path), self.kernels.items())
-            return dict(zip(self.kernels, texts))
+            return dict(zip(self.kernels, texts, strict=False))
 
     def aliases(self, label: str) -> dict[str, list[str]]:
         """SLUB merge groups of one kernel (read once: they do not change while it runs)."""
@@ -331,7 +331,7 @@ class Sampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def start(self) -> "Sampler":
+    def start(self) -> Sampler:
         self._thread.start()
         return self
 

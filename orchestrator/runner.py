@@ -16,8 +16,9 @@ import subprocess
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from .errors import CommandError, RunError
 
@@ -40,7 +41,7 @@ class Result:
     def ok(self) -> bool:
         return self.exit_code == 0
 
-    def check(self) -> "Result":
+    def check(self) -> Result:
         if not self.ok:
             raise CommandError(self)
         return self
@@ -96,7 +97,7 @@ class Runner(ABC):
 class _ReaderThread(threading.Thread):
     """Feeds a queue with the lines of a file object; None marks the end."""
 
-    def __init__(self, fileobj: Any, sink: "queue.Queue[str | None]") -> None:
+    def __init__(self, fileobj: Any, sink: queue.Queue[str | None]) -> None:
         super().__init__(daemon=True)
         self.fileobj = fileobj
         self.sink = sink
@@ -117,7 +118,7 @@ class QueueChannel(LineChannel):
     def __init__(self, host: str, command: str) -> None:
         self.host = host
         self.command = command
-        self.lines: "queue.Queue[str | None]" = queue.Queue()
+        self.lines: queue.Queue[str | None] = queue.Queue()
         self.ended = False
 
     def stderr_tail(self) -> str:

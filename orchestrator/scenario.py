@@ -57,7 +57,7 @@ class Scenario:
     def checkpoints(self) -> list[str]:
         return [s.name for s in self.steps if s.action == "checkpoint"]
 
-    def with_overrides(self, connections: int | None, nbytes: int | None) -> "Scenario":
+    def with_overrides(self, connections: int | None, nbytes: int | None) -> Scenario:
         return Scenario(
             self.name, self.path, self.description,
             connections if connections is not None else self.connections,

@@ -72,7 +72,10 @@ class SshRunner(Runner):
             forward_agent=False,
             connect_kwargs={"key_filename": [self.key_file], "allow_agent": False,
                             "look_for_keys": False, "banner_timeout": connect_timeout,
-                            "auth_timeout": connect_timeout},
+                            "auth_timeout": connect_timeout,
+                            # Every run() opens a session: on a host that stopped answering
+                            # (a frozen container) paramiko would wait an hour for it.
+                            "channel_timeout": connect_timeout},
         )
         self._lock = threading.Lock()
 

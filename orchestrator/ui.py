@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, TextIO
+from typing import TextIO
 
 
 class UI:
@@ -29,7 +30,7 @@ class UI:
         self.line(f"      {text}")
 
     @contextmanager
-    def progress(self, label: str, total: int) -> Iterator["Ticker"]:
+    def progress(self, label: str, total: int) -> Iterator[Ticker]:
         ticker = Ticker(self, label, total)
         try:
             yield ticker
@@ -49,8 +50,13 @@ class Ticker:
         self.next_log = 0.25
         self.bar = None
         if ui.tty and not ui.quiet:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             self.bar = Progress(TextColumn(f"      {label}"), BarColumn(), MofNCompleteColumn(),
                                 TimeElapsedColumn(), transient=True)

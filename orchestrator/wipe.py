@@ -7,8 +7,8 @@ under a working run).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .journal import LOCAL_HANDLERS, journals
 

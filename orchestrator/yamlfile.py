@@ -6,9 +6,10 @@ an error always reads ``FILE: KEY: expected WHAT, got VALUE``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
@@ -78,7 +79,7 @@ class Doc:
     prefix: tuple[str, ...] = ()
 
     @classmethod
-    def load(cls, path: Path, empty_ok: bool = True) -> "Doc":
+    def load(cls, path: Path, empty_ok: bool = True) -> Doc:
         data = load_yaml(path)
         if data is None and empty_ok:
             data = {}
@@ -134,7 +135,7 @@ class Doc:
             raise self.fail(key, "a list", value)
         return value
 
-    def map(self, key: str, required: bool = False) -> "Doc":
+    def map(self, key: str, required: bool = False) -> Doc:
         value = self._get(key, {}, required)
         if value is None:
             value = {}

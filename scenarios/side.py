@@ -18,18 +18,18 @@ A worker exits when its parent goes away; the side exits when stdin closes.
 
 from __future__ import annotations
 
+import _socket
 import ctypes
 import errno
 import json
 import os
+import resource
 import select
 import signal
 import socket
-import _socket
 import sys
 import threading
 import time
-import resource
 
 PROGRESS_EVERY = 2000
 CHUNK = b"x" * (1 << 20)  # what senders write, sliced: no per-connection payload copies
@@ -420,7 +420,7 @@ class Side:
         return merged
 
     def shutdown(self) -> None:
-        for pid, chan, _ in self.workers:
+        for _, chan, _ in self.workers:
             try:
                 chan.sendall(b'{"op": "exit"}\n')
             except OSError:

@@ -10,7 +10,7 @@ import hashlib
 import ipaddress
 import os
 import subprocess
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from ..errors import InputError, RunError
 from ..journal import LOCAL_HANDLERS

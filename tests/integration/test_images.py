@@ -20,7 +20,7 @@ import pytest
 docker = pytest.importorskip("docker")
 paramiko = pytest.importorskip("paramiko")
 
-from orchestrator.images import ImageInfo, ensure_image
+from orchestrator.images import ImageInfo, ensure_image  # noqa: E402 - after the skips
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -66,7 +66,7 @@ def table(text: str, title: str) -> dict[str, dict[str, str]]:
     for line in lines[i + 2:]:
         if not line.strip() or line[0] in "*†":
             break
-        cells = dict(zip(names, (line[a:b].strip() for a, b in spans)))
+        cells = dict(zip(names, (line[a:b].strip() for a, b in spans), strict=False))
         key = cells["checkpoint"] + (f"/{cells['host']}" if "host" in cells else "")
         out[key] = cells
     return out
