@@ -44,6 +44,18 @@ SOCKET_ALIASES = ("tcp_bind_bucket", "tcp_bind2_bucket", "tw_sock_TCP", "request
 SKMEM_FIELDS = {"r": "rmem_alloc", "t": "wmem_alloc", "w": "wmem_queued", "f": "fwd_alloc"}
 
 
+def slab_footprint(line: SlabLine, page_size: int = 4096) -> float:
+    """Bytes of slab pages one object takes: its share of a slab (objsize + slab overhead).
+
+    Counting objects x footprint rather than the change in slab pages keeps slab overhead
+    in, yet does not depend on how many free slots the slabs had at the baseline: new
+    objects that fill slabs an earlier run left half empty cost the same here.
+    """
+    if line.objperslab:
+        return line.pagesperslab * page_size / line.objperslab
+    return float(line.objsize)
+
+
 def cache_deltas(base: Mapping[str, SlabLine], now: Mapping[str, SlabLine], connections: int,
                  aliases: Mapping[str, list[str]]) -> list[dict[str, Any]]:
     """Per-cache change between two slabinfo snapshots, classified."""
@@ -55,8 +67,8 @@ def cache_deltas(base: Mapping[str, SlabLine], now: Mapping[str, SlabLine], conn
     for name in sorted(set(base) | set(now)):
         b, c = base.get(name), now.get(name)
         objs = (c.active_objs if c else 0) - (b.active_objs if b else 0)
-        nbytes = (c.bytes() if c else 0) - (b.bytes() if b else 0)
-        if objs == 0 and nbytes == 0:
+        page_bytes = (c.bytes() if c else 0) - (b.bytes() if b else 0)
+        if objs == 0 and page_bytes == 0:
             continue
         line = c or b
         assert line is not None
@@ -64,10 +76,9 @@ def cache_deltas(base: Mapping[str, SlabLine], now: Mapping[str, SlabLine], conn
         if name == "dentry" and proc_growth > 0:
             # /proc/<pid>/fd lookups add a dentry with each proc inode: not socket memory.
             share = min(proc_growth, max(objs, 0))
-            if objs > 0:
-                nbytes = round(nbytes * (objs - share) / objs)
             objs -= share
             note = f"{share:,} dentries of /proc fd lookups set apart"
+        nbytes = round(objs * slab_footprint(line))
         per_conn_objs = objs / n
         merged_socket = [a for a in aliases.get(name, []) if a in SOCKET_ALIASES]
         if name in NOT_SOCKET and merged_socket and abs(per_conn_objs) >= TRACKS_MIN:
@@ -88,6 +99,7 @@ def cache_deltas(base: Mapping[str, SlabLine], now: Mapping[str, SlabLine], conn
             "objsize": line.objsize,
             "objects": objs,
             "bytes": nbytes,
+            "page_bytes": page_bytes,
             "objects_per_connection": round(per_conn_objs, 4),
             "bytes_per_connection": round(nbytes / n, 1),
             "object_bytes_per_connection": round(objs * line.objsize / n, 1),

@@ -199,7 +199,20 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
             out(per_side)
     else:
         out("")
-        out(repeats.render(repeats.summarize(results)))
+        if args.repeat > 1:
+            out(repeats.render(repeats.summarize(results)))
+        if len(profiles) > 1:  # PROFILES="a b": one side-by-side comparison of the profiles
+            from . import compare
+            from .report_html import write_text_atomic
+
+            cmp = compare.compare(results)
+            out("")
+            out(compare.render(cmp, "table"))
+            stamp = run_dirs[0].name.split("-", 2)
+            name = f"compare-{'-'.join(stamp[:2])}-{plans[0].scenario.name}.html"
+            written = (args.results or root / "results") / name
+            write_text_atomic(written, compare.render(cmp, "html"))
+            out(f"comparison: {_shown(written)}")
         out("runs: " + " ".join(str(d) for d in run_dirs))
     for run_dir in run_dirs:
         out(f"report: {_shown(write_report(run_dir))}")

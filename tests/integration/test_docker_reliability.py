@@ -154,6 +154,7 @@ class Run:
              "--results", str(self.results), *args],
             cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
+        self.stamped: list[tuple[float, str]] = []  # (monotonic time, line), for timing
         self._new: queue.Queue[str | None] = queue.Queue()
         self.started: float | None = None  # when the run got the lock (its first phase)
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -169,6 +170,7 @@ class Run:
             if self.started is None and "] hosts" in line:
                 self.started = time.monotonic()
             self.lines.append(line)
+            self.stamped.append((time.monotonic(), line))
             self._new.put(line)
         self._new.put(None)
 

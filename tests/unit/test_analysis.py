@@ -43,7 +43,8 @@ def test_established_total_matches_idle_pair_estimate(capture, established) -> N
     total = established["per_connection_bytes"]["total"]
     est = analysis.idle_pair_estimate(capture("baseline").slab)["total"]
     assert total == pytest.approx(est, rel=0.10)
-    assert total == pytest.approx(7602.2, abs=0.1)  # 15,204,352 bytes of slab pages / 2000
+    # objects x slab footprint (objsize + slab overhead): TCP 3,951 x 32,768/13 B, ...
+    assert total == pytest.approx(7745.9, abs=0.1)
     # meminfo Slab: 93,880 kB -> 108,852 kB
     assert established["per_connection_bytes"]["meminfo_slab"] == pytest.approx(7665.7, abs=0.1)
     assert established["per_connection_bytes"]["tcp_mem_charged"] == 0  # idle: no page charged
@@ -55,7 +56,8 @@ def test_established_tcp_two_objects_per_connection(established) -> None:
     assert tcp["objects"] == 4056 - 105
     assert tcp["objects_per_connection"] == pytest.approx(2.0, abs=0.05)
     assert tcp["attributed"] and tcp["category"] == "socket"
-    assert tcp["bytes"] == (312 - 12) * 8 * 4096
+    assert tcp["bytes"] == round(3951 * 8 * 4096 / 13)  # objects x footprint (2,520.6 B)
+    assert tcp["page_bytes"] == (312 - 12) * 8 * 4096  # the change in slab pages, kept beside
     assert tcp["objsize"] == 2368
 
 
@@ -179,8 +181,7 @@ def test_proc_inode_cache_never_attributed_and_dentries_set_apart() -> None:
     assert dentry["objects"] == 2 * n  # 4000 grown, 2000 set apart
     assert dentry["objects_per_connection"] == 2.0
     assert dentry["attributed"]
-    raw_bytes = now["dentry"].bytes() - base["dentry"].bytes()
-    assert dentry["bytes"] == round(raw_bytes / 2)
+    assert dentry["bytes"] == round(2 * n * analysis.slab_footprint(now["dentry"]))
     assert "2,000 dentries of /proc fd lookups set apart" in dentry["reason"]
 
 
