@@ -79,6 +79,17 @@ def buffers_table(result: dict[str, Any], fmt: str = "simple") -> str:
     return tabulate(rows, head, tablefmt=fmt)
 
 
+def cgroup_table(result: dict[str, Any], fmt: str = "simple") -> str:
+    rows = []
+    for cp in measured(result):
+        for host, fig in (cp.get("memory_per_connection") or {}).items():
+            rows.append([cp["name"], host, _n(fig.get("kmem")), _n(fig.get("sock")),
+                         _n(fig.get("usage"))])
+    if not rows:
+        return ""
+    return tabulate(rows, ["checkpoint", "host", "kmem", "sock", "usage"], tablefmt=fmt)
+
+
 def states_table(result: dict[str, Any], fmt: str = "simple") -> str:
     rows = []
     for cp in result.get("checkpoints", []):
@@ -111,6 +122,13 @@ def render(result: dict[str, Any], fmt: str = "simple") -> str:
     parts += ["Socket buffers per host (median per socket from ss -m skmem; queues summed), bytes",
               buffers_table(result, fmt),
               "† pages charged to TCP in /proc/net/sockstat: machine-wide, not per host", ""]
+    cgroup = cgroup_table(result, fmt)
+    if cgroup:
+        parts += ["Per-host memory cgroup (container), bytes per connection", cgroup,
+                  "These miss what no container is charged for: on this kernel an accepted "
+                  "socket is allocated in softirq context, outside the listener's cgroup, and "
+                  "cgroup v1 does not charge socket buffers (kmem.tcp stays 0). The slab "
+                  "figures above are the whole truth for the machine.", ""]
     parts += [states_table(result, fmt)]
     slope = result.get("slope")
     if slope:
