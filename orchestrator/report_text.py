@@ -130,6 +130,12 @@ def render(result: dict[str, Any], fmt: str = "simple") -> str:
                   "cgroup v1 does not charge socket buffers (kmem.tcp stays 0). The slab "
                   "figures above are the whole truth for the machine.", ""]
     parts += [states_table(result, fmt)]
+    for cp in result.get("checkpoints", []):
+        for host, count in (cp.get("tw_dropped") or {}).items():
+            overflow = (cp.get("tw_overflow") or {}).get(host)
+            parts.append(f"! {cp['name']}: {host} reached tcp_max_tw_buckets: the kernel closed "
+                         f"{count:,} sockets instead of holding them as tw sockets"
+                         + (f" (TCPTimeWaitOverflow {overflow:,})" if overflow is not None else ""))
     slope = result.get("slope")
     if slope:
         parts += ["", slope_text(slope)]

@@ -318,10 +318,10 @@ def test_server_container_killed_at_checkpoint(tmp_path: Path, daemon: object) -
     code = run.finish()
     assert time.monotonic() - killed < BOUND_S
     assert code == 1, run.stderr[-3000:]
-    error = run.stderr
-    assert "server" in error and server.name in error and "not running" in error, error[-3000:]
+    message = f"server: cannot open an SSH session: container {server.name} (server) is not running"
+    assert message in run.stderr, run.stderr[-3000:]
     result = assert_left_nothing(run, before)
-    assert_incomplete_and_reported(run, result, server.name)
+    assert_incomplete_and_reported(run, result, message)
 
 
 def test_server_container_killed_while_side_stalls(tmp_path: Path, daemon: object) -> None:
@@ -338,22 +338,55 @@ def test_server_container_killed_while_side_stalls(tmp_path: Path, daemon: objec
     code = run.finish()
     assert time.monotonic() - killed < 20, "the run waited for the stall timeout"
     assert code == 1, run.stderr[-3000:]
-    assert "server:" in run.stderr and "dropped" in run.stderr, run.stderr[-3000:]
+    # what the orchestrator saw, and what the daemon says happened to the container
+    for fragment in ("server: the SSH connection", "dropped while the side ran",
+                     f"container {server.name} (server) is not running"):
+        assert fragment in run.stderr, run.stderr[-3000:]
     result = assert_left_nothing(run, before)
-    assert_incomplete_and_reported(run, result, "server", "dropped")
+    assert_incomplete_and_reported(run, result, "dropped", f"container {server.name}")
 
 
-def test_ssh_session_dropped_at_checkpoint(tmp_path: Path, daemon: object) -> None:
+@pytest.mark.parametrize("nth,checkpoint", [(1, "baseline"), (2, "established")])
+def test_ssh_session_dropped_at_checkpoint(tmp_path: Path, daemon: object, nth: int,
+                                           checkpoint: str) -> None:
+    """The side dies with its SSH session (and its sockets with it). At the last checkpoint
+    nothing talks to the side afterwards: the run used to reconnect for the probes and save
+    the snapshot (server FIN-WAIT-2, client CLOSE-WAIT) as a complete result."""
     before = snapshot_when_idle()
     run = Run(tmp_path, "--scenario", "idle", "-n", N,
               env={"TCPLAB_PAUSE_AT": "checkpoint", "TCPLAB_PAUSE_SECONDS": "3"})
-    run.wait_for("paused at checkpoint")
+    for _ in range(nth):
+        run.wait_for("paused at checkpoint")
     killed = time.monotonic()
     assert _kill_sshd_sessions(run.containers(daemon)["server"])
     code = run.finish()
     assert time.monotonic() - killed < BOUND_S
     assert code == 1, run.stderr[-3000:]
+    message = f"checkpoint {checkpoint} discarded"
     assert "server: the SSH connection" in run.stderr and "dropped" in run.stderr, \
         run.stderr[-3000:]
+    assert message in run.stderr, run.stderr[-3000:]
     result = assert_left_nothing(run, before)
-    assert_incomplete_and_reported(run, result, "server", "dropped")
+    assert_incomplete_and_reported(run, result, "server", "dropped", message)
+    assert checkpoint not in [c["name"] for c in result["checkpoints"]]
+
+
+def test_server_container_frozen_at_checkpoint(tmp_path: Path, daemon: object) -> None:
+    """A host that stops answering (``docker pause``): opening an SSH session on it used to
+    wait paramiko's default hour. Frozen at the baseline, so no connection is open: with
+    connections open, the client's closing sockets would wait minutes for the frozen peer
+    (the kernel keeps them as orphans) and disturb the runs after this one."""
+    before = snapshot_when_idle()
+    run = Run(tmp_path, "--scenario", "idle", "-n", N, "--stall", "3",
+              env={"TCPLAB_PAUSE_AT": "checkpoint", "TCPLAB_PAUSE_SECONDS": "2"})
+    run.wait_for("paused at checkpoint")
+    server = run.containers(daemon)["server"]
+    frozen = time.monotonic()
+    server.pause()
+    code = run.finish()
+    assert time.monotonic() - frozen < BOUND_S
+    assert code == 1, run.stderr[-3000:]
+    assert f"container {server.name} (server) is paused" in run.stderr, run.stderr[-3000:]
+    assert "server: SSH to" in run.stderr, run.stderr[-3000:]
+    result = assert_left_nothing(run, before)
+    assert_incomplete_and_reported(run, result, "server", "is paused")

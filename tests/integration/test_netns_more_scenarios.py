@@ -95,3 +95,13 @@ def test_custom_scenario_from_docs(tmp_path: Path) -> None:
     assert answered["buffers"]["client"]["recv_q"] == 2000 * 500
     closed = checkpoint(result, "closed")
     assert closed["states"]["server"] == {"TIME-WAIT": 500}
+
+
+def test_timewait_beyond_tw_buckets_is_reported(tmp_path: Path) -> None:
+    profile = tmp_path / "few-tw.yaml"
+    profile.write_text("description: few tw buckets\nsysctls:\n  net.ipv4.tcp_max_tw_buckets: 500\n")
+    result = run_ok("timewait", tmp_path, "--profile", str(profile))
+    tw = checkpoint(result, "time_wait")
+    assert 500 <= tw["states"]["client"]["TIME-WAIT"] <= 505
+    assert tw["tw_dropped"] == {"client": N - 500}
+    assert tw["tw_overflow"]["client"] >= N - 505  # the kernel's own count agrees
