@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import __version__, analysis, faults, probes
+from . import __version__, analysis, faults, probes, sysctls
 from .backends import Backend, LabHost, backend_class
 from .errors import LabError, RunError
 from .journal import HostLock, Journal
@@ -202,8 +202,6 @@ class LabRun:
         self.ui.phase("hosts", f"creating {', '.join(h.name for h in plan.lab.hosts)} "
                       f"({plan.backend})")
         for name, value in plan.global_sysctls.items():
-            from . import sysctls
-
             old = sysctls.read_host(name)
             self.backend.journal.record("host_sysctl", name=name, old=old, new=value)
             sysctls.write_host(name, value)
@@ -417,6 +415,10 @@ class LabRun:
                 "backend_choice": plan.notes[0] if plan.notes else plan.backend,
                 "hosts": hosts_meta,
                 "host_sysctls": plan.global_sysctls,
+                # every host-wide net.* value of this machine, when the lab runs on it
+                "machine_net_sysctls": (sysctls.host_wide_values()
+                                        if self.backend and self.backend.kernel_runner() is None
+                                        else None),
                 "shards": plan.shards,
                 "workers": self.events.get("workers"),
                 "page_size": os.sysconf("SC_PAGE_SIZE"),

@@ -150,6 +150,24 @@ def classify(names: list[str]) -> dict[str, str]:
     return {name: ("namespace" if name in writable else "host") for name in names}
 
 
+def host_wide_values(root: Path = PROC_SYS / "net") -> dict[str, str]:
+    """This machine's value of every net.* sysctl that is not per namespace.
+
+    Lab hosts in namespaces or containers read back their own values; these (tcp_mem,
+    tcp_max_orphans, nf_conntrack_max, ...) apply to all of them and are recorded apart.
+    """
+    writable = _probe()[1]
+    out = {}
+    for path in sorted(root.rglob("*")):
+        name = str(path.relative_to(PROC_SYS)).replace("/", ".")
+        if path.is_file() and name not in writable:
+            try:
+                out[name] = " ".join(path.read_text().split())
+            except OSError:
+                continue
+    return out
+
+
 def read_host(name: str) -> str:
     return " ".join(sysctl_path(name).read_text().split())
 
