@@ -137,6 +137,8 @@ def make_plan(opts: RunOptions) -> Plan:
     if backend == "docker":
         _check_conntrack(scenario, global_sysctls)
     _check_environment()
+    _check_backend(backend, lab, opts.root)
+    _check_disk(opts.results_dir or opts.root / "results")
     plan = Plan(opts, lab, profile, scenario, backend, host_sysctls, global_sysctls, shards)
     plan.notes.append(f"backend {backend} ({why})")
     return plan
@@ -302,6 +304,29 @@ def _check_conntrack(scenario: Scenario, global_sysctls: dict[str, str]) -> None
 
 def _bytes_in_flight(scenario: Scenario) -> int:
     return scenario.bytes + sum(s.bytes or 0 for s in scenario.steps if s.action == "send")
+
+
+def _check_backend(backend: str, lab: Lab, root: Path) -> None:
+    """The backend's own preflight (docker: a daemon answers), before anything exists."""
+    from .backends import backend_class
+
+    backend_class(backend)(lab, "preflight", None, root, lambda _msg: None).preflight()
+
+
+MIN_FREE = 64 << 20  # a run writes a few MB of raw snapshots and reports
+
+
+def _check_disk(results: Path) -> None:
+    import shutil
+
+    probe = results
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < MIN_FREE:
+        raise InputError(f"{results}: only {free / 2**20:.1f} MiB free on its filesystem; a run "
+                         f"needs about {MIN_FREE >> 20} MiB for its results: free some space or "
+                         "pass --results DIR elsewhere")
 
 
 def _check_environment() -> None:

@@ -402,3 +402,46 @@ def test_report_result_missing_fields(lab: Lab, capsys: pytest.CaptureFixture) -
     path = lab.write("run/result.json", '{"schema": "tcplab.result/1"}\n')
     msg = lab.fail(capsys, ["report", str(path.parent)])
     assert msg.startswith(f"{path}: ")
+
+
+# --- the environment: checked before anything is created -----------------------------
+
+def test_not_root(lab: Lab, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    msg = lab.fail(capsys, ["run", "-s", "idle", "-b", "netns"])
+    assert msg == "root: uid 1000; run tcplab as root (sudo make lab ...)"
+
+
+def test_slabinfo_unreadable(lab: Lab, capsys: pytest.CaptureFixture,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, m: False if str(p) == "/proc/slabinfo"
+                        else real(p, m))
+    msg = lab.fail(capsys, ["run", "-s", "idle", "-b", "netns"])
+    assert msg == ("/proc/slabinfo: not readable (mode 0400); run as root; slabinfo is readable "
+                   "by root only")
+
+
+def test_no_docker_daemon(lab: Lab, capsys: pytest.CaptureFixture,
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{lab.root}/no-such-docker.sock")
+    msg = lab.fail(capsys, ["run", "-s", "idle", "-b", "docker"])
+    assert msg.startswith("no Docker daemon answers (")
+    assert msg.endswith("): start it (bash .ci/setup-docker.sh) or use BACKEND=netns")
+
+
+@pytest.mark.root
+def test_disk_full_for_results(lab: Lab, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(tiny)], check=True)
+    try:
+        code = main(["run", "-s", "idle", "-b", "netns", "--results", str(tiny / "results")])
+        err = capsys.readouterr().err
+        assert code == 2
+        assert err.strip() == (f"tcplab: error: {tiny}/results: only 1.0 MiB free on its "
+                               "filesystem; a run needs about 64 MiB for its results: free some "
+                               "space or pass --results DIR elsewhere")
+        assert not (tiny / "results").exists()
+    finally:
+        subprocess.run(["umount", str(tiny)], check=True)
