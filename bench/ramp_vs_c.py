@@ -5,7 +5,7 @@ Both run in the same lab namespaces (made by tcplab's own netns backend, so clea
 the journal's), alternating, ROUNDS times each; each round uses a fresh server port so
 TIME_WAIT from an earlier round never gets in the way. Prints rates and the ratio.
 
-    sudo .venv/bin/python bench/ramp_vs_c.py [N] [ROUNDS]
+    sudo .venv/bin/python bench/ramp_vs_c.py [N] [ROUNDS] [PER_WORKER]
 """
 
 from __future__ import annotations
@@ -45,13 +45,14 @@ def c_round(exe: Path, ns: dict[str, str], addr: str, port: int, n: int) -> floa
     return float(rate)
 
 
-def side_round(backend: NetnsBackend, hosts: dict, addr: str, port: int, n: int) -> float:
+def side_round(backend: NetnsBackend, hosts: dict, addr: str, port: int, n: int,
+               per_worker: int = 0) -> float:
     chans = {}
     for role in ("server", "client"):
         host = next(h for h in hosts.values() if h.role == role)
         ch = backend.start_side(host)
         ch.send({"role": role, "address": host.address, "peer": addr, "shards": [[port, n]],
-                 "stall": 30})
+                 "stall": 30, "per_worker": per_worker})
         assert "hello" in ch.receive(10)
         chans[role] = ch
     for ch in chans.values():
@@ -78,6 +79,7 @@ def side_round(backend: NetnsBackend, hosts: dict, addr: str, port: int, n: int)
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    per_worker = int(sys.argv[3]) if len(sys.argv) > 3 else 0  # 0: the side's default
     lab = load_lab(ROOT / "lab" / "default.yaml")
     run_id = f"bench-ramp-{int(time.time())}"
     journal = Journal.create(run_id)
@@ -91,11 +93,11 @@ def main() -> None:
             c_rates, side_rates = [], []
             for r in range(rounds):
                 c_rates.append(c_round(exe, ns, addr, 6000 + 2 * r, n))
-                side_rates.append(side_round(backend, hosts, addr, 6001 + 2 * r, n))
+                side_rates.append(side_round(backend, hosts, addr, 6001 + 2 * r, n, per_worker))
     finally:
         backend.down()
     c_med, s_med = statistics.median(c_rates), statistics.median(side_rates)
-    print(f"N={n:,} rounds={rounds}")
+    print(f"N={n:,} rounds={rounds} per_worker={per_worker or 'default'}")
     print(f"C loop      : {', '.join(f'{r:,.0f}' for r in c_rates)} conn/s (median {c_med:,.0f})")
     print(f"side script : {', '.join(f'{r:,.0f}' for r in side_rates)} conn/s (median {s_med:,.0f})")
     print(f"ratio       : {s_med / c_med:.1%} of the C loop")
