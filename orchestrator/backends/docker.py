@@ -412,10 +412,11 @@ def container_down(client: Any, container_id: str, name: str, host_name: str) ->
         state = client.api.inspect_container(container_id)["State"]
     except docker.errors.NotFound:
         return f"container {name} ({host_name}) is gone (removed)"
-    if state.get("Running") and not state.get("Paused"):
+    if state.get("Paused"):
+        return f"container {name} ({host_name}) is paused (frozen: nothing in it answers)"
+    if state.get("Running"):
         return None
-    how = "paused" if state.get("Paused") else state.get("Status", "not running")
-    detail = f"{how}, exit code {state.get('ExitCode')}"
+    detail = f"{state.get('Status', 'stopped')}, exit code {state.get('ExitCode')}"
     if state.get("OOMKilled"):
         detail += ", killed by the out-of-memory killer"
     elif state.get("ExitCode") == 137:

@@ -28,7 +28,7 @@ import pytest
 
 docker = pytest.importorskip("docker")
 
-from orchestrator.backends.docker import LABEL_RUN
+from orchestrator.backends.docker import LABEL_RUN  # noqa: E402 - after the importorskip
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 1000

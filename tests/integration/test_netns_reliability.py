@@ -28,12 +28,14 @@ HOST_SYSCTL = "net.ipv4.tcp_max_orphans"  # host-wide on this kernel
 
 
 def net_sysctls() -> dict[str, str]:
+    """Every writable /proc/sys/net value (read-only ones are counters, e.g. conntrack)."""
     values = {}
     for d, _, files in os.walk("/proc/sys/net"):
         for f in files:
             path = os.path.join(d, f)
             try:
-                values[path] = Path(path).read_text()
+                if os.stat(path).st_mode & 0o200:
+                    values[path] = Path(path).read_text()
             except OSError:
                 pass
     return values
