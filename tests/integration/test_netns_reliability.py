@@ -19,25 +19,13 @@ import pytest
 
 from orchestrator.backends.netns import short_id
 
+from .dockerlab import net_sysctls  # one definition of "the host's settings" for both backends
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.root, pytest.mark.skipif(
     os.geteuid() != 0 and not os.environ.get("CI"), reason="needs root for network namespaces")]
 
 HOST_SYSCTL = "net.ipv4.tcp_max_orphans"  # host-wide on this kernel
-
-
-def net_sysctls() -> dict[str, str]:
-    """Every writable /proc/sys/net value (read-only ones are counters, e.g. conntrack)."""
-    values = {}
-    for d, _, files in os.walk("/proc/sys/net"):
-        for f in files:
-            path = os.path.join(d, f)
-            try:
-                if os.stat(path).st_mode & 0o200:
-                    values[path] = Path(path).read_text()
-            except OSError:
-                pass
-    return values
 
 
 def host_profile(tmp: Path) -> Path:
