@@ -422,7 +422,11 @@ class LabRun:
                 "shards": plan.shards,
                 "workers": self.events.get("workers"),
                 "page_size": os.sysconf("SC_PAGE_SIZE"),
-                "slab_aliases": self.aliases,
+                # SLUB merges of the measured kernel(s): this machine's, or the union of
+                # the VMs'/remote hosts' own when the lab measured other kernels
+                "slab_aliases": (self.snapshots[0].aliases
+                                 if self.snapshots and self.snapshots[0].aliases is not None
+                                 else self.aliases),
                 "objsize": {k: v.objsize for k, v in first.items()},
                 "idle_pair_estimate": (analysis.idle_pair_estimate(first, plan.options.family)
                                        if first else None),
