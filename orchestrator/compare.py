@@ -20,7 +20,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from . import findings, report_text
+from . import findings, kernels_compare, report_text
 from .errors import InputError
 from .results import RESULT_FILE
 
@@ -117,6 +117,71 @@ def figures(result: dict[str, Any]) -> dict[str, dict[str, float]]:
     return out
 
 
+SIDES = ("server", "client")
+# what a per-side figure is, by where it comes from
+SIDE_SOURCES = {"vm": "VM slab", "ssh": "host slab"}
+CGROUP_SOURCE = "cgroup kmem"
+# What a container's memory cgroup misses (docker): said wherever cgroup figures are shown
+# (here and in the HTML report).
+CGROUP_CAVEAT = ("An accepted socket is charged to no container on this kernel: its tcp_sock "
+                 "is allocated in softirq context, outside the listener's cgroup; and cgroup v1 "
+                 "does not charge socket buffers (kmem.tcp stays 0). The containers' figures "
+                 "miss that part of each connection; the slab figures are the whole truth "
+                 "for the machine.")
+
+
+def side_figures(result: dict[str, Any]) -> dict[str, Any] | None:
+    """{"checkpoint", "source", "server", "client"} at the last measured checkpoint, or None.
+
+    With ``per_kernel`` (vm, ssh: each side its own kernel): that side's kernel total per
+    connection (slab pages of the caches attributed to sockets). With
+    ``memory_per_connection`` (docker): that side's container cgroup kmem per connection,
+    which misses the accepted socket (CGROUP_CAVEAT). Sides by host role.
+    """
+    cp = kernels_compare.last_measured(result)
+    if not cp:
+        return None
+    meta = result.get("metadata", {})
+    if cp.get("per_kernel"):
+        values = kernels_compare.sides(result, cp)
+        source = SIDE_SOURCES.get(meta.get("backend"), "kernel slab")
+    elif cp.get("memory_per_connection"):
+        roles = {name: h.get("role") for name, h in (meta.get("hosts") or {}).items()}
+        values = {side: None for side in SIDES}
+        for host, fig in cp["memory_per_connection"].items():
+            if roles.get(host) in values and fig.get("kmem") is not None:
+                values[roles[host]] = fig["kmem"]
+        source = CGROUP_SOURCE
+    else:
+        return None
+    if all(values.get(side) is None for side in SIDES):
+        return None
+    return {"checkpoint": cp["name"], "source": source,
+            **{side: values.get(side) for side in SIDES}}
+
+
+def sides_table(groups: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Per-side figures of every group (median and range over its runs), or None when no
+    run has any (netns: both ends in one kernel, no cgroup)."""
+    per_group = [[side_figures(r) for r in g["results"]] for g in groups]
+    if not any(f for figs in per_group for f in figs):
+        return None
+    columns = []
+    for figs in per_group:
+        found = [f for f in figs if f]
+        columns.append({"source": _joined([f["source"] for f in found]) if found else None,
+                        "checkpoint": _joined([f["checkpoint"] for f in found]) if found else None})
+    rows = []
+    for side in SIDES:
+        cells = []
+        for figs in per_group:
+            values = [f[side] for f in figs if f and f[side] is not None]
+            cells.append(_stats(values) if values else None)
+        rows.append({"side": side, "groups": cells})
+    return {"columns": columns, "rows": rows,
+            "cgroup": any(c["source"] == CGROUP_SOURCE for c in columns)}
+
+
 # -- the comparison --------------------------------------------------------------------------
 
 def _stats(values: list[float]) -> dict[str, Any]:
@@ -198,6 +263,7 @@ def compare(results: list[dict[str, Any]]) -> dict[str, Any]:
         "groups": [{"label": g["label"], "key": g["key"], "runs": g["runs"], "n": len(g["runs"]),
                     "status": [r.get("status") for r in g["results"]]} for g in groups],
         "checkpoints": out_cps,
+        "sides": sides_table(groups),
         "sysctls": sysctl_diff(groups),
         "metadata": metadata_diff(groups),
     }
@@ -326,6 +392,8 @@ def tables(cmp: dict[str, Any], tablefmt: str) -> str:
         parts += ["", f"{heading}Checkpoint {cp['name']}", *([""] if md else []),
                   tabulate(rows, head, tablefmt=tablefmt,
                            colalign=("left",) + ("right",) * (len(head) - 1))]
+    if cmp.get("sides"):
+        parts += ["", *side_lines(cmp, labels, tablefmt, heading, md)]
     parts += ["", f"{heading}Sysctls that differ (net.*, read back on each host)",
               *([""] if md else [])]
     if cmp["sysctls"]:
@@ -346,6 +414,36 @@ def tables(cmp: dict[str, Any], tablefmt: str) -> str:
     return "\n".join(parts)
 
 
+def side_head(label: str, column: dict[str, Any]) -> str:
+    return f"{label} ({column['source']})" if column["source"] else label
+
+
+def side_checkpoints(cmp: dict[str, Any], labels: list[str]) -> str:
+    return ", ".join(f"{lab} {col['checkpoint']}" for lab, col in
+                     zip(labels, cmp["sides"]["columns"], strict=True) if col["checkpoint"])
+
+
+SIDE_NOTE = ("VM slab / host slab: that side's own kernel, slab pages of the caches attributed "
+             "to sockets; cgroup kmem: that side's container memory cgroup (kernel memory "
+             "charged to it); – where a run has no per-side figure (both ends in one kernel, "
+             "no cgroup).")
+
+
+def side_lines(cmp: dict[str, Any], labels: list[str], tablefmt: str, heading: str,
+               md: bool) -> list[str]:
+    sides = cmp["sides"]
+    head = ["side (bytes per connection)",
+            *[side_head(lab, col) for lab, col in zip(labels, sides["columns"], strict=True)]]
+    rows = [[r["side"], *[cell_text(c) for c in r["groups"]]] for r in sides["rows"]]
+    out = [f"{heading}Per side (last measured checkpoint: {side_checkpoints(cmp, labels)})",
+           *([""] if md else []),
+           tabulate(rows, head, tablefmt=tablefmt, colalign=("left",) + ("right",) * len(labels)),
+           *([""] if md else []), SIDE_NOTE]
+    if sides["cgroup"]:
+        out.append(f"cgroup kmem: {CGROUP_CAVEAT}")
+    return out
+
+
 def render_json(cmp: dict[str, Any]) -> str:
     return json.dumps(cmp, indent=1)
 
@@ -357,6 +455,8 @@ def render_html(cmp: dict[str, Any]) -> str:
         cmp=cmp, labels=[g["label"] for g in cmp["groups"]], judged=_judged(cmp),
         title=group_title, cell=cell_text, diff=diff_text, ratio=ratio_text, sig=sig_text,
         fmt=fmt, differ=[r for r in cmp["metadata"] if r["differs"]],
+        side_checkpoints=side_checkpoints, side_note=SIDE_NOTE,
+        cgroup_caveat=CGROUP_CAVEAT,
         same=[r for r in cmp["metadata"] if not r["differs"]])
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import jinja2
 
-from . import charts, findings, report_text
+from . import charts, findings, kernels_compare, report_text
+from .compare import CGROUP_CAVEAT
 from .errors import LabError
 from .results import load_result
 
@@ -137,6 +138,64 @@ def memory_table(result: dict[str, Any]) -> dict[str, Any]:
                      "slab": pcb.get("meminfo_slab")})
     conntrack = any(row["conntrack"] for row in rows)
     return {"caches": caches, "rows": rows, "conntrack": conntrack}
+
+
+def _roles(result: dict[str, Any]) -> dict[str, str]:
+    return {name: h.get("role") or "" for name, h in
+            (result.get("metadata", {}).get("hosts") or {}).items()}
+
+
+def per_side(result: dict[str, Any]) -> dict[str, Any] | None:
+    """Each measured kernel's own figures at the last measured checkpoint (VMs, remote
+    hosts: ``per_kernel``), or None. One row per kernel with its hosts and their roles;
+    the socket caches of each side, bytes per connection; object sizes that differ
+    between the sides (socket caches and the caches a connection lives in)."""
+    cp = kernels_compare.last_measured(result)
+    if not cp or not cp.get("per_kernel"):
+        return None
+    roles = _roles(result)
+    labels = list(cp["per_kernel"])
+    rows: list[dict[str, Any]] = []
+    by: dict[str, dict[str, float]] = {}
+    for label in labels:
+        data = cp["per_kernel"][label]
+        pcb = data["per_connection_bytes"]
+        rows.append({"label": label, "hosts": list(data.get("hosts", [])),
+                     "role": ", ".join(roles.get(h) or "?" for h in data.get("hosts", [])),
+                     "release": data.get("release"), "total": pcb["total"],
+                     "objects_total": pcb.get("objects_total"),
+                     "meminfo_slab": pcb.get("meminfo_slab")})
+        by[label] = {r["cache"]: r["bytes_per_connection"] for r in pcb["by_cache"]
+                     if r["category"] == "socket"}
+    weight: dict[str, float] = {}
+    for values in by.values():
+        for cache, v in values.items():
+            weight[cache] = max(weight.get(cache, 0.0), abs(v))
+    caches = sorted(weight, key=lambda c: (-weight[c], c))
+    cache_rows = [{"cache": c, "cells": [by[lb].get(c) for lb in labels]} for c in caches]
+    sizes = {lb: cp["per_kernel"][lb].get("objsize") or {} for lb in labels}
+    candidates = caches + [c for c in kernels_compare.KEY_CACHES if c not in caches]
+    objsize = []
+    for cache in candidates:
+        cells = [sizes[lb].get(cache) for lb in labels]
+        known = {v for v in cells if v is not None}
+        if len(known) > 1:
+            objsize.append({"cache": cache, "cells": cells})
+    return {"checkpoint": cp["name"], "connections": cp.get("connections"), "labels": labels,
+            "rows": rows, "caches": cache_rows, "objsize": objsize}
+
+
+def cgroup_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per measured checkpoint and host: the growth of the host's memory cgroup (docker),
+    bytes per connection. Empty when no host had a cgroup (netns, VMs, remote hosts)."""
+    roles = _roles(result)
+    rows = []
+    for cp in report_text.measured(result):
+        for host, fig in (cp.get("memory_per_connection") or {}).items():
+            rows.append({"checkpoint": cp["name"], "host": host, "role": roles.get(host, ""),
+                         "kmem": fig.get("kmem"), "sock": fig.get("sock"),
+                         "usage": fig.get("usage")})
+    return rows
 
 
 def cache_details(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -287,6 +346,9 @@ def context(result: dict[str, Any], kernel_defaults: dict[str, str] | None = Non
         "short": short,
         "label": lambda c: charts.cache_label(c, aliases.get(c)),
         "details": cache_details(result),
+        "sides": per_side(result),
+        "cgroups": cgroup_rows(result),
+        "cgroup_caveat": CGROUP_CAVEAT,
         "charts": charts.all_charts(result),
         "buffers": buffers_rows(result),
         "limits": buffer_limits(result),
