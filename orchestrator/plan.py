@@ -110,6 +110,7 @@ def make_plan(opts: RunOptions) -> Plan:
         raise InputError(f"--backend/BACKEND: expected netns, docker, auto, ssh or vm, "
                          f"got {requested!r}")
     backend, why = choose_backend(requested)
+    _check_capabilities(backend, scenario)
     if backend in ("ssh", "vm"):
         return _remote_plan(opts, lab, profile, scenario, backend, why)
 
@@ -311,6 +312,18 @@ def _check_backend(backend: str, lab: Lab, root: Path) -> None:
     from .backends import backend_class
 
     backend_class(backend)(lab, "preflight", None, root, lambda _msg: None).preflight()
+
+
+def _check_capabilities(backend: str, scenario: Scenario) -> None:
+    """Steps a backend cannot carry out are refused before anything is created."""
+    from .backends import backend_class
+    from .backends.base import Backend
+
+    if any(s.action == "block_acks" for s in scenario.steps) \
+            and backend_class(backend).block_final_acks is Backend.block_final_acks:
+        raise InputError(f"{scenario.path}: steps: block_acks filters packets on a lab host, "
+                         f"which the {backend} backend cannot do; run this scenario with "
+                         "BACKEND=netns or BACKEND=docker")
 
 
 MIN_FREE = 64 << 20  # a run writes a few MB of raw snapshots and reports

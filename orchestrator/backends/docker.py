@@ -33,9 +33,10 @@ from typing import Any
 from .. import faults
 from ..errors import InputError, RunError
 from ..journal import LOCAL_HANDLERS, alive, process_start_time, state_root
+from ..runner import LocalRunner
 from ..ssh import SshRunner
 from .base import Backend, LabHost
-from .netns import short_id
+from .netns import ACK_DROP_RULESET, short_id
 
 LABEL_RUN = "tcplab.run"
 LABEL_LAB = "tcplab.lab"
@@ -185,9 +186,14 @@ class DockerBackend(Backend):
         docker = _docker()
         from docker.types import IPAMConfig, IPAMPool
 
-        subnet = ipaddress.ip_network(self.lab.subnet)
-        used = {ipaddress.ip_address(h.address) for h in self.lab.hosts}
-        gateway = next(ip for ip in subnet.hosts() if ip not in used)
+        pools = []
+        for net, addresses in ((self.lab.subnet, [h.address for h in self.lab.hosts]),
+                               (self.lab.subnet6, [h.address6 for h in self.lab.hosts])):
+            subnet = ipaddress.ip_network(net)
+            used = {ipaddress.ip_address(a) for a in addresses}
+            gateway = next(ip for ip in subnet.hosts() if ip not in used)
+            pools.append(IPAMPool(subnet=str(subnet), gateway=str(gateway)))
+        subnet = self.lab.subnet
         self.journal.record("network", name=self.network_name, run=self.run_id)
         try:
             network = self.client.networks.create(
@@ -195,17 +201,22 @@ class DockerBackend(Backend):
                 # internal: no route and no NAT out of the lab. The containers reach each
                 # other; the orchestrator talks to them over Docker exec streams.
                 internal=True,
-                ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=str(subnet), gateway=str(gateway))]),
+                # IPv6 beside IPv4, as on netns, so FAMILY=ipv6 runs on the same network.
+                # Docker adds the addresses without duplicate address detection (nodad).
+                enable_ipv6=True,
+                ipam=IPAMConfig(pool_configs=pools),
                 labels=self.labels("network"),
             )
         except docker.errors.APIError as exc:
             hint = ""
             if "overlap" in _short(exc).lower():
-                hint = (f"; another network already uses {subnet}: `tcplab wipe` removes one "
-                        "left by a crashed run, or change network.subnet in the lab file")
-            raise RunError(f"creating Docker network {self.network_name} on {subnet} failed: "
+                hint = (f"; another network already uses {subnet} or {self.lab.subnet6}: "
+                        "`tcplab wipe` removes one left by a crashed run, or change "
+                        "network.subnet / network.subnet6 in the lab file")
+            raise RunError(f"creating Docker network {self.network_name} on {subnet} and "
+                           f"{self.lab.subnet6} failed: "
                            f"{_short(exc)}{hint}") from None
-        self.log(f"      network {self.network_name} ({subnet}, gateway {gateway}, internal)")
+        self.log(f"      network {self.network_name} ({subnet}, {self.lab.subnet6}, internal)")
         return network
 
     def _create_container(self, spec: Any, network: Any, sysctls: Mapping[str, str],
@@ -220,7 +231,8 @@ class DockerBackend(Backend):
             privileged=False,
         )
         networking = api.create_networking_config(
-            {network.name: api.create_endpoint_config(ipv4_address=spec.address)})
+            {network.name: api.create_endpoint_config(ipv4_address=spec.address,
+                                                      ipv6_address=spec.address6)})
         try:
             created = api.create_container(
                 self.image.tag, name=name, hostname=spec.name,
@@ -308,6 +320,17 @@ class DockerBackend(Backend):
     def netns_pid(self, host: LabHost, side: Any) -> int | None:
         """The container's init (sshd) on this machine: it lives in the host's namespace."""
         return host.info.get("pid")
+
+    def block_final_acks(self, host: LabHost) -> None:
+        """The netns backend's nftables rule, loaded in the container's network namespace
+        from this machine (nsenter into its init): the container itself stays unprivileged,
+        and the rule goes away with the container."""
+        pid = host.info.get("pid")
+        if not pid:
+            raise RunError(f"{host.name}: no process of container "
+                           f"{self.container_name(host.name)} to reach its network namespace")
+        LocalRunner(host.name, ["nsenter", f"--target={pid}", "--net"]).run(
+            ["nft", "-f", "-"], stdin=ACK_DROP_RULESET)
 
     def per_host_memory(self, host: LabHost) -> dict[str, Any] | None:
         cgroup = host.info.get("cgroup") or {}

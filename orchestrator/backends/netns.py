@@ -17,6 +17,12 @@ from ..journal import LOCAL_HANDLERS
 from ..runner import LocalRunner
 from .base import Backend, LabHost
 
+#: nftables rule for scenario block_acks: drop the host's outgoing pure ACKs, so the
+#: peer's handshakes stay half-open (SYN-RECV). Loaded in the host's own network
+#: namespace, it goes away with it.
+ACK_DROP_RULESET = ("table inet tcplab {\n chain out {\n  type filter hook output priority 0;\n"
+                    "  tcp flags & (syn | ack | fin | rst) == ack drop\n }\n}\n")
+
 
 def short_id(run_id: str) -> str:
     return hashlib.sha256(run_id.encode()).hexdigest()[:6]
@@ -73,9 +79,7 @@ class NetnsBackend(Backend):
 
         Goes away with the namespace; nothing outside the lab is touched.
         """
-        ruleset = ("table inet tcplab {\n chain out {\n  type filter hook output priority 0;\n"
-                   "  tcp flags & (syn | ack | fin | rst) == ack drop\n }\n}\n")
-        host.runner.run(["nft", "-f", "-"], stdin=ruleset)
+        host.runner.run(["nft", "-f", "-"], stdin=ACK_DROP_RULESET)
 
     def undo_handlers(self) -> dict[str, Callable[[dict], None]]:
         return dict(LOCAL_HANDLERS)

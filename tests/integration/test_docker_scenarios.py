@@ -280,6 +280,27 @@ def test_timewait_sheds_socket_objects(tmp_path: Path) -> None:
     assert tw["per_connection_bytes"]["objects_total"] < 0.15 * est["per_connection_bytes"]["objects_total"]
 
 
+def test_ipv6_sockets_are_tcpv6(tmp_path: Path) -> None:
+    # The Docker network carries the lab's IPv6 range beside the IPv4 one.
+    result = run_ok("idle", tmp_path, "--family", "ipv6")
+    cp = checkpoint(result, "established")
+    assert cp["states"] == {"server": {"ESTAB": N}, "client": {"ESTAB": N}}
+    assert 1.8 <= cache(cp, "TCPv6")["objects_per_connection"] <= 2.2
+    assert abs(cache(cp, "TCP")["objects_per_connection"]) < 0.1
+    assert result["metadata"]["family"] == "ipv6"
+
+
+def test_synrecv_filter_inside_the_client_container(tmp_path: Path) -> None:
+    # The ACK-dropping rule is loaded in the client container's namespace from the host
+    # (the container stays unprivileged) and goes away with the container.
+    result = run_ok("synrecv", tmp_path)
+    cp = checkpoint(result, "syn_recv")
+    assert cp["states"] == {"server": {"SYN-RECV": N}, "client": {"ESTAB": N}}
+    assert 0.9 <= cache(cp, "request_sock_TCP")["objects_per_connection"] <= 1.1
+    # The request socks are allocated in softirq context: not charged to the server's cgroup.
+    assert cp["memory_per_connection"]["server"]["kmem"] < 300
+
+
 def test_profile_sysctl_pinned_in_both_containers(tmp_path: Path, daemon: object) -> None:
     rmem = "4096 65536 1048576"
     profile = tmp_path / "rmem-pinned.yaml"

@@ -357,6 +357,10 @@ CASES = [
          ("report", "{root}/run"),
          "{root}/run/result.json: not a tcplab result (schema None)",
          files=(("run/result.json", "[1, 2, 3]\n"),)),
+    Case("block-acks-on-ssh",
+         ("run", "-b", "ssh", "-s", "synrecv"),
+         "{root}/scenarios/synrecv.yaml: steps: block_acks filters packets on a lab host, which "
+         "the ssh backend cannot do; run this scenario with BACKEND=netns or BACKEND=docker"),
     Case("profiles-show-unknown",
          ("profiles", "show", "larg-buffers"),
          "unknown profile 'larg-buffers': no {root}/lab/profiles/larg-buffers.yaml; known "
