@@ -304,7 +304,8 @@ def timeline_chart(result: dict[str, Any]) -> str | None:
             top.plot(t, [(v - slab[0]) / 1024 for v in slab], color=SERIES["slab"], linewidth=1.8,
                      label="Slab growth since start (meminfo)")
         top.set_ylabel("MiB")
-        top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        if top.get_legend_handles_labels()[0]:  # a VM run's timeline may have no series here
+            top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
         for i, host in enumerate(hosts):
             colour = HOST_COLOURS[i % len(HOST_COLOURS)]
             bottom.plot(t, cols.get(f"{host}.inuse", []), color=colour,
@@ -323,7 +324,8 @@ def timeline_chart(result: dict[str, Any]) -> str | None:
         bottom.set_xlabel("seconds since the run started")
         bottom.yaxis.set_major_formatter(FuncFormatter(_bytes))
         bottom.yaxis.set_major_locator(MaxNLocator(5, integer=True))
-        bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        if bottom.get_legend_handles_labels()[0]:  # a VM run's timeline may have no series here
+            bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
         top.set_ylim(bottom=min(0, top.get_ylim()[0]))
         bottom.set_ylim(bottom=0)
         y_top = top.get_ylim()[1]

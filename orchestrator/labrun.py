@@ -334,6 +334,11 @@ class LabRun:
             self.ui.note(f"{step.name}: tcp_max_tw_buckets reached: the kernel drops "
                          + ", ".join(f"{h} {c:,}" for h, c in tw_dropped.items())
                          + " tw sockets instead of holding them")
+        if not self.snapshots:  # the baseline: not while an earlier namespace is being freed
+            waited = probes.quiesce(self.backend.kernel_runner() if self.backend else None)
+            if waited > 2:
+                self.ui.note(f"waited {waited:.0f} s for the kernel to free the sockets of "
+                             "namespaces deleted just before this run")
         deadline = time.monotonic() + self.plan.options.stall
         previous: Any = None
         stable = 0

@@ -220,6 +220,34 @@ def settle(connections: int, kernel: Runner | None, timeout: float = 3.0,
     return time.monotonic() - start
 
 
+#: Caches a dying network namespace frees in bulk (its sockets, asynchronously).
+RELEASE_CACHES = ("TCP", "TCPv6", "tw_sock_TCP", "tw_sock_TCPv6", "request_sock_TCP",
+                  "sock_inode_cache")
+
+
+def quiesce(kernel: Runner | None, timeout: float = 60.0, window: float = 0.5,
+            tolerance: int = 16) -> float:
+    """Before a baseline: wait while the socket caches are shrinking; returns seconds waited.
+
+    A namespace or container deleted shortly before (an earlier run killed and wiped,
+    another program's) closes its sockets from a kernel workqueue, seconds later. A
+    baseline taken meanwhile counts sockets that vanish during the run: negative growth.
+    """
+    def counts() -> dict[str, int]:
+        slab = parsers.parse_slabinfo(read_text(kernel, "/proc/slabinfo"))
+        return {c: slab[c].active_objs for c in RELEASE_CACHES if c in slab}
+
+    start = time.monotonic()
+    before = counts()
+    while time.monotonic() - start < timeout:
+        time.sleep(window)
+        now = counts()
+        if all(before.get(c, 0) - v <= tolerance for c, v in now.items()):
+            break
+        before = now
+    return time.monotonic() - start
+
+
 def wait_released(baseline: dict[str, parsers.SlabLine], kernel: Runner | None,
                   timeout: float = 60.0) -> bool:
     """After teardown, wait until the run's sockets are really freed.
