@@ -12,7 +12,9 @@ DOCKERD_LOG="${TCPLAB_DOCKERD_LOG:-/var/log/dockerd.log}"
 DOCKERD_PID=""
 
 # Installed with --no-install-recommends: nothing more is needed from them.
-PACKAGES_NO_RECOMMENDS=(debootstrap openssh-server openssh-client iproute2 procps nftables util-linux chromium)
+# qemu-system-x86 (seabios, ipxe as dependencies), qemu-utils and kmod: the vm backend.
+PACKAGES_NO_RECOMMENDS=(debootstrap openssh-server openssh-client iproute2 procps nftables util-linux chromium
+                        qemu-system-x86 qemu-utils kmod)
 # docker.io with its recommends (iptables, etc.) is what the daemon needs.
 PACKAGES_WITH_RECOMMENDS=(docker.io)
 

@@ -370,7 +370,7 @@ class SshBackend(Backend):
                               "version": f.get("version"), "machine": f.get("machine"),
                               "boot_id": f.get("boot_id")}
             known = getattr(self._kernel_set, "_aliases", {})
-            if label in known:  # this kernel's SLUB merges (metadata.slab_aliases is ours)
+            if label in known:  # this kernel's SLUB merges (metadata.slab_aliases: the union)
                 kernels[label]["slab_aliases"] = known[label]
         out: dict[str, Any] = {"backend": self.name, "image": None, "kernels": kernels}
         releases = sorted({str(k["release"]) for k in kernels.values()})
