@@ -30,6 +30,10 @@ docker = pytest.importorskip("docker")
 
 from orchestrator.backends.docker import LABEL_RUN  # noqa: E402 - after the importorskip
 
+from . import facts  # noqa: E402
+from .dockerlab import docker_client  # noqa: E402
+from .facts import cache, checkpoint  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 N = 1000
 #: The docker/netns comparison and the TIME_WAIT test compare a few hundred bytes per
@@ -47,26 +51,9 @@ HOST_SYSCTLS = ("net/ipv4/tcp_mem", "net/ipv4/tcp_rmem", "net/ipv4/tcp_wmem",
 pytestmark = [pytest.mark.docker, pytest.mark.root, pytest.mark.slow]
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 @pytest.fixture(scope="module", autouse=True)
 def daemon() -> Iterator[object]:
-    if os.geteuid() != 0:
-        if in_ci():
-            pytest.fail("the docker scenario tests need root")
-        pytest.skip("needs root (namespaces, /proc/slabinfo, cgroups)")
-    try:
-        client = docker.from_env(timeout=10)
-        client.ping()
-    except Exception as exc:  # noqa: BLE001 - any failure means "no daemon"
-        reason = f"no Docker daemon answers ({type(exc).__name__}: {exc})"
-        if in_ci():
-            pytest.fail(f"{reason}; CI must start one (bash .ci/setup-docker.sh)")
-        pytest.skip(f"{reason}; run bash .ci/setup-docker.sh as root")
-    yield client
-    client.close()
+    yield from docker_client()
 
 
 # -- running tcplab -------------------------------------------------------------------------
@@ -154,16 +141,6 @@ def assert_clean(run_id: str, state: Path) -> None:
     assert not runs.exists() or not list(runs.iterdir()), list(runs.iterdir())
 
 
-def checkpoint(result: dict, name: str) -> dict:
-    return next(c for c in result["checkpoints"] if c["name"] == name)
-
-
-def cache(cp: dict, name: str) -> dict:
-    rows = {r["cache"]: r for r in cp["per_connection_bytes"]["by_cache"]}
-    return rows.get(name, {"objects_per_connection": 0.0, "bytes_per_connection": 0.0,
-                           "attributed": False})
-
-
 def host_sysctls() -> dict[str, str]:
     out = {}
     for name in HOST_SYSCTLS:
@@ -244,44 +221,16 @@ def test_cgroup_memory_in_checkpoints(idle_docker: dict) -> None:
 
 
 def test_c2s_receive_buffer_below_rmem_min(tmp_path: Path) -> None:
-    result = run_ok("c2s", tmp_path)
-    rmem_min = int(result["metadata"]["hosts"]["server"]["net_sysctls"]["net.ipv4.tcp_rmem"].split()[0])
-    unread = checkpoint(result, "unread")["buffers"]["server"]
-    read = checkpoint(result, "read")["buffers"]["server"]
-    assert unread["recv_q"] == 13 * N
-    assert 0 < unread["rmem_alloc"]["median"] < rmem_min
-    assert read["rmem_alloc"]["sum"] == 0 and read["recv_q"] == 0
+    facts.receive_buffer_below_rmem_min(run_ok("c2s", tmp_path), N)
 
 
 def test_s2c_64k_sender_released_receiver_holds(tmp_path: Path) -> None:
-    result = run_ok("s2c", tmp_path, "--bytes", "65536")
-    unread = checkpoint(result, "unread")["buffers"]
-    assert unread["server"]["wmem_queued"]["sum"] == 0  # acknowledged: released
-    assert unread["server"]["send_q"] == 0
-    assert unread["client"]["recv_q"] == 65536 * N  # the receiver holds it all
-    assert unread["client"]["rmem_alloc"]["median"] >= 65536
-    read = checkpoint(result, "read")["buffers"]["client"]
-    assert read["recv_q"] == 0 and read["rmem_alloc"]["sum"] == 0
+    facts.sender_released_receiver_holds(run_ok("s2c", tmp_path, "--bytes", "65536"), N, 65536)
 
 
 def test_timewait_sheds_socket_objects(tmp_path: Path) -> None:
     n = N_CMP  # what remains is compared with 10% of what was there: see N_CMP
-    result = run_ok("timewait", tmp_path, n=n)
-    est = checkpoint(result, "established")
-    fin = checkpoint(result, "fin_wait2")
-    tw = checkpoint(result, "time_wait")
-    assert fin["states"] == {"server": {"CLOSE-WAIT": n}, "client": {"FIN-WAIT-2": n}}
-    assert tw["states"]["client"] == {"TIME-WAIT": n}
-    for name, room in (("sock_inode_cache", 0.1), ("filp", 0.1), ("TCP", 0.1), ("dentry", 0.25)):
-        before = cache(est, name)["objects_per_connection"]
-        assert before >= 1.7, (name, before)
-        after = cache(tw, name)["objects_per_connection"]
-        assert abs(after) < room * before, (name, before, after)
-    tw_socks = cache(tw, "tw_sock_TCP")["objects_per_connection"]
-    assert 0.9 <= tw_socks <= 1.1, (tw_socks, tw["states"])
-    assert tw["per_connection_bytes"]["objects_total"] \
-        < 0.15 * est["per_connection_bytes"]["objects_total"], (tw["per_connection_bytes"],
-                                                               est["per_connection_bytes"])
+    facts.timewait_sheds_socket_objects(run_ok("timewait", tmp_path, n=n), n)
 
 
 def test_ipv6_sockets_are_tcpv6(tmp_path: Path) -> None:

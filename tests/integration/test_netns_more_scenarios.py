@@ -8,15 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from .test_netns_scenarios import cache, checkpoint, run_ok
+from .facts import checkpoint, objs
+from .test_netns_scenarios import run_ok
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(
     os.geteuid() != 0 and not os.environ.get("CI"), reason="needs root for network namespaces")]
 N = 1000
-
-
-def objs(cp: dict, name: str) -> float:
-    return cache(cp, name)["objects_per_connection"]
 
 
 def test_ipv6_sockets_are_tcpv6(tmp_path: Path) -> None:
