@@ -224,7 +224,7 @@ CASES = [
          "bulk, c2s, idle, orphan, s2c, synrecv, timewait"),
     Case("unknown-profile",
          (*RUN, "-s", "idle", "-p", "small"),
-         "unknown profile 'small': no {root}/lab/profiles/small.yaml; known profiles: default, "
+         "unknown profile 'small': no {root}/lab/profiles/small.yaml; known profiles: conntrack-large, default, "
          "large-buffers, lean-server, small-buffers, tw-reuse"),
     Case("unknown-backend",
          ("run", "-s", "idle", "-b", "kvm"),
@@ -239,7 +239,7 @@ CASES = [
     Case("include-unknown-profile",
          (*RUN, "-s", "idle", "-p", "{root}/mine.yaml"),
          "{root}/mine.yaml: include[0]: unknown profile 'smal-buffers': no "
-         "{root}/lab/profiles/smal-buffers.yaml; known profiles: default, large-buffers, "
+         "{root}/lab/profiles/smal-buffers.yaml; known profiles: conntrack-large, default, large-buffers, "
          "lean-server, small-buffers, tw-reuse",
          files=(("mine.yaml", "include: [smal-buffers]\n"),)),
     Case("sysctl-missing-on-kernel",
@@ -364,7 +364,7 @@ CASES = [
     Case("profiles-show-unknown",
          ("profiles", "show", "larg-buffers"),
          "unknown profile 'larg-buffers': no {root}/lab/profiles/larg-buffers.yaml; known "
-         "profiles: default, large-buffers, lean-server, small-buffers, tw-reuse"),
+         "profiles: conntrack-large, default, large-buffers, lean-server, small-buffers, tw-reuse"),
 ]
 
 
