@@ -86,7 +86,8 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
     cps = report_text.measured(result)
     aliases = result.get("metadata", {}).get("slab_aliases") or {}
     if not cps:
-        return {"sentence": "No checkpoint was measured.", "cards": [], "changes": []}
+        return {"sentence": "No checkpoint was measured.", "cards": [], "changes": [],
+                "ends": report_text.ends(result)}
     first = cps[0]
     total = first["per_connection_bytes"]["total"]
     parts = sorted(_attributed(first).items(), key=lambda kv: -kv[1])
@@ -94,7 +95,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
               for c, v in parts if total and v / total >= 0.02][:6]
     what = ("idle connection pair" if _idle(first)
             else f"connection pair at {first['name']}")
-    sentence = f"{kb(total)} per {what} (client + server ends, one kernel)"
+    sentence = f"{kb(total)} per {what} ({report_text.ends(result)})"
     if shares:
         sentence += "; " + ", ".join(shares)
     cards, changes = [], []
@@ -118,7 +119,8 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
                                            for c, v in top[:3]]})
         cards.append(card)
         previous = cp
-    return {"sentence": sentence, "cards": cards, "changes": changes}
+    return {"sentence": sentence, "cards": cards, "changes": changes,
+            "ends": report_text.ends(result)}
 
 
 TABLE_CACHES = 7

@@ -108,12 +108,20 @@ def merged_notes(result: dict[str, Any]) -> list[str]:
     return notes
 
 
+def ends(result: dict[str, Any]) -> str:
+    """Where the per-connection figure comes from: one kernel, or each side's own, summed."""
+    kernels = max((len(cp.get("per_kernel") or {}) for cp in measured(result)), default=0)
+    if kernels > 1:
+        return f"client + server ends, summed over {kernels} kernels: each side's own below"
+    return "client + server ends, one kernel"
+
+
 def render(result: dict[str, Any], fmt: str = "simple") -> str:
     parts = [header(result), ""]
     if not measured(result):
         parts.append("no checkpoint was measured")
         return "\n".join(parts)
-    parts += ["Kernel memory per connection (client + server ends, one kernel), bytes",
+    parts += [f"Kernel memory per connection ({ends(result)}), bytes",
               memory_table(result, fmt),
               "* not socket memory: drift = caches whose growth does not track the connection "
               "count; conntrack = netfilter entries",

@@ -206,3 +206,13 @@ def test_compare_netns_against_vm():
     assert re.search(r"^client\s+–\s+3,916$", text, re.M)
     assert "Per side (last measured checkpoint: B established)" in text
     assert CAVEAT_START not in text
+
+
+def test_summary_says_where_the_total_comes_from(pages: dict[str, str]) -> None:
+    from orchestrator import report_text
+
+    vm, docker = text_of(pages[VM]), text_of(pages[DOCKER])
+    assert "client + server ends, summed over 2 kernels: each side's own below" in vm
+    assert "one kernel" not in vm
+    assert "client + server ends, one kernel" in docker
+    assert "(client + server ends, summed over 2 kernels" in report_text.render(load(VM))
