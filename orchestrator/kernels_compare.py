@@ -17,11 +17,14 @@ A cache that one kernel's SLUB merged into another line is shown as ``in <line>`
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
+
+from . import findings
 
 SCHEMA = "tcplab.kernels/1"
 KEY_CACHES = ("TCP", "sock_inode_cache", "filp", "dentry", "tw_sock_TCP", "request_sock_TCP",
@@ -117,7 +120,70 @@ def compare(results: list[dict[str, Any]]) -> dict[str, Any]:
                                 "before": a, "after": b, "delta": b - a,
                                 "change": "grew" if b > a else "shrank"})
     return {"schema": SCHEMA, "created": time.time(), "kernels": kernels, "caches": caches,
-            "socket_caches": socket_caches, "objsize_changes": changes}
+            "socket_caches": socket_caches, "objsize_changes": changes,
+            "recycling": recycling(results)}
+
+
+# -- "newer kernels recycle buffers faster" ------------------------------------------------
+
+F_RECYCLE = "newer kernels recycle buffers faster"
+SAME = "no difference measured"
+MARKS = {**findings.MARK, SAME: "="}
+
+
+def version_of(release: str | None) -> tuple[int, ...] | None:
+    """(6, 1, 0) from "6.1.0-56-cloud-amd64"; None when it does not start with a version."""
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", release or "")
+    return tuple(int(g or 0) for g in m.groups()) if m else None
+
+
+def recycling(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The article's "newer kernels recycle buffers faster", across the compared kernels.
+
+    Per kernel, from its own saved result: the receiver's median rmem_alloc while the data
+    sat unread and after the read, and how long after the read began the receiver's
+    sockstat TCP mem fell back (``findings.release_time``: from the timeline, so to within
+    one sample). The oldest and newest kernel versions are compared: faster by more than
+    one sample interval holds, slower by more does not, otherwise no difference measured.
+    Scenarios without data read after sitting unread (idle, timewait) are not tested.
+    """
+    rows = []
+    for result in results:
+        pair = findings.read_pair(result)
+        if pair is None:
+            continue
+        drop = findings.release_time(result, pair)
+        release = (result["metadata"].get("kernel") or {}).get("release")
+        rows.append({
+            "label": label_of(result), "release": release,
+            "receiver": pair.receiver,
+            "rmem_unread": pair.unread["buffers"][pair.receiver]["rmem_alloc"]["median"],
+            "rmem_read": pair.read["buffers"][pair.receiver]["rmem_alloc"]["median"],
+            "seconds": drop["seconds"] if drop else None,
+            "interval": drop["interval"] if drop else None,
+        })
+    timed = sorted((r for r in rows if r["seconds"] is not None and version_of(r["release"])),
+                   key=lambda r: version_of(r["release"]))
+    out: dict[str, Any] = {"finding": F_RECYCLE, "kernels": rows}
+    if len(timed) < 2 or version_of(timed[0]["release"]) == version_of(timed[-1]["release"]):
+        why = ("no run read data after it sat unread (try SCENARIO=c2s or s2c)" if not rows
+               else "needs the release time on two kernel versions or more")
+        return {**out, "verdict": findings.UNTESTED, "evidence": f"not tested: {why}"}
+    old, new = timed[0], timed[-1]
+    resolution = max(old["interval"], new["interval"])
+    gained = old["seconds"] - new["seconds"]
+    evidence = (f"receive memory fell back {new['seconds']:.1f} s after the read began on "
+                f"{new['label']} ({new['release']}) and {old['seconds']:.1f} s on {old['label']} "
+                f"({old['release']}); sampled every {resolution:.1f} s; median rmem_alloc "
+                f"{old['rmem_unread']:,.0f} -> {old['rmem_read']:,.0f} B on {old['label']}, "
+                f"{new['rmem_unread']:,.0f} -> {new['rmem_read']:,.0f} B on {new['label']}")
+    if gained > resolution:
+        verdict = findings.HOLDS
+    elif gained < -resolution:
+        verdict = findings.FAILS
+    else:
+        verdict, evidence = SAME, evidence + ": the same to within one sample"
+    return {**out, "verdict": verdict, "evidence": evidence}
 
 
 def _b(value: Any) -> str:
@@ -175,6 +241,11 @@ def render(cmp: dict[str, Any], fmt: str = "simple") -> str:
         base = ks[0]["total"]
         parts.append("total per connection: " + "; ".join(
             f"{k['label']} {k['total'] - base:+,.0f} B vs {ks[0]['label']}" for k in ks[1:]))
+    rec = cmp.get("recycling")
+    if rec:
+        parts += ["", "Finding (source article)",
+                  f" {MARKS.get(rec['verdict'], '?')} {rec['finding']}: {rec['verdict']} — "
+                  f"{rec['evidence']}"]
     return "\n".join(parts).rstrip() + "\n"
 
 

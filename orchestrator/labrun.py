@@ -133,6 +133,7 @@ class LabRun:
         self.aliases: dict[str, list[str]] = {}
         self.events: dict[str, Any] = {}
         self.sampler: probes.Sampler | None = None
+        self.side_sampling = False
         self.app_pending = False
         self.unread = {"server": 0, "client": 0}  # bytes per connection sent, not yet read
 
@@ -216,6 +217,9 @@ class LabRun:
         server, client = self.by_role["server"], self.by_role["client"]
         channels = {}
         six = plan.options.family == "ipv6"
+        # Hosts on kernels of their own (VMs, remote machines): their sides sample their
+        # kernel's counters themselves; this machine's /proc knows nothing of them.
+        self.side_sampling = self.backend.kernel_runner() is not None
         for host, peer in ((server, client), (client, server)):
             channel = self.backend.start_side(host)
             channels[host.role] = channel
@@ -225,7 +229,8 @@ class LabRun:
                           "shards": plan.shards, "stall": plan.options.stall,
                           "per_worker": plan.options.per_worker,
                           "fault": faults.side_fault(host.role),
-                          "server_model": plan.options.server_model})
+                          "server_model": plan.options.server_model,
+                          "sample": probes.SAMPLE_INTERVAL if self.side_sampling else 0})
         self.sides = Sides(channels, self.hosts, plan.options.stall)
         paths = {}
         for role, channel in channels.items():
@@ -388,6 +393,25 @@ class LabRun:
         self.ui.note(f"{step.name:<12} ✓ {shown} ({snap.seconds:.2f} s to collect)")
 
     # -- result ---------------------------------------------------------------------------
+    def _timeline(self, error: LabError | None) -> dict[str, Any] | None:
+        """The run's timeline: this machine's sampler, or each side's own kernel's samples
+        shifted onto this machine's clock (VMs, remote hosts)."""
+        if self.sampler is None:
+            return None
+        local = self.sampler.stop()
+        if not self.side_sampling or self.sides is None or error is not None:
+            return local
+        try:
+            replies = self.sides.do(["server", "client"], {"op": "timeline"})
+        except LabError as exc:
+            self.ui.note(f"timeline: the sides' samples could not be read ({exc})")
+            return local
+        received = time.time()
+        by_host = {self.by_role[role].name: reply for role, reply in replies.items()}
+        kernels = {label: names for label, (_, names) in self.backend.kernels().items()} \
+            if self.backend else {}
+        return probes.merge_side_timelines(local, by_host, received, kernels)
+
     def _save(self, started: float, error: LabError | None) -> None:
         if self.run_dir is None:
             return
@@ -441,7 +465,7 @@ class LabRun:
             },
             "ramp": self.events.get("ramp"),
             "slope": analysis.fit_levels(self.checkpoints) if plan.options.levels > 1 else None,
-            "timeline": self.sampler.stop() if self.sampler else None,
+            "timeline": self._timeline(error),
             "checkpoints": self.checkpoints,
         }
         write_json_atomic(self.run_dir / "result.json", result)

@@ -341,6 +341,52 @@ def _take_kernels(name: str, kernels: KernelSet, out: Path) -> tuple[Snapshot, s
     return snap, slabs[label], mems[label]
 
 
+SAMPLE_INTERVAL = 0.1  # seconds between timeline samples (local sampler and side sampling)
+
+
+def merge_side_timelines(local: dict[str, Any], sides: dict[str, dict[str, Any]],
+                         received: float, kernels: dict[str, list[str]]) -> dict[str, Any]:
+    """A run's timeline from the samples each side took of its own kernel.
+
+    ``local`` is this machine's sampler (its start, marks and interval are kept);
+    ``sides`` maps a host to its side's ``timeline`` reply, which ``received`` (this
+    machine's clock) followed. A side's clock may be off from ours (a VM's by seconds):
+    its samples are shifted by ``received - now``, off by at most the reply's latency.
+    The first host's sample times are the timeline's; every other host contributes, at
+    each of them, its latest sample not after it. ``slab_kb`` is the sum over the
+    measured kernels (``kernels``: label -> hosts; one host's Slab per kernel).
+    """
+    start = float(local.get("start") or 0.0)
+    series: dict[str, tuple[list[float], dict[str, list[float]]]] = {}
+    for host, reply in sides.items():
+        cols = reply.get("columns") or {}
+        shift = received - float(reply.get("now") or received)
+        times = [t + shift - start for t in cols.get("t", [])]
+        if times:
+            series[host] = (times, cols)
+    if not series:
+        return local
+    base = next(iter(series.values()))[0]
+    columns: dict[str, list[float]] = {"t": [round(t, 3) for t in base]}
+    aligned: dict[str, dict[str, list[float]]] = {}
+    for host, (times, cols) in series.items():
+        at, picked = 0, []
+        for t in base:
+            while at + 1 < len(times) and times[at + 1] <= t:
+                at += 1
+            picked.append(at)
+        aligned[host] = {k: [v[i] for i in picked] for k, v in cols.items()
+                         if k != "t" and len(v) == len(times)}
+        for key in ("inuse", "tw", "orphan", "mem"):
+            columns[f"{host}.{key}"] = aligned[host].get(key, [0] * len(base))
+    slab_hosts = [next((h for h in names if h in aligned), None) for names in kernels.values()]
+    slab_hosts = [h for h in slab_hosts if h] or list(aligned)
+    columns["slab_kb"] = [sum(aligned[h]["slab_kb"][i] for h in slab_hosts)
+                          for i in range(len(base))]
+    return {**local, "columns": columns, "source": "sides",
+            "interval": float(next(iter(sides.values())).get("interval") or local["interval"])}
+
+
 class Sampler:
     """Samples cheap counters about every ``interval`` s through a whole run.
 
@@ -349,7 +395,7 @@ class Sampler:
     sample costs a few small file reads and no process spawn (well under 1% of a core).
     """
 
-    def __init__(self, sockstat_paths: dict[str, Path], interval: float = 0.1) -> None:
+    def __init__(self, sockstat_paths: dict[str, Path], interval: float = SAMPLE_INTERVAL) -> None:
         import threading
 
         self.paths = sockstat_paths

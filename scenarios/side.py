@@ -333,6 +333,53 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+SAMPLE_KEYS = ("inuse", "tw", "orphan", "mem")
+MAX_SAMPLES = 200_000  # about 5.5 hours at 10 Hz: older samples are dropped beyond it
+
+
+class Timeline:
+    """Samples this host's own kernel: /proc/net/sockstat's TCP line (this network
+    namespace) and meminfo Slab, every ``interval`` s, in a thread of the side process.
+
+    Used where the orchestrator cannot read the host's /proc itself (VMs, remote
+    hosts). Times are this host's wall clock; the reply to the ``timeline`` operation
+    carries the clock's reading (``now``) so the orchestrator can shift them onto its own.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.columns: dict = {"t": [], "slab_kb": [], **{k: [] for k in SAMPLE_KEYS}}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.thread.start()
+
+    def sample(self) -> None:
+        with open("/proc/net/sockstat") as fh:
+            tcp = next((line.split()[1:] for line in fh if line.startswith("TCP:")), [])
+        values = dict(zip(tcp[::2], (int(v) for v in tcp[1::2])))
+        with open("/proc/meminfo") as fh:
+            slab = next((int(line.split()[1]) for line in fh if line.startswith("Slab:")), 0)
+        cols = self.columns
+        if len(cols["t"]) >= MAX_SAMPLES:
+            for column in cols.values():
+                del column[0]
+        cols["t"].append(round(time.time(), 3))
+        cols["slab_kb"].append(slab)
+        for key in SAMPLE_KEYS:
+            cols[key].append(values.get(key, 0))
+
+    def loop(self) -> None:
+        while not self.stop.wait(self.interval):
+            try:
+                self.sample()
+            except (OSError, ValueError):
+                pass
+
+    def reply(self) -> dict:
+        return {"now": time.time(), "interval": self.interval,
+                "columns": {k: list(v) for k, v in self.columns.items()}}
+
+
 class Side:
     """The side's main process: owns listeners, forks workers, relays operations."""
 
@@ -340,6 +387,8 @@ class Side:
         self.cfg = cfg
         self.workers: list = []  # (pid, chan, reader)
         self.listeners: dict = {}
+        interval = float(cfg.get("sample") or 0)
+        self.timeline = Timeline(interval) if interval > 0 else None
 
     def emit(self, obj: dict) -> None:
         sys.stdout.write(json.dumps(obj) + "\n")
@@ -466,8 +515,14 @@ class Side:
             if op == "exit":
                 break
             try:
-                reply = {"ok": True, "op": op, **self.prepare()} if op == "prepare" \
-                    else self.relay(msg)
+                if op == "prepare":
+                    reply = {"ok": True, "op": op, **self.prepare()}
+                elif op == "timeline":
+                    if self.timeline is None:
+                        raise ValueError("this side was started without sampling")
+                    reply = {"ok": True, "op": op, **self.timeline.reply()}
+                else:
+                    reply = self.relay(msg)
             except Exception as exc:
                 reply = {"ok": False, "op": op, "error": describe(exc)}
             self.emit(reply)

@@ -100,6 +100,11 @@ def test_vm_run_measures_each_side_on_its_own_kernel(tmp_path: Path) -> None:
     assert est["per_connection_bytes"]["total"] == pytest.approx(both, rel=0.05)
     assert (run_dir / "raw" / "established" / "server-slabinfo.txt.gz").exists()
     assert "Per side (established)" in proc.stdout
+    # the timeline is each VM's own kernel, sampled by its side
+    timeline = result["timeline"]
+    assert timeline["source"] == "sides"
+    assert max(timeline["columns"]["server.inuse"]) >= N
+    assert max(timeline["columns"]["client.inuse"]) >= N
     html = (run_dir / "report.html").read_text()
     assert '<h2>Per side</h2>' in html and "6.1.0-" in html
     assert_clean(tmp_path, run_dir.name)
