@@ -21,6 +21,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from orchestrator.backends.netns import short_id  # noqa: E402
 
 
 def slab_kb() -> int:
@@ -81,7 +84,9 @@ def main() -> None:
         if proc.returncode != 0 or status != "complete":
             failures.append(f"run {i} ({backend}): exit {proc.returncode}, {status}: "
                             f"{proc.stderr.strip().splitlines()[-1:] }")
-        left = leftovers()
+        # Only this run's own names: another command's run may be alive at this moment.
+        mine = {f"tcplab-{short_id(d.name)}" for d in dirs}
+        left = [name for name in leftovers() if any(name.startswith(m) for m in mine)]
         if left:
             failures.append(f"run {i} ({backend}): left behind {left}")
         for d in dirs:
@@ -90,12 +95,14 @@ def main() -> None:
         print(f"run {i:3d} {backend:<6} {status:<10} {took:5.1f} s  Slab {slab_kb():,} kB  "
               f"files {open_files():,}", flush=True)
     slab1, files1 = settle_slab(), open_files()
+    others = leftovers()  # anything of tcplab at all, now that the soak is over
     shutil.rmtree(results, ignore_errors=True)
     print()
     for backend, times in runs.items():
         print(f"{backend}: {len(times)} runs, {sum(times) / max(len(times), 1):.1f} s each")
     print(f"Slab: {slab0:,} kB -> {slab1:,} kB ({(slab1 - slab0) / slab0:+.2%}), after drop_caches=2")
     print(f"open files: {files0:,} -> {files1:,}")
+    print(f"tcplab namespaces/containers/networks left at the end: {len(others)} {others}")
     print(f"failures: {len(failures)}")
     for f in failures:
         print("  " + f)
