@@ -33,7 +33,7 @@ SHED_MAX_SHARE = 0.10  # socket objects at time_wait, as a share of established
 SHED_CACHES = ("sock_inode_cache", "filp", "dentry")
 TW_CACHE = "tw_sock_TCP"
 TW_PER_SOCKET = (0.8, 1.2)
-DROP_SHARE = 0.10  # sockstat mem counts as dropped once within 10 % of the rise above before
+DROP_SHARE = 0.10  # sockstat mem counts as dropped once within 10 % of the drop from its peak
 
 
 def _n(value: float) -> str:
@@ -160,9 +160,11 @@ def release_time(result: dict[str, Any], pair: ReadPair) -> dict[str, float] | N
 
     The read is sent right after the unread checkpoint is collected: it starts when that
     snapshot began (its ``time``; the timeline mark is earlier when the run waited for the
-    caches to settle) plus its ``collect_seconds``. "Fell back" is the first
-    sample after that at most ``DROP_SHARE`` of the rise above the level before the
-    unread checkpoint (the previous checkpoint's sockstat mem).
+    caches to settle) plus its ``collect_seconds``. "Fell back" is the first sample after
+    that within ``DROP_SHARE`` of the drop from the peak (the unread checkpoint's sockstat
+    mem) to where it settled (the read checkpoint's, or the level before the unread
+    checkpoint when higher): sockets keep a small forward-allocated reserve after a read,
+    so the level before the data came is not always reached.
     """
     timeline = result.get("timeline") or {}
     cols = timeline.get("columns") or {}
@@ -186,7 +188,9 @@ def release_time(result: dict[str, Any], pair: ReadPair) -> dict[str, float] | N
         return None
     if before is None:
         before = min(column)
-    threshold = before + DROP_SHARE * max(peak - before, 0)
+    settled = _sockstat_mem(pair.read, pair.receiver)
+    floor = max(before, settled) if settled is not None else before
+    threshold = floor + DROP_SHARE * max(peak - floor, 0)
     for t, mem in zip(times, column, strict=False):
         if t >= start and mem <= threshold:
             return {"start": round(start, 3), "dropped_at": float(t),

@@ -168,7 +168,7 @@ def recycling(results: list[dict[str, Any]]) -> dict[str, Any]:
     if len(timed) < 2 or version_of(timed[0]["release"]) == version_of(timed[-1]["release"]):
         why = ("no run read data after it sat unread (try SCENARIO=c2s or s2c)" if not rows
                else "needs the release time on two kernel versions or more")
-        return {**out, "verdict": findings.UNTESTED, "evidence": f"not tested: {why}"}
+        return {**out, "verdict": findings.UNTESTED, "evidence": why}
     old, new = timed[0], timed[-1]
     resolution = max(old["interval"], new["interval"])
     gained = old["seconds"] - new["seconds"]
