@@ -37,9 +37,9 @@ import yaml
 
 from . import __version__
 from .errors import InputError, LabError
+from .results import check_schema
 
 SCHEMA = "tcplab.bundle/1"
-SCHEMA_VERSION = 1
 MANIFEST = "bundle.json"
 RESULTS = "results"
 SETUP = "setup"
@@ -467,16 +467,9 @@ def _check_manifest(bundle: Path, data: bytes) -> dict[str, Any]:
         raise InputError(f"{bundle}: {MANIFEST} is not valid JSON ({exc}); not a tcplab "
                          "bundle") from None
     schema = manifest.get("schema") if isinstance(manifest, dict) else None
-    if not isinstance(schema, str) or not schema.startswith("tcplab.bundle/"):
-        raise InputError(f"{bundle}: not a tcplab bundle ({MANIFEST} schema {schema!r}, expected "
-                         f"{SCHEMA})")
-    try:
-        version = int(schema.rsplit("/", 1)[1])
-    except ValueError:
-        raise InputError(f"{bundle}: unreadable bundle schema {schema!r}") from None
-    if version > SCHEMA_VERSION:
-        raise InputError(f"{bundle}: bundle schema {schema} is newer than this tcplab understands "
-                         f"({SCHEMA}); upgrade tcplab to read it")
+    check_schema(schema, SCHEMA, str(bundle),
+                 f"{bundle}: not a tcplab bundle ({MANIFEST} schema {schema!r}, expected {SCHEMA})",
+                 noun="bundle ")
     files = manifest.get("files")
     if not isinstance(files, list) or not isinstance(manifest.get("runs"), list):
         raise InputError(f"{bundle}: {MANIFEST}: expected lists `files` and `runs`; not a "

@@ -16,7 +16,6 @@ from typing import Any
 from .errors import InputError, LabError
 
 SCHEMA = "tcplab.result/1"
-SCHEMA_VERSION = 1
 RESULT_FILE = "result.json"
 REQUIRED = ("run_id", "status", "scenario", "profile", "lab", "metadata", "checkpoints")
 
@@ -67,6 +66,23 @@ def result_path(run: Path) -> Path:
     return run / RESULT_FILE if run.is_dir() else run
 
 
+def check_schema(schema: Any, current: str, where: str, not_it: str, noun: str = "") -> int:
+    """The version N of a ``family/N`` schema string, checked against ``current``
+    (``tcplab.result/1``, ``tcplab.bundle/1``): a foreign one raises ``not_it``, a newer
+    one says to upgrade tcplab."""
+    family = current.rsplit("/", 1)[0]
+    if not isinstance(schema, str) or not schema.startswith(family + "/"):
+        raise InputError(not_it)
+    try:
+        version = int(schema.rsplit("/", 1)[1])
+    except ValueError:
+        raise InputError(f"{where}: unreadable {noun}schema {schema!r}") from None
+    if version > int(current.rsplit("/", 1)[1]):
+        raise InputError(f"{where}: {noun}schema {schema} is newer than this tcplab understands "
+                         f"({current}); upgrade tcplab to read it")
+    return version
+
+
 def load_result(run: Path) -> dict[str, Any]:
     """Read a saved result; refuse unknown or newer schemas with a clear message."""
     path = result_path(run)
@@ -77,15 +93,7 @@ def load_result(run: Path) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: not a readable tcplab result ({exc})") from None
     schema = data.get("schema") if isinstance(data, dict) else None
-    if not isinstance(schema, str) or not schema.startswith("tcplab.result/"):
-        raise InputError(f"{path}: not a tcplab result (schema {schema!r})")
-    try:
-        version = int(schema.rsplit("/", 1)[1])
-    except ValueError:
-        raise InputError(f"{path}: unreadable schema {schema!r}") from None
-    if version > SCHEMA_VERSION:
-        raise InputError(f"{path}: schema {schema} is newer than this tcplab understands "
-                         f"({SCHEMA}); upgrade tcplab to read it")
+    check_schema(schema, SCHEMA, str(path), f"{path}: not a tcplab result (schema {schema!r})")
     missing = [k for k in REQUIRED if k not in data]
     if missing:
         raise InputError(f"{path}: not a complete tcplab result: missing {', '.join(missing)}; "
