@@ -573,6 +573,26 @@ def _read_int(path: Path) -> int | None:
 
 # --- cleanup: journal undo and wipe -------------------------------------------------------
 
+#: How long removing a container may keep failing. Docker gives up on a kill after ~10 s
+#: ("did not receive an exit event") while the kernel is still closing the container's
+#: sockets: a million of them take about half a minute. Retried, not given up.
+REMOVE_WAIT_S = 180.0
+
+
+def _remove_container(container: Any, wait: float = REMOVE_WAIT_S) -> None:
+    docker = _docker()
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            container.remove(force=True)
+            return
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
 def _handlers(client: Any) -> dict[str, Callable[[dict], None]]:
     docker = _docker()
 
@@ -583,10 +603,7 @@ def _handlers(client: Any) -> dict[str, Callable[[dict], None]]:
             return  # never created, or already gone
         if (container.labels or {}).get(LABEL_RUN) != entry.get("run"):
             return  # not ours (same name, other owner): never touched
-        try:
-            container.remove(force=True)
-        except docker.errors.NotFound:
-            pass
+        _remove_container(container)
 
     def undo_network(entry: dict) -> None:
         try:
@@ -642,11 +659,9 @@ def wipe_labelled(keep_runs: set[str]) -> list[str]:
         if keep(labels, f"container {container.name}"):
             continue
         try:
-            container.remove(force=True)
+            _remove_container(container)
             messages.append(f"docker: removed container {container.name} "
                             f"(run {labels.get(LABEL_RUN)})")
-        except docker.errors.NotFound:
-            pass
         except docker.errors.APIError as exc:
             messages.append(f"docker: could not remove container {container.name}: {_short(exc)}")
     for network in client.networks.list(filters={"label": LABEL_RUN}):
