@@ -225,6 +225,12 @@ def _sockstat_pages(snap: Snapshot) -> int:
 
 
 CGROUP_FIGURES = ("kmem", "sock", "usage")
+#: What a container's memory cgroup misses (docker): said wherever cgroup figures are shown.
+CGROUP_CAVEAT = ("An accepted socket is charged to no container on this kernel: its tcp_sock "
+                 "is allocated in softirq context, outside the listener's cgroup; and cgroup v1 "
+                 "does not charge socket buffers (kmem.tcp stays 0). The containers' figures "
+                 "miss that part of each connection; the slab figures are the whole truth "
+                 "for the machine.")
 
 
 def cgroup_per_connection(base: Snapshot, snap: Snapshot, connections: int

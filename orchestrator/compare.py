@@ -21,6 +21,7 @@ from typing import Any
 from tabulate import tabulate
 
 from . import findings, kernels_compare, report_text
+from .analysis import CGROUP_CAVEAT
 from .errors import InputError
 from .results import RESULT_FILE
 
@@ -121,13 +122,6 @@ SIDES = ("server", "client")
 # what a per-side figure is, by where it comes from
 SIDE_SOURCES = {"vm": "VM slab", "ssh": "host slab"}
 CGROUP_SOURCE = "cgroup kmem"
-# What a container's memory cgroup misses (docker): said wherever cgroup figures are shown
-# (here and in the HTML report).
-CGROUP_CAVEAT = ("An accepted socket is charged to no container on this kernel: its tcp_sock "
-                 "is allocated in softirq context, outside the listener's cgroup; and cgroup v1 "
-                 "does not charge socket buffers (kmem.tcp stays 0). The containers' figures "
-                 "miss that part of each connection; the slab figures are the whole truth "
-                 "for the machine.")
 
 
 def side_figures(result: dict[str, Any]) -> dict[str, Any] | None:

@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 
 from . import charts, findings, kernels_compare, report_text
-from .compare import CGROUP_CAVEAT
+from .analysis import CGROUP_CAVEAT
 from .errors import LabError
 from .results import load_result
 

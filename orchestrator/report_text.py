@@ -7,6 +7,7 @@ from typing import Any
 from tabulate import tabulate
 
 from . import findings
+from .analysis import CGROUP_CAVEAT
 
 TOP_CACHES = 7
 
@@ -133,10 +134,7 @@ def render(result: dict[str, Any], fmt: str = "simple") -> str:
     cgroup = cgroup_table(result, fmt)
     if cgroup:
         parts += ["Per-host memory cgroup (container), bytes per connection", cgroup,
-                  "These miss what no container is charged for: on this kernel an accepted "
-                  "socket is allocated in softirq context, outside the listener's cgroup, and "
-                  "cgroup v1 does not charge socket buffers (kmem.tcp stays 0). The slab "
-                  "figures above are the whole truth for the machine.", ""]
+                  CGROUP_CAVEAT, ""]
     parts += [states_table(result, fmt)]
     for cp in result.get("checkpoints", []):
         for host, count in (cp.get("tw_dropped") or {}).items():
