@@ -86,9 +86,10 @@ def test_s2c_64k_sender_released_receiver_holds(tmp_path: Path) -> None:
 
 
 def test_timewait_sheds_socket_objects(tmp_path: Path) -> None:
-    # 2,000: what remains is compared with 10% of what was there, and other processes on
-    # the machine open and close files too (absolute noise of a few hundred objects).
-    n = 2 * N
+    # 4,000, as on docker: what remains is compared with 10% of what was there; other
+    # processes open and close files, and SLUB counts free slots of per-CPU slabs as in
+    # use (a clean-clone run saw tw_sock_TCP at 0.896 per connection at 2,000: ~200 objects).
+    n = 4 * N
     facts.timewait_sheds_socket_objects(run_ok("timewait", tmp_path, n=n), n)
 
 
