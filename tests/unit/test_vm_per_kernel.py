@@ -21,9 +21,15 @@ class FileRunner(Runner):
     def __init__(self, host: str, files: dict[str, str]) -> None:
         self.host = host
         self.files = files
+        self.calls: list[str] = []
 
     def run(self, cmd, *, check=True, timeout=60, stdin=None):
+        if list(cmd[:2]) == ["sh", "-c"]:  # probes.shrink_caches on that kernel
+            assert "/sys/kernel/slab/$c/shrink" in cmd[2]
+            self.calls.append("shrink")
+            return Result(" ".join(cmd), self.host, 0, "", "")
         assert list(cmd[:1]) == ["cat"]
+        self.calls.append(cmd[1])
         return Result(" ".join(cmd), self.host, 0, self.files[cmd[1]], "")
 
     def spawn(self, cmd):
@@ -92,7 +98,11 @@ def test_kernel_set_reads_every_kernel_and_takes_per_kernel_snapshots(
     text = probes.read_text(ks, "/proc/slabinfo")
     one = parsers.parse_slabinfo(files["/proc/slabinfo"])
     assert parsers.parse_slabinfo(text)["TCP"].active_objs == 2 * one["TCP"].active_objs
+    for runner, _ in ks.kernels.values():
+        runner.calls.clear()
     snap = probes.take("x", {}, tmp_path, ks)
+    for runner, _ in ks.kernels.values():  # each kernel's per-CPU slabs flushed, then read
+        assert runner.calls[:2] == ["shrink", "/proc/slabinfo"]
     assert set(snap.kernels) == {"server", "client"}
     assert (tmp_path / "x" / "server-slabinfo.txt.gz").exists()
     assert (tmp_path / "x" / "client-meminfo.txt").exists()
