@@ -228,6 +228,12 @@ def shrink_caches(kernel: Runner | None) -> None:
             pass
 
 
+def active_objects(kernel: Runner | None, caches: tuple[str, ...]) -> dict[str, int]:
+    """Objects in use per cache, of those of ``caches`` the kernel has."""
+    slab = parsers.parse_slabinfo(read_text(kernel, "/proc/slabinfo"))
+    return {c: slab[c].active_objs for c in caches if c in slab}
+
+
 def settle(connections: int, kernel: Runner | None, timeout: float = 3.0,
            interval: float = 0.1) -> float:
     """Wait until the socket caches stop moving; returns the seconds waited.
@@ -238,15 +244,10 @@ def settle(connections: int, kernel: Runner | None, timeout: float = 3.0,
     start = time.monotonic()
     shrink_caches(kernel)
     tolerance = max(2, connections // 500)
-
-    def counts() -> dict[str, int]:
-        slab = parsers.parse_slabinfo(read_text(kernel, "/proc/slabinfo"))
-        return {c: slab[c].active_objs for c in SETTLE_CACHES if c in slab}
-
-    before = counts()
+    before = active_objects(kernel, SETTLE_CACHES)
     while time.monotonic() - start < timeout:
         time.sleep(interval)
-        now = counts()
+        now = active_objects(kernel, SETTLE_CACHES)
         if all(abs(now.get(c, 0) - before.get(c, 0)) <= tolerance for c in set(now) | set(before)):
             break
         before = now
@@ -266,15 +267,11 @@ def quiesce(kernel: Runner | None, timeout: float = 60.0, window: float = 0.5,
     another program's) closes its sockets from a kernel workqueue, seconds later. A
     baseline taken meanwhile counts sockets that vanish during the run: negative growth.
     """
-    def counts() -> dict[str, int]:
-        slab = parsers.parse_slabinfo(read_text(kernel, "/proc/slabinfo"))
-        return {c: slab[c].active_objs for c in RELEASE_CACHES if c in slab}
-
     start = time.monotonic()
-    before = counts()
+    before = active_objects(kernel, RELEASE_CACHES)
     while time.monotonic() - start < timeout:
         time.sleep(window)
-        now = counts()
+        now = active_objects(kernel, RELEASE_CACHES)
         if all(before.get(c, 0) - v <= tolerance for c, v in now.items()):
             break
         before = now
@@ -289,17 +286,16 @@ def wait_released(baseline: dict[str, parsers.SlabLine], kernel: Runner | None,
     300,000 sockets take seconds. A next run starting earlier would count them at its
     baseline and see them vanish during its ramp.
     """
-    watched = ("TCP", "TCPv6", "tw_sock_TCP", "tw_sock_TCPv6", "sock_inode_cache")
     # SLUB keeps a few slabs per CPU cached and counts their objects as in use: allow for
     # them, or the wait runs to its timeout for nothing.
     cpus = os.cpu_count() or 1
     limit = {c: baseline[c].active_objs + max(64, baseline[c].active_objs // 100,
                                               8 * cpus * baseline[c].objperslab)
-             for c in watched if c in baseline}
+             for c in RELEASE_CACHES if c in baseline}
     deadline = time.monotonic() + timeout
     while True:
-        slab = parsers.parse_slabinfo(read_text(kernel, "/proc/slabinfo"))
-        if all(slab[c].active_objs <= v for c, v in limit.items() if c in slab):
+        now = active_objects(kernel, RELEASE_CACHES)
+        if all(now[c] <= v for c, v in limit.items() if c in now):
             return True
         if time.monotonic() > deadline:
             return False
