@@ -35,11 +35,11 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
-def docker_client() -> Iterator[object]:
+def docker_client(need_root: bool = True) -> Iterator[object]:
     """Body of a module fixture: a Docker client; skip without a daemon (fail under CI)."""
     import docker
 
-    if os.geteuid() != 0:
+    if need_root and os.geteuid() != 0:
         if in_ci():
             pytest.fail("the docker tests need root")
         pytest.skip("needs root (namespaces, /proc/slabinfo, cgroups)")
@@ -53,6 +53,16 @@ def docker_client() -> Iterator[object]:
         pytest.skip(f"{reason}; run bash .ci/setup-docker.sh as root")
     yield client
     client.close()
+
+
+# -- side failures (both backends' reliability tests) ---------------------------------------
+
+#: TCPLAB_SIDE_FAULT values and the message the run must stop with (c2s, --stall 3).
+SIDE_FAULTS = [
+    ("server:connect:crash", "server (server): connect failed: worker"),
+    ("client:send:crash", "client (client): send failed: worker"),
+    ("server:read:stall", "server (server): no answer to read for 3 s"),
+]
 
 
 # -- host sysctls ---------------------------------------------------------------------------

@@ -34,6 +34,7 @@ import pytest
 pytest.importorskip("docker")
 
 from .dockerlab import (  # noqa: E402
+    SIDE_FAULTS,
     Run,
     assert_incomplete_and_reported,
     assert_left_nothing,
@@ -92,11 +93,7 @@ def test_interrupt_matrix(tmp_path: Path, daemon: object, phase: str,
 
 # -- side failures --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("fault,message", [
-    ("server:connect:crash", "server (server): connect failed: worker"),
-    ("client:send:crash", "client (client): send failed: worker"),
-    ("server:read:stall", "server (server): no answer to read for 3 s"),
-])
+@pytest.mark.parametrize("fault,message", SIDE_FAULTS)
 def test_side_failure_stops_run_and_saves_partial(tmp_path: Path, daemon: object, fault: str,
                                                   message: str) -> None:
     before = snapshot_when_idle()

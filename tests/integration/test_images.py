@@ -8,7 +8,6 @@ daemon is a failure: CI must start one (.ci/setup-docker.sh).
 from __future__ import annotations
 
 import ipaddress
-import os
 import secrets
 import subprocess
 import time
@@ -22,6 +21,8 @@ paramiko = pytest.importorskip("paramiko")
 
 from orchestrator.images import ImageInfo, ensure_image  # noqa: E402 - after the skips
 
+from .dockerlab import docker_client  # noqa: E402
+
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 IMAGES_DIR = Path(__file__).resolve().parents[2] / "images"
@@ -30,22 +31,9 @@ CANDIDATE_SUBNETS = [f"198.18.{n}.0/24" for n in range(200, 216)]
 SSH_READY_TIMEOUT_S = 20.0
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 @pytest.fixture(scope="module")
 def client() -> Iterator[docker.DockerClient]:
-    try:
-        daemon = docker.from_env()
-        daemon.ping()
-    except Exception as exc:  # noqa: BLE001 - any failure means "no daemon"
-        reason = f"no Docker daemon reachable ({exc.__class__.__name__}: {exc})"
-        if in_ci():
-            pytest.fail(f"{reason}; CI must start one (bash .ci/setup-docker.sh)")
-        pytest.skip(f"{reason}; run .ci/setup-docker.sh as root")
-    yield daemon
-    daemon.close()
+    yield from docker_client(need_root=False)  # the docker group is enough here
 
 
 @pytest.fixture(scope="module")

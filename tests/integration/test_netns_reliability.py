@@ -19,7 +19,7 @@ import pytest
 
 from orchestrator.backends.netns import short_id
 
-from .dockerlab import net_sysctls  # one definition of "the host's settings" for both backends
+from .dockerlab import SIDE_FAULTS, net_sysctls  # one definition of each for both backends
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.root, pytest.mark.skipif(
@@ -88,11 +88,7 @@ def test_interrupt_matrix(tmp_path: Path, phase: str, sig: signal.Signals) -> No
     assert result["metadata"]["host_sysctls"][HOST_SYSCTL]
 
 
-@pytest.mark.parametrize("fault,message", [
-    ("server:connect:crash", "server (server): connect failed: worker"),
-    ("client:send:crash", "client (client): send failed: worker"),
-    ("server:read:stall", "server (server): no answer to read for 3 s"),
-])
+@pytest.mark.parametrize("fault,message", SIDE_FAULTS)
 def test_side_failure_stops_run_and_saves_partial(tmp_path: Path, fault: str, message: str) -> None:
     before = net_sysctls()
     proc = start(tmp_path, "--scenario", "c2s", "-n", "500", "--stall", "3",

@@ -110,8 +110,8 @@ def test_vm_run_measures_each_side_on_its_own_kernel(tmp_path: Path) -> None:
     assert_clean(tmp_path, run_dir.name)
 
 
-@opt_in
-def test_vm_interrupted_run_stops_its_vms(tmp_path: Path) -> None:
+def start_paused_at_setup(tmp_path: Path) -> subprocess.Popen:
+    """A small VM run held at the setup pause (both VMs up), its stderr read up to there."""
     env = {**os.environ, "TCPLAB_STATE_DIR": str(tmp_path / "state"),
            "TCPLAB_PAUSE_AT": "setup", "TCPLAB_PAUSE_SECONDS": "60"}
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", "--scenario",
@@ -122,7 +122,18 @@ def test_vm_interrupted_run_stops_its_vms(tmp_path: Path) -> None:
         line = ""
         while "paused at setup" not in line:
             line = proc.stderr.readline()
-            assert line or proc.poll() is None, "run ended before the pause"
+            if not line and proc.poll() is not None:
+                raise AssertionError("run ended before the pause")
+    except BaseException:
+        proc.kill()
+        raise
+    return proc
+
+
+@opt_in
+def test_vm_interrupted_run_stops_its_vms(tmp_path: Path) -> None:
+    proc = start_paused_at_setup(tmp_path)
+    try:
         (run_dir,) = list((tmp_path / "results").iterdir())
         assert qemus(run_dir.name)  # both VMs run
         proc.send_signal(signal.SIGINT)
@@ -137,22 +148,9 @@ def test_vm_interrupted_run_stops_its_vms(tmp_path: Path) -> None:
 
 @opt_in
 def test_vm_killed_run_is_wiped(tmp_path: Path) -> None:
-    env = {**os.environ, "TCPLAB_STATE_DIR": str(tmp_path / "state"),
-           "TCPLAB_PAUSE_AT": "setup", "TCPLAB_PAUSE_SECONDS": "60"}
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", "--scenario",
-                             "idle", "--backend", "vm", "-n", "50", "--results",
-                             str(tmp_path / "results")], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = ""
-        while "paused at setup" not in line:
-            line = proc.stderr.readline()
-            assert line or proc.poll() is None
-        proc.kill()  # no teardown: the VMs keep running
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc = start_paused_at_setup(tmp_path)
+    proc.kill()  # no teardown: the VMs keep running
+    proc.wait(timeout=30)
     (run_dir,) = list((tmp_path / "results").iterdir())
     assert qemus(run_dir.name)
     out = tcplab(tmp_path, "wipe")

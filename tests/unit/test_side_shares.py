@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SPEC = importlib.util.spec_from_file_location(
-    "side", Path(__file__).resolve().parents[2] / "scenarios" / "side.py")
-side = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(side)
+from .sidescript import side
 
 
 def test_split_shards_caps_each_worker() -> None:

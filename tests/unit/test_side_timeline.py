@@ -3,18 +3,13 @@ machine's clock."""
 
 from __future__ import annotations
 
-import importlib.util
 import time
-from pathlib import Path
 
 import pytest
 
 from orchestrator.probes import merge_side_timelines
 
-SPEC = importlib.util.spec_from_file_location(
-    "side", Path(__file__).resolve().parents[2] / "scenarios" / "side.py")
-side = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(side)
+from .sidescript import side
 
 
 def test_side_samples_its_own_kernel() -> None:
