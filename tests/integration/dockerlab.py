@@ -67,6 +67,18 @@ SIDE_FAULTS = [
 
 # -- host sysctls ---------------------------------------------------------------------------
 
+HOST_SYSCTL = "net.ipv4.tcp_max_orphans"  # host-wide on this kernel
+
+
+def host_profile(tmp: Path) -> Path:
+    """A profile that changes HOST_SYSCTL (runs need --allow-host-sysctls): restored after."""
+    current = int(Path("/proc/sys/net/ipv4/tcp_max_orphans").read_text())
+    path = tmp / "host-wide.yaml"
+    path.write_text(f"description: changes a host-wide sysctl\nsysctls:\n"
+                    f"  {HOST_SYSCTL}: {current + 1234}\n")
+    return path
+
+
 def net_sysctls() -> dict[str, str]:
     """Every writable value under /proc/sys/net. Read-only files are counters (such as
     nf_conntrack_count, which any traffic on the machine moves), not settings."""

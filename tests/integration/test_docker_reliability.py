@@ -34,16 +34,17 @@ import pytest
 pytest.importorskip("docker")
 
 from .dockerlab import (  # noqa: E402
+    HOST_SYSCTL,
     SIDE_FAULTS,
     Run,
     assert_incomplete_and_reported,
     assert_left_nothing,
     docker_client,
+    host_profile,
     snapshot_when_idle,
 )
 
 N = "1000"
-HOST_SYSCTL = "net.ipv4.tcp_max_orphans"  # host-wide on this kernel
 #: Every failure stops the run (its partial result saved) within this many seconds.
 BOUND_S = 60
 
@@ -53,14 +54,6 @@ pytestmark = [pytest.mark.docker, pytest.mark.root, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[object]:
     yield from docker_client()
-
-
-def host_profile(tmp: Path) -> Path:
-    current = int(Path("/proc/sys/net/ipv4/tcp_max_orphans").read_text())
-    path = tmp / "host-wide.yaml"
-    path.write_text(f"description: changes a host-wide sysctl\nsysctls:\n"
-                    f"  {HOST_SYSCTL}: {current + 1234}\n")
-    return path
 
 
 # -- the interrupt matrix -------------------------------------------------------------------

@@ -19,21 +19,17 @@ import pytest
 
 from orchestrator.backends.netns import short_id
 
-from .dockerlab import SIDE_FAULTS, net_sysctls  # one definition of each for both backends
+from .dockerlab import (  # one definition of each for both backends
+    HOST_SYSCTL,
+    SIDE_FAULTS,
+    host_profile,
+    net_sysctls,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.root, pytest.mark.skipif(
     os.geteuid() != 0 and not os.environ.get("CI"), reason="needs root for network namespaces")]
 
-HOST_SYSCTL = "net.ipv4.tcp_max_orphans"  # host-wide on this kernel
-
-
-def host_profile(tmp: Path) -> Path:
-    current = int(Path("/proc/sys/net/ipv4/tcp_max_orphans").read_text())
-    path = tmp / "host-wide.yaml"
-    path.write_text(f"description: changes a host-wide sysctl\nsysctls:\n"
-                    f"  {HOST_SYSCTL}: {current + 1234}\n")
-    return path
 
 
 def start(tmp: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
