@@ -61,9 +61,13 @@ daemon_answers() {
 
 start_dockerd() {
     command -v dockerd >/dev/null || die "dockerd not found after install (package docker.io)"
-    # A stale pid file from a daemon that died would make dockerd refuse to start.
-    if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
-        rm -f /var/run/docker.pid
+    # A stale pid file from a daemon that died (or a machine that rebooted) would make
+    # dockerd refuse to start. Stale unless that pid is a dockerd: after a reboot the
+    # number may well belong to some other process.
+    local pidfile=/var/run/docker.pid
+    if [ -f "$pidfile" ] && [ "$(cat "/proc/$(cat "$pidfile")/comm" 2>/dev/null)" != dockerd ]; then
+        say "removing stale $pidfile (pid $(cat "$pidfile") is not a dockerd)"
+        rm -f "$pidfile"
     fi
     say "starting dockerd in the background (log: $DOCKERD_LOG)"
     mkdir -p "$(dirname "$DOCKERD_LOG")"

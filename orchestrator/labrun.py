@@ -187,14 +187,19 @@ class LabRun:
         return self.run_dir
 
     def _explained(self, error: LabError) -> LabError:
-        """The error, with what the backend knows of hosts that died (a killed container)."""
+        """The error, led by what the backend knows of hosts that died (a killed container).
+
+        When a host dies, whichever side notices first reports a symptom (the server's SSH
+        link dropped, or the client's connections were reset): the cause comes first, so
+        the message reads the same whichever symptom won the race.
+        """
         if isinstance(error, Interrupted) or self.backend is None:
             return error
         try:
             notes = [n for n in self.backend.diagnose() if n not in str(error)]
         except Exception:  # noqa: BLE001 - a diagnosis never hides the error itself
             return error
-        return RunError(f"{error}; {'; '.join(notes)}") if notes else error
+        return RunError(f"{'; '.join(notes)}; what the run saw: {error}") if notes else error
 
     # -- phases ---------------------------------------------------------------------------
     def _up(self) -> None:
