@@ -125,7 +125,8 @@ CGROUP_SOURCE = "cgroup kmem"
 
 
 def side_figures(result: dict[str, Any]) -> dict[str, Any] | None:
-    """{"checkpoint", "source", "server", "client"} at the last measured checkpoint, or None.
+    """{"checkpoint", "source", "server", "client", "total"} at the last measured
+    checkpoint, or None. ``total`` is the run's whole figure per connection (both ends).
 
     With ``per_kernel`` (vm, ssh: each side its own kernel): that side's kernel total per
     connection (slab pages of the caches attributed to sockets). With
@@ -151,7 +152,19 @@ def side_figures(result: dict[str, Any]) -> dict[str, Any] | None:
     if all(values.get(side) is None for side in SIDES):
         return None
     return {"checkpoint": cp["name"], "source": source,
-            **{side: values.get(side) for side in SIDES}}
+            **{side: values.get(side) for side in SIDES},
+            "total": cp["per_connection_bytes"]["total"]}
+
+
+#: The derived row: the run's total minus both sides. About 0 where each side is its own
+#: kernel (the total is their sum); with cgroups, what no container is charged for.
+NEITHER = "neither side"
+
+
+def _neither(fig: dict[str, Any] | None) -> float | None:
+    if not fig or fig["server"] is None or fig["client"] is None:
+        return None
+    return round(fig["total"] - fig["server"] - fig["client"], 1)
 
 
 def sides_table(groups: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -172,6 +185,11 @@ def sides_table(groups: list[dict[str, Any]]) -> dict[str, Any] | None:
             values = [f[side] for f in figs if f and f[side] is not None]
             cells.append(_stats(values) if values else None)
         rows.append({"side": side, "groups": cells})
+    cells = []
+    for figs in per_group:
+        values = [v for f in figs if (v := _neither(f)) is not None]
+        cells.append(_stats(values) if values else None)
+    rows.append({"side": NEITHER, "groups": cells})
     return {"columns": columns, "rows": rows,
             "cgroup": any(c["source"] == CGROUP_SOURCE for c in columns)}
 
@@ -420,7 +438,9 @@ def side_checkpoints(cmp: dict[str, Any], labels: list[str]) -> str:
 SIDE_NOTE = ("VM slab / host slab: that side's own kernel, slab pages of the caches attributed "
              "to sockets; cgroup kmem: that side's container memory cgroup (kernel memory "
              "charged to it); – where a run has no per-side figure (both ends in one kernel, "
-             "no cgroup).")
+             f"no cgroup). {NEITHER}: the run's total per connection minus both sides; about "
+             "0 where each side is its own kernel, and with cgroups what no container is "
+             "charged for.")
 
 
 def side_lines(cmp: dict[str, Any], labels: list[str], tablefmt: str, heading: str,

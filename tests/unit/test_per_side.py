@@ -135,9 +135,11 @@ def test_per_side_pages_stay_self_contained(pages, name):
 
 def test_side_figures_by_source():
     assert compare.side_figures(load(VM)) == {
-        "checkpoint": "established", "source": "VM slab", "server": 3729.8, "client": 3915.7}
+        "checkpoint": "established", "source": "VM slab", "server": 3729.8, "client": 3915.7,
+        "total": 7645.5}
     assert compare.side_figures(load(DOCKER)) == {
-        "checkpoint": "established", "source": "cgroup kmem", "server": 1222.7, "client": 3870.7}
+        "checkpoint": "established", "source": "cgroup kmem", "server": 1222.7, "client": 3870.7,
+        "total": 7851.4}
     for name in NETNS:
         assert compare.side_figures(load(name)) is None
 
@@ -153,7 +155,10 @@ def test_compare_sides_table(vm_docker):
     assert [c["checkpoint"] for c in sides["columns"]] == ["established", "established"]
     assert sides["cgroup"] is True
     rows = {r["side"]: [c["median"] for c in r["groups"]] for r in sides["rows"]}
-    assert rows == {"server": [3729.8, 1222.7], "client": [3915.7, 3870.7]}
+    # neither side: the VM total is the sum of its two kernels (0); docker's host total
+    # minus both containers' kmem is what no container is charged for (the accepted socket)
+    assert rows == {"server": [3729.8, 1222.7], "client": [3915.7, 3870.7],
+                    "neither side": [0.0, 2758.0]}
 
 
 def test_compare_text_and_markdown(vm_docker):
@@ -162,6 +167,7 @@ def test_compare_text_and_markdown(vm_docker):
     assert re.search(r"A \(VM slab\)\s+B \(cgroup kmem\)", text)
     assert re.search(r"^server\s+3,730\s+1,223$", text, re.M)
     assert re.search(r"^client\s+3,916\s+3,871$", text, re.M)
+    assert re.search(r"^neither side\s+0\s+2,758$", text, re.M)
     assert f"cgroup kmem: {compare.CGROUP_CAVEAT}" in text
     # under the per-side table, before the sysctls
     assert text.index("Per side") < text.index(CAVEAT_START) < text.index("Sysctls that differ")
@@ -177,7 +183,8 @@ def test_compare_html(vm_docker):
     for needle in ("http://", "https://", "<script", "<link", "src="):
         assert needle not in page
     text = text_of(section(page, "sides"))
-    assert "side A VM slab B cgroup kmem server 3,730 1,223 client 3,916 3,871" in text
+    assert ("side A VM slab B cgroup kmem server 3,730 1,223 client 3,916 3,871 "
+            "neither side 0 2,758") in text
     assert f"cgroup kmem: {compare.CGROUP_CAVEAT}" in text
 
 
@@ -204,6 +211,7 @@ def test_compare_netns_against_vm():
     text = compare.render(cmp, "table")
     assert re.search(r"^server\s+–\s+3,730$", text, re.M)
     assert re.search(r"^client\s+–\s+3,916$", text, re.M)
+    assert re.search(r"^neither side\s+–\s+0$", text, re.M)
     assert "Per side (last measured checkpoint: B established)" in text
     assert CAVEAT_START not in text
 
