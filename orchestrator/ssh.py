@@ -139,17 +139,22 @@ class SshRunner(Runner):
         command = self.command(cmd)
         self.connect()
         in_stream: Any = io.StringIO(stdin) if stdin is not None else False
+        seconds = int(timeout) if timeout else None
+        started = time.monotonic()
         try:
             out = self.connection.run(command, warn=True, hide=True, pty=False,
-                                      in_stream=in_stream,
-                                      timeout=int(timeout) if timeout else None)
+                                      in_stream=in_stream, timeout=seconds)
             result = Result(command, self.host, out.exited, out.stdout, out.stderr)
             if out.exited == -1 and not self.connection.is_connected:  # no exit status came
                 raise RunError(f"{self.host}: the SSH connection to {self.where} dropped while "
                                f"running `{command[:80]}`")
+            if out.exited == -1 and seconds and time.monotonic() - started >= seconds:
+                # invoke's timer closed the channel, but its thread was still returning
+                # when invoke asked whether it had fired (a race seen under load): no
+                # CommandTimedOut, an exit status of -1. Same outcome as a timeout.
+                result = _timed_out(command, self.host, out, timeout)
         except CommandTimedOut as exc:
-            result = Result(command, self.host, 124, exc.result.stdout,
-                            exc.result.stderr + f"\ntimed out after {timeout} s")
+            result = _timed_out(command, self.host, exc.result, timeout)
         except TRANSPORT_ERRORS as exc:
             raise RunError(f"{self.host}: SSH to {self.where} failed while running "
                            f"`{command[:80]}`: {_describe(exc)}") from exc
@@ -194,6 +199,11 @@ class SshRunner(Runner):
         if code != 0:
             err = b"".join(stderr).decode(errors="replace")
             raise CommandError(Result(command, self.host, code, "", err))
+
+
+def _timed_out(command: str, host: str, out: Any, timeout: float | None) -> Result:
+    """The Result of a command stopped by its timeout: exit 124, like timeout(1)."""
+    return Result(command, host, 124, out.stdout, out.stderr + f"\ntimed out after {timeout} s")
 
 
 def _lines(channel: paramiko.Channel, chunk: int = 1 << 16) -> Iterator[str]:
