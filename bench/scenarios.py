@@ -66,8 +66,9 @@ def main() -> None:
         print("\n".join(rows))
         print()
         print("| bulk (4 connections, 256 MiB each, reader at 32 MiB/s) | profile | "
-              "receiver rmem_alloc + Recv-Q per conn | sender wmem_queued per conn | TCP mem charged per conn |")
-        print("|---|---|---:|---:|---:|")
+              "receiver rmem_alloc + Recv-Q per conn | sender wmem_queued per conn | TCP mem charged per conn "
+              "| timeline peak of TCP mem per conn |")
+        print("|---|---|---:|---:|---:|---:|")
         for profile in ("default", "large-buffers"):
             bulk = run(res, "bulk", "--profile", profile)
             t = cp(bulk, "transferring")
