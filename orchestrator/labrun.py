@@ -44,6 +44,9 @@ class Sides:
         self.channels = channels  # by role
         self.hosts = hosts
         self.stall = stall
+        #: by role: our clock minus the side's, at most its replies' smallest latency off
+        #: (each reply carries the side's clock when sent; see clock_offsets)
+        self.offsets: dict[str, float] = {}
 
     def send(self, role: str, msg: dict) -> None:
         self.channels[role].send(msg)
@@ -72,6 +75,9 @@ class Sides:
                     raise RunError(f"{self.channels[role].host} ({role}): {op} failed: "
                                    f"{msg.get('error')}")
                 replies[role] = msg
+                if isinstance(msg.get("clock"), (int, float)):
+                    offset = time.time() - msg["clock"]
+                    self.offsets[role] = min(offset, self.offsets.get(role, offset))
         return replies
 
     def do(self, roles: list[str], msg: dict, **kw: Any) -> dict[str, dict]:
@@ -411,11 +417,12 @@ class LabRun:
         except LabError as exc:
             self.ui.note(f"timeline: the sides' samples could not be read ({exc})")
             return local
-        received = time.time()
         by_host = {self.by_role[role].name: reply for role, reply in replies.items()}
+        offsets = {self.by_role[role].name: offset
+                   for role, offset in self.sides.offsets.items()}
         kernels = {label: names for label, (_, names) in self.backend.kernels().items()} \
             if self.backend else {}
-        return probes.merge_side_timelines(local, by_host, received, kernels)
+        return probes.merge_side_timelines(local, by_host, offsets, kernels)
 
     def _save(self, started: float, error: LabError | None) -> None:
         if self.run_dir is None:

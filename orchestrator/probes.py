@@ -375,22 +375,24 @@ SAMPLE_INTERVAL = 0.1  # seconds between timeline samples (local sampler and sid
 
 
 def merge_side_timelines(local: dict[str, Any], sides: dict[str, dict[str, Any]],
-                         received: float, kernels: dict[str, list[str]]) -> dict[str, Any]:
+                         offsets: dict[str, float], kernels: dict[str, list[str]]
+                         ) -> dict[str, Any]:
     """A run's timeline from the samples each side took of its own kernel.
 
     ``local`` is this machine's sampler (its start, marks and interval are kept);
-    ``sides`` maps a host to its side's ``timeline`` reply, which ``received`` (this
-    machine's clock) followed. A side's clock may be off from ours (a VM's by seconds):
-    its samples are shifted by ``received - now``, off by at most the reply's latency.
-    The first host's sample times are the timeline's; every other host contributes, at
-    each of them, its latest sample not after it. ``slab_kb`` is the sum over the
-    measured kernels (``kernels``: label -> hosts; one host's Slab per kernel).
+    ``sides`` maps a host to its side's ``timeline`` reply. A side's clock may be off
+    from ours (a VM's by seconds): its samples are shifted by ``offsets[host]``, our
+    clock minus its own, estimated from every reply of the run (the smallest difference:
+    off by the quickest reply's latency). The first host's sample times are the
+    timeline's; every other host contributes, at each of them, its latest sample not
+    after it. ``slab_kb`` is the sum over the measured kernels (``kernels``: label ->
+    hosts; one host's Slab per kernel).
     """
     start = float(local.get("start") or 0.0)
     series: dict[str, tuple[list[float], dict[str, list[float]]]] = {}
     for host, reply in sides.items():
         cols = reply.get("columns") or {}
-        shift = received - float(reply.get("now") or received)
+        shift = offsets.get(host, 0.0)
         times = [t + shift - start for t in cols.get("t", [])]
         if times:
             series[host] = (times, cols)

@@ -4,6 +4,7 @@ machine's clock."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -45,7 +46,7 @@ def test_merge_shifts_each_side_onto_our_clock() -> None:
     sides = {"server": reply(start, 7.0, [0, 0, 30, 30, 0], [100, 100, 130, 130, 100]),
              # the client's clock is behind by 2 s and it sampled once more
              "client": reply(start, -2.0, [0, 1, 2, 3, 4, 5], [200, 201, 202, 203, 204, 205])}
-    merged = merge_side_timelines(local, sides, received=start + 10,
+    merged = merge_side_timelines(local, sides, offsets={"server": -7.0, "client": 2.0},
                                   kernels={"server": ["server"], "client": ["client"]})
     cols = merged["columns"]
     assert cols["t"] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
@@ -59,11 +60,40 @@ def test_merge_counts_a_shared_kernel_once() -> None:
     start = 0.0
     sides = {"a": reply(start, 0, [1, 2], [100, 110]), "b": reply(start, 0, [3, 4], [100, 110])}
     merged = merge_side_timelines({"interval": 0.1, "start": start, "marks": [], "columns": {}},
-                                  sides, received=10.0, kernels={"a+b": ["a", "b"]})
+                                  sides, offsets={"a": 0.0, "b": 0.0}, kernels={"a+b": ["a", "b"]})
     assert merged["columns"]["slab_kb"] == [100, 110]
     assert merged["columns"]["b.mem"] == [3, 4]
 
 
 def test_merge_without_samples_keeps_the_local_timeline() -> None:
     local = {"interval": 0.1, "start": 0.0, "marks": [], "columns": {"t": [0.0]}}
-    assert merge_side_timelines(local, {"a": {"now": 1.0, "columns": {"t": []}}}, 1.0, {}) is local
+    assert merge_side_timelines(local, {"a": {"now": 1.0, "columns": {"t": []}}}, {}, {}) is local
+
+
+def test_sides_read_each_side_clock_from_its_replies() -> None:
+    """A real side process on this machine: every reply carries its clock, and the offset
+    kept is the smallest seen (our clock minus the side's: about 0 here, never below 0
+    by more than clock noise since a reply is received after it is sent)."""
+    import sys
+
+    from orchestrator.labrun import Sides
+    from orchestrator.runner import LocalChannel
+
+    script = str(Path(__file__).resolve().parents[2] / "scenarios" / "side.py")
+    channel = LocalChannel("here", [sys.executable, script])
+    try:
+        channel.send({"role": "server", "address": "127.0.0.1", "peer": "127.0.0.1",
+                      "shards": [], "stall": 5, "sample": 0.05})
+        assert "hello" in channel.receive(timeout=10)
+        sides = Sides({"server": channel}, {}, stall=10)
+        seen = []
+        for _ in range(5):
+            reply = sides.do(["server"], {"op": "timeline"})["server"]
+            assert isinstance(reply["clock"], float) and reply["now"] <= reply["clock"]
+            seen.append(sides.offsets["server"])
+            time.sleep(0.05)
+        assert seen == sorted(seen, reverse=True)  # the minimum so far: never grows
+        assert -0.005 < seen[-1] < 0.05, seen
+    finally:
+        channel.send({"op": "exit"})
+        channel.close()
