@@ -144,7 +144,8 @@ def recycling(results: list[dict[str, Any]]) -> dict[str, Any]:
     sat unread and after the read, and how long after the read began the receiver's
     sockstat TCP mem fell back (``findings.release_time``: from the timeline, so to within
     one sample). The oldest and newest kernel versions are compared: faster by more than
-    one sample interval holds, slower by more does not, otherwise no difference measured.
+    one sample interval holds, slower by more does not, otherwise no difference measured;
+    the kernels between them are listed in the evidence.
     Scenarios without data read after sitting unread (idle, timewait) are not tested.
     """
     rows = []
@@ -183,6 +184,9 @@ def recycling(results: list[dict[str, Any]]) -> dict[str, Any]:
         verdict = findings.FAILS
     else:
         verdict, evidence = SAME, evidence + ": the same to within one sample"
+    if len(timed) > 2:  # the verdict is the two ends'; the kernels between are shown
+        evidence += "; in between: " + ", ".join(
+            f"{k['label']} ({k['release']}) {k['seconds']:.1f} s" for k in timed[1:-1])
     return {**out, "verdict": verdict, "evidence": evidence}
 
 

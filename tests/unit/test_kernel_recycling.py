@@ -84,3 +84,15 @@ def test_version_of() -> None:
     assert kernels_compare.version_of("6.18.44-fc-v782") == (6, 18, 44)
     assert kernels_compare.version_of("6.12") == (6, 12, 0)
     assert kernels_compare.version_of(None) is None
+
+
+def test_kernels_between_the_oldest_and_newest_are_listed() -> None:
+    middle = copy.deepcopy(load(VM_61))
+    middle["metadata"]["kernel_label"] = "6.12"
+    middle["metadata"]["kernel"]["release"] = "6.12.57-cloud-amd64"
+    rec = kernels_compare.recycling([load(HOST), middle, load(VM_61)])
+    assert rec["verdict"] == kernels_compare.SAME
+    assert [k["label"] for k in rec["kernels"]] == ["host", "6.12", "6.1"]
+    assert "on host (" in rec["evidence"] and "s on 6.1 (6.1.0" in rec["evidence"]
+    assert rec["evidence"].endswith(
+        "the same to within one sample; in between: 6.12 (6.12.57-cloud-amd64) 0.0 s")
