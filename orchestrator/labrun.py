@@ -397,6 +397,14 @@ class LabRun:
                                                 if s.memory is not None}})
         if tw_dropped:
             self.checkpoints[-1]["tw_dropped"] = tw_dropped
+        # The states waited for, as the snapshot itself saw them: a change while it was
+        # taken (the kernel dropping half-open connections, say) is said, not hidden.
+        changed = unmet(Expect(expect.states, {}),
+                        {h.role: snap.hosts[h.name].ss for h in self.hosts.values()}, n, True)
+        if changed:
+            self.checkpoints[-1]["changed_while_taken"] = changed
+            self.ui.note(f"{step.name}: states changed while the snapshot was taken: "
+                         + "; ".join(changed[:4]))
         self.checkpoints[-1]["tw_overflow"] = {
             h.name: _netstat(h, "TCPTimeWaitOverflow") for h in self.hosts.values()}
         total = self.checkpoints[-1].get("per_connection_bytes", {}).get("total")

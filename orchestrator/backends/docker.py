@@ -36,7 +36,7 @@ from ..journal import LOCAL_HANDLERS, alive, process_start_time, state_root
 from ..runner import LocalRunner
 from ..ssh import SshRunner
 from .base import Backend, LabHost
-from .netns import ACK_DROP_RULESET, short_id
+from .netns import ACK_DROP_RULESET, LAB_QDISC, short_id
 
 LABEL_RUN = "tcplab.run"
 LABEL_LAB = "tcplab.lab"
@@ -145,6 +145,10 @@ class DockerBackend(Backend):
                 info["cgroup"] = {"version": kind, "path": str(path)}
             except RunError as exc:
                 info["cgroup"] = {"error": str(exc)}
+            # the queue the netns backend gives its interfaces (see LAB_QDISC), set from
+            # this machine: the container stays unprivileged
+            self._in_netns(spec.name, pid).run(["tc", "qdisc", "add", "dev", "eth0", *LAB_QDISC])
+            info["qdisc"] = " ".join(LAB_QDISC[1:])
             self.hosts[spec.name] = LabHost(spec, runner, info=info)
         for name, host in self.hosts.items():
             wanted = dict(sysctls.get(name, {}))
@@ -329,8 +333,12 @@ class DockerBackend(Backend):
         if not pid:
             raise RunError(f"{host.name}: no process of container "
                            f"{self.container_name(host.name)} to reach its network namespace")
-        LocalRunner(host.name, ["nsenter", f"--target={pid}", "--net"]).run(
-            ["nft", "-f", "-"], stdin=ACK_DROP_RULESET)
+        self._in_netns(host.name, pid).run(["nft", "-f", "-"], stdin=ACK_DROP_RULESET)
+
+    @staticmethod
+    def _in_netns(host_name: str, pid: int) -> LocalRunner:
+        """Commands run from this machine in the network namespace of a container's init."""
+        return LocalRunner(host_name, ["nsenter", f"--target={pid}", "--net"])
 
     def per_host_memory(self, host: LabHost) -> dict[str, Any] | None:
         cgroup = host.info.get("cgroup") or {}

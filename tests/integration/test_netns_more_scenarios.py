@@ -39,14 +39,17 @@ def test_backlog_queued_connections_have_no_file_yet(tmp_path: Path) -> None:
 
 
 def test_synrecv_holds_request_socks(tmp_path: Path) -> None:
-    # 2,000: SLUB counts the free slots of per-CPU slabs as in use, a noise of about a
-    # hundred request_sock_TCP objects (12 per slab here); 5% at this N, 11% at 1,000.
+    # Every half-open connection survives its first SYN-ACK retransmission (about 1 s in,
+    # while the snapshot is taken): on a bare veth, 3-12% of them were dropped when the
+    # retransmissions overflowed the host's softnet backlog; the lab's queue holds them.
     n = 2 * N
     result = run_ok("synrecv", tmp_path, n=n)
     cp = checkpoint(result, "syn_recv")
     assert cp["states"] == {"server": {"SYN-RECV": n}, "client": {"ESTAB": n}}
+    assert "changed_while_taken" not in cp
     requests = objs(cp, "request_sock_TCP")
-    assert 0.9 <= requests <= 1.1, requests
+    assert 0.98 <= requests <= 1.02, requests
+    assert {h["qdisc"] for h in result["metadata"]["hosts"].values()} == {"pfifo limit 65536"}
     assert 0.8 <= objs(cp, "TCP") <= 1.2  # the client's only
     server = result["metadata"]["hosts"]["server"]["net_sysctls"]
     assert int(server["net.ipv4.tcp_max_syn_backlog"]) >= n
