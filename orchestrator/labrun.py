@@ -44,8 +44,8 @@ class Sides:
         self.channels = channels  # by role
         self.hosts = hosts
         self.stall = stall
-        #: by role: our clock minus the side's, at most its replies' smallest latency off
-        #: (each reply carries the side's clock when sent; see clock_offsets)
+        #: by role: our clock minus the side's, the smallest over its replies (each carries
+        #: the side's clock when sent): off by the quickest reply's latency
         self.offsets: dict[str, float] = {}
 
     def send(self, role: str, msg: dict) -> None:

@@ -36,7 +36,7 @@ from ..journal import LOCAL_HANDLERS, alive, process_start_time, state_root
 from ..runner import LocalRunner
 from ..ssh import SshRunner
 from .base import Backend, LabHost
-from .netns import ACK_DROP_RULESET, LAB_QDISC, short_id
+from .netns import ACK_DROP_RULESET, LAB_QDISC, LAB_QDISC_ARGV, short_id
 
 LABEL_RUN = "tcplab.run"
 LABEL_LAB = "tcplab.lab"
@@ -147,8 +147,8 @@ class DockerBackend(Backend):
                 info["cgroup"] = {"error": str(exc)}
             # the queue the netns backend gives its interfaces (see LAB_QDISC), set from
             # this machine: the container stays unprivileged
-            self._in_netns(spec.name, pid).run(["tc", "qdisc", "add", "dev", "eth0", *LAB_QDISC])
-            info["qdisc"] = " ".join(LAB_QDISC[1:])
+            self._in_netns(spec.name, pid).run(LAB_QDISC_ARGV)
+            info["qdisc"] = LAB_QDISC
             self.hosts[spec.name] = LabHost(spec, runner, info=info)
         for name, host in self.hosts.items():
             wanted = dict(sysctls.get(name, {}))

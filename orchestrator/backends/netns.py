@@ -24,14 +24,15 @@ ACK_DROP_RULESET = ("table inet tcplab {\n chain out {\n  type filter hook outpu
                     "  tcp flags & (syn | ack | fin | rst) == ack drop\n }\n}\n")
 
 
-#: Every lab interface gets a packet queue (``tc qdisc add dev eth0 <LAB_QDISC>``). A veth
+#: Every lab interface gets a packet queue (LAB_QDISC_ARGV, in its namespace). A veth
 #: has none ("noqueue"): a packet that the receiving CPU's backlog cannot take (host-wide
 #: net.core.netdev_max_backlog, 1,000) fails at transmit. For a SYN-ACK retransmission the
 #: kernel then drops the half-open connection, and the 1 s retransmission timers of a
 #: ramp fire in batches (timer wheel buckets): 3-5% of 10,000 half-open connections
 #: vanished at the first retransmission. With a queue, a burst waits in it; a real NIC
 #: has one too.
-LAB_QDISC = ("root", "pfifo", "limit", "65536")
+LAB_QDISC = "pfifo limit 65536"
+LAB_QDISC_ARGV = ["tc", "qdisc", "add", "dev", "eth0", "root", *LAB_QDISC.split()]
 
 
 def short_id(run_id: str) -> str:
@@ -80,8 +81,8 @@ class NetnsBackend(Backend):
             _ip("-n", ns, "addr", "add", f"{spec.address6}/{prefix6}", "dev", "eth0", "nodad")
             _ip("-n", ns, "link", "set", "eth0", "up")
             _ip("-n", ns, "link", "set", "lo", "up")
-            self.hosts[spec.name].runner.run(["tc", "qdisc", "add", "dev", "eth0", *LAB_QDISC])
-            self.hosts[spec.name].info["qdisc"] = " ".join(LAB_QDISC[1:])
+            self.hosts[spec.name].runner.run(LAB_QDISC_ARGV)
+            self.hosts[spec.name].info["qdisc"] = LAB_QDISC
         for name, host in self.hosts.items():
             host.sysctls = self.apply_sysctls(host, sysctls.get(name, {}))
         return self.hosts
