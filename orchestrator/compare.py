@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -161,8 +162,8 @@ def side_figures(result: dict[str, Any]) -> dict[str, Any] | None:
 NEITHER = "neither side"
 
 
-def _neither(fig: dict[str, Any] | None) -> float | None:
-    if not fig or fig["server"] is None or fig["client"] is None:
+def _neither(fig: dict[str, Any]) -> float | None:
+    if fig["server"] is None or fig["client"] is None:
         return None
     return round(fig["total"] - fig["server"] - fig["client"], 1)
 
@@ -178,18 +179,15 @@ def sides_table(groups: list[dict[str, Any]]) -> dict[str, Any] | None:
         found = [f for f in figs if f]
         columns.append({"source": _joined([f["source"] for f in found]) if found else None,
                         "checkpoint": _joined([f["checkpoint"] for f in found]) if found else None})
-    rows = []
-    for side in SIDES:
-        cells = []
+    def cells(value: Callable[[dict[str, Any]], float | None]) -> list[dict[str, Any] | None]:
+        out = []
         for figs in per_group:
-            values = [f[side] for f in figs if f and f[side] is not None]
-            cells.append(_stats(values) if values else None)
-        rows.append({"side": side, "groups": cells})
-    cells = []
-    for figs in per_group:
-        values = [v for f in figs if (v := _neither(f)) is not None]
-        cells.append(_stats(values) if values else None)
-    rows.append({"side": NEITHER, "groups": cells})
+            values = [v for f in figs if f and (v := value(f)) is not None]
+            out.append(_stats(values) if values else None)
+        return out
+
+    rows = [{"side": side, "groups": cells(lambda f, side=side: f[side])} for side in SIDES]
+    rows.append({"side": NEITHER, "groups": cells(_neither)})
     return {"columns": columns, "rows": rows,
             "cgroup": any(c["source"] == CGROUP_SOURCE for c in columns)}
 
