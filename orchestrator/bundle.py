@@ -314,7 +314,7 @@ def _setup_members(result: dict[str, Any], root: Path, tmp: Path
 def export(run_args: list[Path], output: Path, root: Path,
            now: float | None = None) -> dict[str, Any]:
     """Write the bundle of these runs to ``output`` (never overwritten); return its manifest."""
-    from .compare import expand_runs
+    from .report.compare import expand_runs
     from .results import load_result
 
     output = Path(output)

@@ -141,11 +141,12 @@ def cmd_run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
 
 
 def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
-    from . import repeats, report_text
-    from .labrun import run_plan
+    from . import repeats
     from .plan import RunOptions, make_plan
-    from .report_html import write_report
+    from .report import text as report_text
+    from .report.html import write_report
     from .results import load_result
+    from .run.labrun import run_plan
     from .ui import UI
 
     root = project_root()
@@ -181,7 +182,7 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
             run_dirs.append(run_dir)
     results = [load_result(d) for d in run_dirs]
     if len(kernels) > 1:  # KERNELS="6.1 6.12 host": one comparison of the kernels
-        from . import kernels_compare
+        from .report import kernels as kernels_compare
 
         out("")
         text, written = kernels_compare.report(results, run_dirs, args.results or root / "results")
@@ -189,7 +190,7 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         out("runs: " + " ".join(str(d) for d in run_dirs))
         out(f"comparison: {_shown(written)}")
     elif len(run_dirs) == 1:
-        from . import kernels_compare
+        from .report import kernels as kernels_compare
 
         out("")
         out(report_text.render(results[0]))
@@ -202,8 +203,8 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         if args.repeat > 1:
             out(repeats.render(repeats.summarize(results)))
         if len(profiles) > 1:  # PROFILES="a b": one side-by-side comparison of the profiles
-            from . import compare
-            from .report_html import write_text_atomic
+            from .report import compare
+            from .report.html import write_text_atomic
 
             cmp = compare.compare(results)
             out("")
@@ -263,11 +264,11 @@ def _refuse_stale() -> None:
 def cmd_report(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     import json
 
-    from . import report_text
+    from .report import text as report_text
     from .results import load_result
 
     if args.format == "html":
-        from .report_html import write_report
+        from .report.html import write_report
 
         out(str(_shown(write_report(args.run_dir))))
         return 0
@@ -282,8 +283,9 @@ def cmd_report(args: argparse.Namespace, out: Callable[[str], None]) -> int:
 def cmd_compare(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     import contextlib
 
-    from . import bundle, compare
-    from .report_html import write_text_atomic
+    from . import bundle
+    from .report import compare
+    from .report.html import write_text_atomic
     from .results import load_result
 
     with contextlib.ExitStack() as stack:  # bundles: unpacked read-only, removed after reading

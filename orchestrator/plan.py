@@ -248,8 +248,8 @@ def memory_estimate(scenario: Scenario, slabinfo: str | None = None) -> int:
     From the live object sizes (what an idle pair holds, plus 15% slab overhead), plus,
     when data is sent, twice the bytes (skb truesize) and a page of forward allocation.
     """
-    from .analysis import idle_pair_estimate
-    from .parsers import parse_slabinfo
+    from .measure.analysis import idle_pair_estimate
+    from .measure.parsers import parse_slabinfo
 
     try:
         text = slabinfo if slabinfo is not None else Path("/proc/slabinfo").read_text()

@@ -2,7 +2,7 @@
 """Summarise every TCP socket of this network namespace through netlink sock_diag.
 
 Standard library only: it runs on lab hosts (``python3 -c``, or as a file). Prints one
-JSON object with the same shape as ``orchestrator.parsers.SsSummary.to_dict()``:
+JSON object with the same shape as ``orchestrator.measure.parsers.SsSummary.to_dict()``:
 socket counts by state (ss's names), per state the sums of each skmem field and of the
 queues, and their medians, aggregated while the dump streams in, so memory stays bounded
 at a million sockets and nothing like ``ss`` text is produced or parsed.

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import parsers
-from orchestrator.probes import HostSnapshot, Snapshot
+from orchestrator.measure import parsers
+from orchestrator.measure.probes import HostSnapshot, Snapshot
 
 # Lab runs take a machine-wide lock (slab counters are global): tests queue for it rather
 # than fail when another run measures. Tests of the lock itself set it to 0.

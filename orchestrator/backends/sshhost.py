@@ -159,7 +159,7 @@ print(json.dumps(out))
 
 def filtered_sockdiag_argv(cmd: Command, ctl_port: int, peer: str) -> Command:
     """Add sockdiag's control-connection filter to a sock_diag summary command."""
-    from ..probes import SOCKDIAG
+    from ..measure.probes import SOCKDIAG
 
     if isinstance(cmd, str) or len(cmd) < 3 or list(cmd[:2]) != ["python3", "-c"]:
         return cmd
@@ -347,7 +347,7 @@ class SshBackend(Backend):
     def kernel_runner(self) -> Any:
         """A probes.KernelSet over every measured kernel (made once: it caches each kernel's
         SLUB aliases); an empty one once the kernels went away with the run."""
-        from ..probes import KernelSet
+        from ..measure.probes import KernelSet
 
         if self._down and not self.runners_reusable():
             return KernelSet({})  # the kernels are gone with the run: nothing to wait for

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: How long a run may wait for other runs to free the machine lock.
 LOCK_WAIT_S = 900
 #: After a run failed, teardown waits up to this long for the kernel to free the run's
-#: sockets (orchestrator.probes.wait_released): part of cleanup, not of stopping.
+#: sockets (orchestrator.measure.probes.wait_released): part of cleanup, not of stopping.
 RELEASE_WAIT_S = 60
 
 

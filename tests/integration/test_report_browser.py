@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import report_html
+from orchestrator.report import html as report_html
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""orchestrator.analysis on the real captures of tests/data (kernel 6.18, 2000 connections).
+"""orchestrator.measure.analysis on the real captures of tests/data (kernel 6.18, 2000 connections).
 
 The figures asserted are those of the captured files (see tests/data/README.md).
 """
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator import analysis
-from orchestrator.parsers import SlabLine
+from orchestrator.measure import analysis
+from orchestrator.measure.parsers import SlabLine
 
 K = 2000
 

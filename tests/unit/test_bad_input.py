@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import labrun
 from orchestrator.cli import main
+from orchestrator.run import labrun
 
 pytestmark = pytest.mark.root  # sysctl classification (unshare --net), ip netns
 

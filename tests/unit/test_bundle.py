@@ -24,8 +24,9 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator import bundle, cli, labrun, plan
+from orchestrator import bundle, cli, plan
 from orchestrator.config import load_lab, load_profile
+from orchestrator.run import labrun
 from orchestrator.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parents[2]

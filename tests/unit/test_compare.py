@@ -1,4 +1,4 @@
-"""orchestrator.compare: real results (tests/data/results) and synthetic repetitions."""
+"""orchestrator.report.compare: real results (tests/data/results) and synthetic repetitions."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import cli, compare
+from orchestrator import cli
 from orchestrator.errors import InputError
+from orchestrator.report import compare
 from orchestrator.results import load_result
 
 RESULTS = Path(__file__).resolve().parents[1] / "data" / "results"

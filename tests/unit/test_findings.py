@@ -1,4 +1,4 @@
-"""orchestrator.findings on real results (tests/data/results, kernel 6.18, netns, N=2000).
+"""orchestrator.report.findings on real results (tests/data/results, kernel 6.18, netns, N=2000).
 
 c2s (13 unread bytes, then read), timewait (FIN_WAIT2 then TIME_WAIT) and s2c (64 KiB):
 each of the article's conclusions holds on the result that tests it and is "not tested"
@@ -12,8 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import findings
-from orchestrator.findings import F_BELOW_RMEM, F_RELEASED, F_TIMEWAIT, FAILS, HOLDS, UNTESTED
+from orchestrator.report import findings
+from orchestrator.report.findings import (
+    F_BELOW_RMEM,
+    F_RELEASED,
+    F_TIMEWAIT,
+    FAILS,
+    HOLDS,
+    UNTESTED,
+)
 from orchestrator.results import load_result
 
 RESULTS = Path(__file__).resolve().parents[1] / "data" / "results"

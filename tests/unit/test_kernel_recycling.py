@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import findings, kernels_compare
+from orchestrator.report import findings
+from orchestrator.report import kernels as kernels_compare
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "results"
 VM_61 = "20261126-045425-c2s-default"    # vm backend, 6.1.0-56-cloud-amd64

@@ -1,4 +1,4 @@
-"""Tests of orchestrator.parsers on real output captured on kernel 6.18.
+"""Tests of orchestrator.measure.parsers on real output captured on kernel 6.18.
 
 The captures are in tests/data (see its README.md; tests/data/capture.py
 re-creates them). The numbers asserted here are the ones in those files: a
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import RunError
-from orchestrator.parsers import (
+from orchestrator.measure.parsers import (
     PAGE_SIZE,
     ParseError,
     SlabLine,

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import compare, report_html
+from orchestrator.report import compare
+from orchestrator.report import html as report_html
 from orchestrator.results import load_result
 
 RESULTS = Path(__file__).resolve().parents[1] / "data" / "results"
@@ -217,7 +218,7 @@ def test_compare_netns_against_vm():
 
 
 def test_summary_says_where_the_total_comes_from(pages: dict[str, str]) -> None:
-    from orchestrator import report_text
+    from orchestrator.report import text as report_text
 
     vm, docker = text_of(pages[VM]), text_of(pages[DOCKER])
     assert "client + server ends, summed over 2 kernels: each side's own below" in vm

@@ -1,4 +1,4 @@
-"""orchestrator.report_html / charts: one self-contained HTML file per run, from
+"""orchestrator.report.html / charts: one self-contained HTML file per run, from
 result.json alone (real results in tests/data/results)."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import charts, report_html
+from orchestrator.report import charts
+from orchestrator.report import html as report_html
 from orchestrator.results import load_result
 
 RESULTS = Path(__file__).resolve().parents[1] / "data" / "results"

@@ -1,4 +1,4 @@
-"""orchestrator.report_text.render on a result built from the real captures of tests/data.
+"""orchestrator.report.text.render on a result built from the real captures of tests/data.
 
 The result dict has the fields labrun.LabRun._save writes that the renderer reads.
 """
@@ -9,7 +9,8 @@ import re
 
 import pytest
 
-from orchestrator import analysis, report_text
+from orchestrator.measure import analysis
+from orchestrator.report import text as report_text
 from orchestrator.results import SCHEMA
 
 K = 2000

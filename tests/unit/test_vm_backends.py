@@ -18,7 +18,7 @@ from orchestrator.backends.sshhost import (
     filtered_sockdiag_argv,
 )
 from orchestrator.errors import InputError
-from orchestrator.probes import SOCKDIAG, sockdiag_argv
+from orchestrator.measure.probes import SOCKDIAG, sockdiag_argv
 from orchestrator.vm import kernels, qemu
 from orchestrator.vm.kernels import Kernel
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import analysis, kernels_compare, parsers, probes
-from orchestrator.probes import KernelSet, KernelSnapshot, Snapshot
+from orchestrator.measure import analysis, parsers, probes
+from orchestrator.measure.probes import KernelSet, KernelSnapshot, Snapshot
+from orchestrator.report import kernels as kernels_compare
 from orchestrator.runner import Result, Runner
 
 N = 2000

@@ -25,7 +25,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 KEEP_OTHER_ROWS = 8
-# as orchestrator.kernels_compare.KEY_CACHES (this script stands alone)
+# as orchestrator.report.kernels.KEY_CACHES (this script stands alone)
 KEY_CACHES = ("TCP", "sock_inode_cache", "filp", "dentry", "tw_sock_TCP", "request_sock_TCP",
               "skbuff_head_cache", "tcp_bind_bucket", "tcp_bind2_bucket", "lsm_inode_cache",
               "lsm_file_cache", "eventpoll_epi", "TCPv6")

@@ -15,10 +15,12 @@ from typing import Any
 
 import jinja2
 
-from . import charts, findings, kernels_compare, report_text
-from .analysis import CGROUP_CAVEAT
-from .errors import LabError
-from .results import load_result
+from ..errors import LabError
+from ..measure.analysis import CGROUP_CAVEAT
+from ..results import load_result
+from . import charts, findings
+from . import kernels as kernels_compare
+from . import text as report_text
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 REPORT_FILE = "report.html"
@@ -399,7 +401,7 @@ def live_defaults(result: dict[str, Any]) -> dict[str, str] | None:
     if result.get("metadata", {}).get("kernel", {}).get("release") != os.uname().release:
         return None
     try:
-        from .sysctls import namespace_defaults
+        from ..sysctls import namespace_defaults
 
         return namespace_defaults()
     except (LabError, OSError):

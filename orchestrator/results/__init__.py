@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, LabError
+from ..errors import InputError, LabError
 
 SCHEMA = "tcplab.result/1"
 RESULT_FILE = "result.json"

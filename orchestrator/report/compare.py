@@ -21,10 +21,12 @@ from typing import Any
 
 from tabulate import tabulate
 
-from . import findings, kernels_compare, report_text
-from .analysis import CGROUP_CAVEAT
-from .errors import InputError
-from .results import RESULT_FILE
+from ..errors import InputError
+from ..measure.analysis import CGROUP_CAVEAT
+from ..results import RESULT_FILE
+from . import findings
+from . import kernels as kernels_compare
+from . import text as report_text
 
 SCHEMA = "tcplab.compare/1"
 FORMATS = ("table", "markdown", "json", "html")
@@ -461,7 +463,7 @@ def render_json(cmp: dict[str, Any]) -> str:
 
 
 def render_html(cmp: dict[str, Any]) -> str:
-    from .report_html import environment
+    from .html import environment
 
     return environment().get_template("compare.html.j2").render(
         cmp=cmp, labels=[g["label"] for g in cmp["groups"]], judged=_judged(cmp),

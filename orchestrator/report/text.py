@@ -6,8 +6,8 @@ from typing import Any
 
 from tabulate import tabulate
 
+from ..measure.analysis import CGROUP_CAVEAT
 from . import findings
-from .analysis import CGROUP_CAVEAT
 
 TOP_CACHES = 7
 

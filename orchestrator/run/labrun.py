@@ -16,16 +16,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import __version__, analysis, faults, probes, sysctls
-from .backends import Backend, LabHost, backend_class
-from .errors import LabError, RunError
-from .journal import HostLock, Journal
-from .parsers import SsSummary
-from .plan import Plan
-from .results import SCHEMA, new_run_dir, write_json_atomic
-from .runner import LineChannel
-from .scenario import Expect, Step
-from .ui import UI, Ticker
+from .. import __version__, faults, sysctls
+from ..backends import Backend, LabHost, backend_class
+from ..errors import LabError, RunError
+from ..journal import HostLock, Journal
+from ..measure import analysis, probes
+from ..measure.parsers import SsSummary
+from ..plan import Plan
+from ..results import SCHEMA, new_run_dir, write_json_atomic
+from ..runner import LineChannel
+from ..scenario import Expect, Step
+from ..ui import UI, Ticker
 
 
 class Interrupted(RunError):

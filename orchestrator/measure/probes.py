@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..backends.base import LabHost
+from ..runner import Runner
 from . import parsers
-from .backends.base import LabHost
-from .runner import Runner
 
 SS_ALL = ["ss", "-t", "-a", "-n", "-m", "-i", "-H"]  # -a: TIME-WAIT and SYN-RECV too
 RAW_SS_MAX = 20_000  # above this many sockets per host, keep the sock_diag summary only
-SOCKDIAG = Path(__file__).resolve().parent.parent / "scenarios" / "sockdiag.py"
+SOCKDIAG = Path(__file__).resolve().parents[2] / "scenarios" / "sockdiag.py"
 
 
 def sockdiag_argv(with_mem: bool = True) -> list[str]:

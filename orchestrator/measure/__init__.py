@@ -1,0 +1,1 @@
+"""What is read from a measured kernel, and the pure analysis of it."""

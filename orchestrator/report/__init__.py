@@ -1,0 +1,1 @@
+"""Reports from saved results: terminal text, HTML, charts, findings, comparisons."""

@@ -1,0 +1,1 @@
+"""Executing a plan: hosts up, sides, steps, checkpoints, result, teardown."""
