@@ -89,7 +89,9 @@ def net_sysctls() -> dict[str, str]:
 
 
 def sysctls_changed(before: dict[str, str]) -> dict[str, tuple[str | None, str | None]]:
-    return netsysctls.changes(before, netsysctls.values())
+    """What differs from ``before`` now, read while no other run holds the machine lock
+    (one that queued behind ours may be changing host sysctls the moment ours ends)."""
+    return netsysctls.changes(before, snapshot_when_idle())
 
 
 def snapshot_when_idle(read: Callable[[], T] = net_sysctls) -> T:  # type: ignore[assignment]

@@ -74,7 +74,7 @@ def changes(before: dict[str, str], after: dict[str, str]) -> dict[str, tuple[st
 
 
 def shown(changed: dict[str, tuple[str | None, str | None]], limit: int = 40) -> str:
-    lines = [f"  {k[len(ROOT) + 1:].replace('/', '.')}: {_v(a)} -> {_v(b)}"
+    lines = [f"  {k[len('/proc/sys/'):].replace('/', '.')}: {_v(a)} -> {_v(b)}"
              for k, (a, b) in list(changed.items())[:limit]]
     more = len(changed) - limit
     return "\n".join(lines + ([f"  ... {more} more"] if more > 0 else []))

@@ -30,8 +30,8 @@ docker = pytest.importorskip("docker")
 
 from orchestrator.backends.docker import LABEL_RUN  # noqa: E402 - after the importorskip
 
-from . import facts  # noqa: E402
-from .dockerlab import docker_client  # noqa: E402
+from . import facts, netsysctls  # noqa: E402
+from .dockerlab import docker_client, snapshot_when_idle  # noqa: E402
 from .facts import cache, checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,12 +42,6 @@ N = 1000
 N_CMP = 4000
 BUSY = "another tcplab run is measuring"
 LOCK_WAIT_S = 900  # how long to wait for other people's runs to free the machine lock
-#: Host-wide sysctls that must be the same before and after an interrupted run.
-HOST_SYSCTLS = ("net/ipv4/tcp_mem", "net/ipv4/tcp_rmem", "net/ipv4/tcp_wmem",
-                "net/ipv4/ip_local_port_range", "net/core/somaxconn", "net/ipv4/tcp_max_orphans",
-                "net/core/netdev_max_backlog", "net/ipv4/ip_forward",
-                "net/netfilter/nf_conntrack_max", "net/ipv4/tcp_max_tw_buckets")
-
 pytestmark = [pytest.mark.docker, pytest.mark.root, pytest.mark.slow]
 
 
@@ -142,12 +136,8 @@ def assert_clean(run_id: str, state: Path) -> None:
 
 
 def host_sysctls() -> dict[str, str]:
-    out = {}
-    for name in HOST_SYSCTLS:
-        path = Path("/proc/sys") / name
-        if path.exists():
-            out[name] = " ".join(path.read_text().split())
-    return out
+    """Every writable /proc/sys/net value, read while no run holds the machine lock."""
+    return snapshot_when_idle()
 
 
 # -- the runs shared by several tests -------------------------------------------------------
@@ -319,7 +309,7 @@ def test_profile_sysctl_pinned_in_both_containers(tmp_path: Path, daemon: object
         meta = result["metadata"]["hosts"][host]
         assert meta["net_sysctls"]["net.ipv4.tcp_rmem"] == rmem
         assert meta["sysctls_pinned"]["net.ipv4.tcp_rmem"] == rmem
-    assert host_sysctls() == host_before  # the host's own value is untouched
+    assert netsysctls.changes(host_before, host_sysctls()) == {}  # the host's own: untouched
     assert_clean(run_dir.name, state)
 
 
@@ -337,7 +327,7 @@ def test_sigint_during_ramp_cleans_up(tmp_path: Path) -> None:
     result = json.loads((run_dir / "result.json").read_text())
     assert result["status"] == "incomplete"
     assert_clean(run_dir.name, state)
-    assert host_sysctls() == before
+    assert netsysctls.changes(before, host_sysctls()) == {}
 
 
 def test_wipe_after_sigkill(tmp_path: Path, daemon: object) -> None:

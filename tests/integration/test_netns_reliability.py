@@ -24,7 +24,7 @@ from .dockerlab import (  # one definition of each for both backends
     HOST_SYSCTL,
     SIDE_FAULTS,
     host_profile,
-    net_sysctls,
+    snapshot_when_idle,
     sysctls_changed,
 )
 
@@ -64,7 +64,7 @@ def assert_left_nothing(tmp: Path, before: dict[str, str]) -> dict:
 @pytest.mark.parametrize("phase", ["setup", "ramp", "checkpoint", "teardown"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_matrix(tmp_path: Path, phase: str, sig: signal.Signals) -> None:
-    before = net_sysctls()
+    before = snapshot_when_idle()
     proc = start(tmp_path, "--scenario", "idle", "-n", "1000", "--profile",
                  str(host_profile(tmp_path)), "--allow-host-sysctls",
                  env={"TCPLAB_PAUSE_AT": phase, "TCPLAB_PAUSE_SECONDS": "3"})
@@ -87,7 +87,7 @@ def test_interrupt_matrix(tmp_path: Path, phase: str, sig: signal.Signals) -> No
 
 @pytest.mark.parametrize("fault,message", SIDE_FAULTS)
 def test_side_failure_stops_run_and_saves_partial(tmp_path: Path, fault: str, message: str) -> None:
-    before = net_sysctls()
+    before = snapshot_when_idle()
     proc = start(tmp_path, "--scenario", "c2s", "-n", "500", "--stall", "3",
                  env={"TCPLAB_SIDE_FAULT": fault})
     _, err = proc.communicate(timeout=180)  # teardown may wait for the kernel to free sockets
