@@ -86,7 +86,7 @@ def _docker() -> list[Check]:
     checks = [Check("docker daemon", True, f"engine {version.get('Version')}, "
                     f"API {version.get('ApiVersion')}")]
     try:
-        from .images import recipe_hash
+        from .backends.docker.image import recipe_hash
 
         root = Path(__file__).resolve().parent.parent
         tag = f"tcplab/node:{recipe_hash(root / 'images')[:12]}"

@@ -187,7 +187,7 @@ def _remote_plan(opts: RunOptions, lab: Lab, profile: Profile, scenario: Scenari
     if backend == "vm" and opts.kernel is not None:
         import dataclasses
 
-        from .vm.kernels import is_path
+        from .backends.vm.kernels import is_path
 
         if is_path(opts.kernel) and not Path(opts.kernel).expanduser().is_file():
             raise InputError(f"--kernels/KERNELS: {opts.kernel}: no such file (expected a "

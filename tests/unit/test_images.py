@@ -12,15 +12,15 @@ from typing import Any
 import docker.errors
 import pytest
 
-from orchestrator import images
-from orchestrator.errors import InputError, RunError
-from orchestrator.images import (
+from orchestrator.backends.docker import image as images
+from orchestrator.backends.docker.image import (
     debian_mirror,
     ensure_image,
     parse_deb822_mirror,
     parse_sources_list_mirror,
     recipe_hash,
 )
+from orchestrator.errors import InputError, RunError
 
 REPO_IMAGES = Path(__file__).resolve().parents[2] / "images"
 

@@ -44,14 +44,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, LabError, RunError
-from ..journal import LOCAL_HANDLERS, alive, process_start_time
-from ..runner import Command
-from ..ssh import SshRunner, quote
-from .base import Backend, LabHost
+from ...errors import InputError, LabError, RunError
+from ...journal import LOCAL_HANDLERS, alive, process_start_time
+from ...runner import Command
+from ...ssh import SshRunner, quote
+from ..base import Backend, LabHost
 
 REMOTE_DIR = "/run/tcplab/remote"
-SIDE = Path(__file__).resolve().parents[2] / "scenarios" / "side.py"
+SIDE = Path(__file__).resolve().parents[3] / "scenarios" / "side.py"
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,7 @@ print(json.dumps(out))
 
 def filtered_sockdiag_argv(cmd: Command, ctl_port: int, peer: str) -> Command:
     """Add sockdiag's control-connection filter to a sock_diag summary command."""
-    from ..measure.probes import SOCKDIAG
+    from ...measure.probes import SOCKDIAG
 
     if isinstance(cmd, str) or len(cmd) < 3 or list(cmd[:2]) != ["python3", "-c"]:
         return cmd
@@ -347,7 +347,7 @@ class SshBackend(Backend):
     def kernel_runner(self) -> Any:
         """A probes.KernelSet over every measured kernel (made once: it caches each kernel's
         SLUB aliases); an empty one once the kernels went away with the run."""
-        from ..measure.probes import KernelSet
+        from ...measure.probes import KernelSet
 
         if self._down and not self.runners_reusable():
             return KernelSet({})  # the kernels are gone with the run: nothing to wait for
@@ -430,7 +430,7 @@ def wipe_remote(lab_path: Path, keep_runs: set[str]) -> list[str]:
     A journal file of a run in ``keep_runs`` (live here), or whose orchestrator still runs
     on this machine, is left alone.
     """
-    from ..config import load_lab
+    from ...config import load_lab
 
     lab = load_lab(Path(lab_path))
     messages: list[str] = []

@@ -31,13 +31,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, RunError
-from ..journal import LOCAL_HANDLERS
-from ..vm import qemu
-from ..vm.kernels import Kernel
-from .base import LabHost
-from .netns import short_id
-from .sshhost import HostRunner, SshBackend, Target, probe
+from ...errors import InputError, RunError
+from ...journal import LOCAL_HANDLERS
+from ..base import LabHost
+from ..netns import short_id
+from ..sshhost import HostRunner, SshBackend, Target, probe
+from . import qemu
+from .kernels import Kernel
 
 DEFAULT_KERNEL = "6.1"
 DEFAULT_MEMORY_MB = 1024
@@ -65,7 +65,7 @@ class VmBackend(SshBackend):
 
     # -- checks (nothing created) ----------------------------------------------------------
     def preflight(self) -> None:
-        from ..vm.kernels import is_path, resolve
+        from .kernels import is_path, resolve
 
         qemu.need_tools()
         for spec in self.lab.hosts:
@@ -76,7 +76,7 @@ class VmBackend(SshBackend):
 
     # -- lifecycle -------------------------------------------------------------------------
     def up(self, sysctls: Mapping[str, Mapping[str, str]]) -> dict[str, LabHost]:
-        from ..vm import kernels, rootfs
+        from . import kernels, rootfs
 
         started = time.monotonic()
         for spec in self.lab.hosts:

@@ -30,13 +30,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .. import faults
-from ..errors import InputError, RunError
-from ..journal import LOCAL_HANDLERS, alive, process_start_time, state_root
-from ..runner import LocalRunner
-from ..ssh import SshRunner
-from .base import Backend, LabHost
-from .netns import ACK_DROP_RULESET, LAB_QDISC, LAB_QDISC_ARGV, short_id
+from ... import faults
+from ...errors import InputError, RunError
+from ...journal import LOCAL_HANDLERS, alive, process_start_time, state_root
+from ...runner import LocalRunner
+from ...ssh import SshRunner
+from ..base import Backend, LabHost
+from ..netns import ACK_DROP_RULESET, LAB_QDISC, LAB_QDISC_ARGV, short_id
 
 LABEL_RUN = "tcplab.run"
 LABEL_LAB = "tcplab.lab"
@@ -110,7 +110,7 @@ class DockerBackend(Backend):
 
     # -- lifecycle --------------------------------------------------------------------------
     def up(self, sysctls: Mapping[str, Mapping[str, str]]) -> dict[str, LabHost]:
-        from ..images import ensure_image
+        from .image import ensure_image
 
         if self.client is None:
             self.preflight()

@@ -30,8 +30,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import InputError, RunError
-from . import cache_dir, cache_lock
+from ...errors import InputError, RunError
+from .cache import cache_dir, cache_lock
 
 FORMAT = "tcplab-vm-rootfs/1"
 EXTRA_PACKAGES = ("kmod",)
@@ -113,7 +113,7 @@ class RootfsImage:
 
 def recipe(images_dir: Path) -> tuple[str, list[str], str]:
     """(recipe hash, packages, sshd_config text) of the VM root filesystem."""
-    from ..images import DEBIAN_SUITE, node_recipe_dir, recipe_packages
+    from ..docker.image import DEBIAN_SUITE, node_recipe_dir, recipe_packages
 
     packages = sorted(set(recipe_packages(images_dir)) | set(EXTRA_PACKAGES))
     sshd_config = (node_recipe_dir(images_dir) / "sshd_config").read_text()
@@ -139,7 +139,7 @@ def ensure(images_dir: Path, log: Log = print) -> RootfsImage:
 
 
 def _build(image: Path, full: str, packages: list[str], sshd_config: str, log: Log) -> RootfsImage:
-    from ..images import DEBOOTSTRAP_PARENT, _remove_rootfs, _run_debootstrap, debian_mirror
+    from ..docker.image import DEBOOTSTRAP_PARENT, _remove_rootfs, _run_debootstrap, debian_mirror
 
     missing = [t for t in ("debootstrap", "mkfs.ext4") if shutil.which(t) is None]
     if missing:
