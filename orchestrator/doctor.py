@@ -75,9 +75,9 @@ def _memory() -> Check:
 
 def _docker() -> list[Check]:
     try:
-        import docker
+        from .backends.docker.client import ping
 
-        client = docker.from_env(timeout=5)
+        client = ping(timeout=5)
         version = client.version()
     except Exception as exc:  # no SDK, no daemon, no permission
         return [Check("docker daemon", None, f"not answering ({str(exc)[:80]})",

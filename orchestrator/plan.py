@@ -81,11 +81,9 @@ def choose_backend(requested: str) -> tuple[str, str]:
     if requested != "auto":
         return requested, "requested"
     try:
-        import docker  # noqa: F401 - optional at this point
+        from .backends.docker.client import ping
 
-        client = docker.from_env(timeout=3)
-        client.ping()
-        client.close()
+        ping(timeout=3).close()
         return "docker", "auto: a Docker daemon answers"
     except Exception:
         return "netns", "auto: no Docker daemon answers"
