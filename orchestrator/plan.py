@@ -128,6 +128,12 @@ def make_plan(opts: RunOptions) -> Plan:
             f"{where}: {key_path('sysctls', key)} is host-wide on this kernel (not per "
             f"{'container' if backend == 'docker' else 'namespace'}); add --allow-host-sysctls "
             "to change it for the run (it is restored afterwards), or remove it")
+    if backend == "docker" and opts.family == "ipv6" and not opts.allow_host_sysctls:
+        raise InputError(
+            "--family/FAMILY ipv6 on the docker backend: dockerd turns on IPv6 forwarding for "
+            "the whole host (net.ipv6.conf.all.forwarding and every interface's) when it "
+            "creates an IPv6 network, and leaves it on; add --allow-host-sysctls to let "
+            "tcplab save those values and restore them after the run, or use --backend netns")
     per_ns = {k: v for k, v in profile.sysctls.items() if classes[k] == "namespace"}
     host_sysctls = {h.name: {**h.sysctls, **per_ns} for h in lab.hosts}
 

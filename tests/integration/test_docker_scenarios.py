@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -233,9 +233,40 @@ def test_timewait_sheds_socket_objects(tmp_path: Path) -> None:
     facts.timewait_sheds_socket_objects(run_ok("timewait", tmp_path, n=n), n)
 
 
-def test_ipv6_sockets_are_tcpv6(tmp_path: Path) -> None:
-    # The Docker network carries the lab's IPv6 range beside the IPv4 one.
-    result = run_ok("idle", tmp_path, "--family", "ipv6")
+FORWARDING6 = "net.ipv6.conf.all.forwarding"
+
+
+def _forwarding6() -> str:
+    return Path("/proc/sys/net/ipv6/conf/all/forwarding").read_text().strip()
+
+
+def test_ipv4_run_leaves_ipv6_forwarding_off(tmp_path: Path, daemon: object,
+                                             host_sysctl: Callable[[str, str], None]) -> None:
+    # A fresh machine has IPv6 forwarding off; an IPv4 lab network has no IPv6, so dockerd
+    # has no reason to turn it on (it did when every lab network had IPv6: issue 11).
+    host_sysctl(FORWARDING6, "0")
+    result = run_ok("idle", tmp_path, n=200)
+    assert result["status"] == "complete"
+    assert _forwarding6() == "0"
+
+
+def test_ipv6_refused_without_opt_in(tmp_path: Path) -> None:
+    results, state = tmp_path / "results", tmp_path / "state"
+    proc = tcplab("run", "--scenario", "idle", "-n", "10", "--backend", "docker",
+                  "--family", "ipv6", results=results, state=state)
+    assert proc.returncode == 2, proc.stderr
+    assert ("--family/FAMILY ipv6 on the docker backend: dockerd turns on IPv6 forwarding "
+            "for the whole host") in proc.stderr
+    assert not results.exists() or not list(results.iterdir())  # nothing created
+
+
+def test_ipv6_sockets_are_tcpv6(tmp_path: Path, host_sysctl: Callable[[str, str], None]
+                                ) -> None:
+    # The Docker network carries the lab's IPv6 range beside the IPv4 one. dockerd turns
+    # the host's IPv6 forwarding on for it: saved before, restored after the run.
+    host_sysctl(FORWARDING6, "0")
+    result = run_ok("idle", tmp_path, "--family", "ipv6", "--allow-host-sysctls")
+    assert _forwarding6() == "0"
     cp = checkpoint(result, "established")
     assert cp["states"] == {"server": {"ESTAB": N}, "client": {"ESTAB": N}}
     assert 1.8 <= cache(cp, "TCPv6")["objects_per_connection"] <= 2.2
@@ -327,6 +358,24 @@ def test_wipe_after_sigkill(tmp_path: Path, daemon: object) -> None:
     assert wiped.returncode == 0, wiped.stderr
     assert run_dir.name in wiped.stdout, wiped.stdout
     assert_clean(run_dir.name, state)
+
+
+def test_wipe_restores_ipv6_forwarding_after_sigkill(
+        tmp_path: Path, daemon: object, host_sysctl: Callable[[str, str], None]) -> None:
+    host_sysctl(FORWARDING6, "0")
+    results, state = tmp_path / "results", tmp_path / "state"
+    proc, _ = start_until_ramp(["run", "--scenario", "idle", "-n", "40000", "--backend",
+                                "docker", "--family", "ipv6", "--allow-host-sysctls"],
+                               results, state, start_new_session=True)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert _forwarding6() == "1"  # dockerd's doing, for the run's IPv6 network
+    wiped = subprocess.run(_cli("wipe"), cwd=ROOT, env=_env(state), capture_output=True,
+                           text=True, timeout=300, check=False)
+    assert wiped.returncode == 0, wiped.stderr
+    (run_dir,) = list(results.iterdir())
+    assert_clean(run_dir.name, state)
+    assert _forwarding6() == "0"
 
 
 def test_undo_never_touches_unlabelled(daemon: object) -> None:

@@ -19,11 +19,13 @@ import pytest
 
 from orchestrator.backends.netns import short_id
 
+from . import netsysctls
 from .dockerlab import (  # one definition of each for both backends
     HOST_SYSCTL,
     SIDE_FAULTS,
     host_profile,
     net_sysctls,
+    sysctls_changed,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,9 +56,8 @@ def assert_left_nothing(tmp: Path, before: dict[str, str]) -> dict:
     assert procs.strip() == "", procs
     state_runs = tmp / "state" / "runs"
     assert not state_runs.exists() or not list(state_runs.iterdir())
-    after = net_sysctls()
-    changed = {k: (before[k], after.get(k)) for k in before if before[k] != after.get(k)}
-    assert not changed, changed
+    changed = sysctls_changed(before)
+    assert not changed, "host sysctls changed:\n" + netsysctls.shown(changed)
     return json.loads((runs[0] / "result.json").read_text())
 
 

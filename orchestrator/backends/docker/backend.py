@@ -33,7 +33,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ... import faults
+from ... import faults, sysctls
 from ...errors import InputError, RunError
 from ...journal import LOCAL_HANDLERS, process_start_time, state_root
 from ...runner import LocalRunner
@@ -96,6 +96,8 @@ class DockerBackend(Backend):
         self.image = ensure_image(client, self.root / "images", lambda m: self.log(f"      {m}"))
         key = self._make_key()
         public = key.with_suffix(".pub").read_text().strip()
+        if self.family == "ipv6":
+            self._journal_ipv6_forwarding()
         network = self._create_network()
         side_tar = _side_archive(self.root / "scenarios" / "side.py")
         server, client_spec = self.lab.host("server"), self.lab.host("client")
@@ -162,18 +164,42 @@ class DockerBackend(Backend):
             path.chmod(0o600)
         return key
 
+    def _journal_ipv6_forwarding(self) -> None:
+        """Save every ``net.ipv6.conf.*.forwarding`` before an IPv6 network exists.
+
+        dockerd turns IPv6 forwarding on for the whole host when it creates a network with
+        IPv6 and never turns it back off (with forwarding on, the kernel ignores router
+        advertisements: a host that takes its IPv6 route from them loses it minutes later).
+        The plan allows this only with --allow-host-sysctls; the undo restores each value
+        after the network is gone. Recorded interfaces first, then ``default``, then
+        ``all``: undone newest first, ``all`` (which rewrites every interface and the
+        default) is restored before the per-interface values it would clobber.
+        """
+        conf = Path("/proc/sys/net/ipv6/conf")
+        names = sorted(d.name for d in conf.iterdir() if d.name not in ("all", "default"))
+        for name in [*names, "default", "all"]:
+            key = sysctls.name_of(conf / name / "forwarding")
+            try:
+                old = sysctls.read_host(key)
+            except OSError:
+                continue  # an interface that went away meanwhile
+            self.journal.record("host_sysctl", name=key, old=old, new="1", why="dockerd")
+
     def _create_network(self) -> Any:
         docker = sdk()
         from docker.types import IPAMConfig, IPAMPool
 
+        six = self.family == "ipv6"
+        families = [(self.lab.subnet, [h.address for h in self.lab.hosts])]
+        if six:
+            families.append((self.lab.subnet6, [h.address6 for h in self.lab.hosts]))
         pools = []
-        for net, addresses in ((self.lab.subnet, [h.address for h in self.lab.hosts]),
-                               (self.lab.subnet6, [h.address6 for h in self.lab.hosts])):
+        for net, addresses in families:
             subnet = ipaddress.ip_network(net)
             used = {ipaddress.ip_address(a) for a in addresses}
             gateway = next(ip for ip in subnet.hosts() if ip not in used)
             pools.append(IPAMPool(subnet=str(subnet), gateway=str(gateway)))
-        subnet = self.lab.subnet
+        shown = " and ".join(net for net, _ in families)
         self.journal.record("network", name=self.network_name, run=self.run_id)
         try:
             network = self.client.networks.create(
@@ -181,22 +207,22 @@ class DockerBackend(Backend):
                 # internal: no route and no NAT out of the lab. The containers reach each
                 # other; the orchestrator talks to them over Docker exec streams.
                 internal=True,
-                # IPv6 beside IPv4, as on netns, so FAMILY=ipv6 runs on the same network.
-                # Docker adds the addresses without duplicate address detection (nodad).
-                enable_ipv6=True,
+                # IPv6 only for FAMILY=ipv6: dockerd then turns the host's IPv6
+                # forwarding on (see _journal_ipv6_forwarding). Docker adds the addresses
+                # without duplicate address detection (nodad).
+                enable_ipv6=six,
                 ipam=IPAMConfig(pool_configs=pools),
                 labels=self.labels("network"),
             )
         except docker.errors.APIError as exc:
             hint = ""
             if "overlap" in short_error(exc).lower():
-                hint = (f"; another network already uses {subnet} or {self.lab.subnet6}: "
+                hint = (f"; another network already uses {shown}: "
                         "`tcplab wipe` removes one left by a crashed run, or change "
                         "network.subnet / network.subnet6 in the lab file")
-            raise RunError(f"creating Docker network {self.network_name} on {subnet} and "
-                           f"{self.lab.subnet6} failed: "
+            raise RunError(f"creating Docker network {self.network_name} on {shown} failed: "
                            f"{short_error(exc)}{hint}") from None
-        self.log(f"      network {self.network_name} ({subnet}, {self.lab.subnet6}, internal)")
+        self.log(f"      network {self.network_name} ({shown}, internal)")
         return network
 
     def _create_container(self, spec: Any, network: Any, sysctls: Mapping[str, str],
@@ -211,8 +237,9 @@ class DockerBackend(Backend):
             privileged=False,
         )
         networking = api.create_networking_config(
-            {network.name: api.create_endpoint_config(ipv4_address=spec.address,
-                                                      ipv6_address=spec.address6)})
+            {network.name: api.create_endpoint_config(
+                ipv4_address=spec.address,
+                ipv6_address=spec.address6 if self.family == "ipv6" else None)})
         try:
             created = api.create_container(
                 self.image.tag, name=name, hostname=spec.name,
