@@ -6,7 +6,6 @@ and link is journalled before it is created, so cleanup never guesses by pattern
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import os
 import subprocess
@@ -16,6 +15,7 @@ from ..errors import InputError, RunError
 from ..journal import LOCAL_HANDLERS
 from ..runner import LocalRunner
 from .base import Backend, LabHost
+from .common import object_name, short_id
 
 #: nftables rule for scenario block_acks: drop the host's outgoing pure ACKs, so the
 #: peer's handshakes stay half-open (SYN-RECV). Loaded in the host's own network
@@ -35,10 +35,6 @@ LAB_QDISC = "pfifo limit 65536"
 LAB_QDISC_ARGV = ["tc", "qdisc", "add", "dev", "eth0", "root", *LAB_QDISC.split()]
 
 
-def short_id(run_id: str) -> str:
-    return hashlib.sha256(run_id.encode()).hexdigest()[:6]
-
-
 def _ip(*args: str) -> None:
     proc = subprocess.run(["ip", *args], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -56,7 +52,7 @@ class NetnsBackend(Backend):
             raise InputError("iproute2 (`ip`) is missing: apt-get install iproute2")
 
     def namespace(self, host_name: str) -> str:
-        return f"tcplab-{short_id(self.run_id)}-{host_name}"
+        return object_name(self.run_id, host_name)
 
     def up(self, sysctls: Mapping[str, Mapping[str, str]]) -> dict[str, LabHost]:
         sid = short_id(self.run_id)

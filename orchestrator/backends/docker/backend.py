@@ -25,7 +25,6 @@ from __future__ import annotations
 import io
 import ipaddress
 import os
-import subprocess
 import tarfile
 import time
 from collections.abc import Callable, Mapping
@@ -39,7 +38,8 @@ from ...journal import LOCAL_HANDLERS, process_start_time, state_root
 from ...runner import LocalRunner
 from ...ssh import SshRunner
 from ..base import Backend, LabHost
-from ..netns import ACK_DROP_RULESET, LAB_QDISC, LAB_QDISC_ARGV, short_id
+from ..common import close_runners, make_key, object_name, read_fd_limits
+from ..netns import ACK_DROP_RULESET, LAB_QDISC, LAB_QDISC_ARGV
 from .cgroup import cgroup_of, read_cgroup_memory
 from .cleanup import (
     LABEL_LAB,
@@ -53,7 +53,6 @@ from .client import connect, sdk, short_error
 from .exec import exec_transport
 
 SIDE_PATH = "/opt/tcplab/side.py"
-KEY_NAME = "id_ed25519"
 SSH_READY_TIMEOUT_S = 15.0
 #: After a failure, how long to watch for a container that is dying (see diagnose).
 DIAGNOSE_WAIT_S = 1.0
@@ -66,7 +65,7 @@ class DockerBackend(Backend):
         super().__init__(*args, **kwargs)
         self.client: Any = None
         self.image: Any = None  # image.ImageInfo
-        self.network_name = f"tcplab-{short_id(self.run_id)}"
+        self.network_name = object_name(self.run_id)
         self.containers: dict[str, Any] = {}  # host name -> Container
         self.runners: dict[str, SshRunner] = {}
 
@@ -75,7 +74,7 @@ class DockerBackend(Backend):
         self.client = connect()
 
     def container_name(self, host_name: str) -> str:
-        return f"tcplab-{short_id(self.run_id)}-{host_name}"
+        return object_name(self.run_id, host_name)
 
     def labels(self, role: str) -> dict[str, str]:
         pid = os.getpid()
@@ -94,7 +93,7 @@ class DockerBackend(Backend):
         # Before the check, so a test reaches it without forcing a (90 s) rebuild.
         faults.pause("image")
         self.image = ensure_image(client, self.root / "images", lambda m: self.log(f"      {m}"))
-        key = self._make_key()
+        key = make_key(self.journal.dir, self.run_id)
         public = key.with_suffix(".pub").read_text().strip()
         if self.family == "ipv6":
             self._journal_ipv6_forwarding()
@@ -138,31 +137,13 @@ class DockerBackend(Backend):
                 raise RunError(f"{name}: sysctls pinned at container creation did not take: "
                                f"{detail}")
             host.sysctls = values
-            limits = host.runner.run(["sh", "-c", "ulimit -Sn; ulimit -Hn"], timeout=30).stdout
-            host.info["nofile"] = " ".join(limits.split())
+            read_fd_limits(host)
         nofile = ", ".join(sorted({"/".join(h.info["nofile"].split())
                                    for h in self.hosts.values()}))
         self.log(f"      containers {', '.join(c.name for c in self.containers.values())} "
                  f"from {self.image.tag}; SSH over docker exec; nofile soft/hard {nofile} "
                  "(the side shards over workers)")
         return self.hosts
-
-    def _make_key(self) -> Path:
-        """An ed25519 key pair for this run only, in the run's journal directory (0600).
-
-        It goes away with the directory when the run's undo succeeds.
-        """
-        key = self.journal.dir / KEY_NAME
-        proc = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",
-                               f"tcplab-{self.run_id}", "-f", str(key)],
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              check=False)
-        if proc.returncode != 0:
-            raise RunError(f"ssh-keygen failed: {proc.stderr.strip()[-200:]}; "
-                           "apt-get install openssh-client")
-        for path in (key, key.with_suffix(".pub")):
-            path.chmod(0o600)
-        return key
 
     def _journal_ipv6_forwarding(self) -> None:
         """Save every ``net.ipv6.conf.*.forwarding`` before an IPv6 network exists.
@@ -286,11 +267,7 @@ class DockerBackend(Backend):
             time.sleep(0.1)
 
     def down(self) -> list[str]:
-        for runner in self.runners.values():
-            try:
-                runner.close()
-            except Exception as exc:  # noqa: BLE001 - the containers go away next anyway
-                self.log(f"cleanup: closing SSH to {runner.host}: {exc}")
+        close_runners(self.runners.values(), self.log)  # the containers go away next
         return super().down()
 
     def undo_handlers(self) -> dict[str, Callable[[dict], None]]:

@@ -25,7 +25,6 @@ start time). Teardown, Ctrl-C and ``tcplab wipe`` stop the VMs and remove the fi
 from __future__ import annotations
 
 import socket
-import subprocess
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any
 from ...errors import InputError, RunError
 from ...journal import LOCAL_HANDLERS
 from ..base import LabHost
-from ..netns import short_id
+from ..common import make_key, object_name, peer_address, read_fd_limits, short_id
 from ..sshhost import HostRunner, SshBackend, Target, probe
 from . import qemu
 from .kernels import Kernel
@@ -42,7 +41,6 @@ from .kernels import Kernel
 DEFAULT_KERNEL = "6.1"
 DEFAULT_MEMORY_MB = 1024
 DEFAULT_CPUS = 2
-KEY_NAME = "id_ed25519"
 WORK_PARENT = Path("/var/tmp")
 
 
@@ -95,7 +93,7 @@ class VmBackend(SshBackend):
                                       lambda m: self.log(m))
         self.journal.record("path", path=str(self.workdir))
         self.workdir.mkdir(mode=0o700)
-        key = self._make_key()
+        key = make_key(self.journal.dir, self.run_id)
         public = key.with_suffix(".pub").read_text().split()[1]
         link = self.workdir / "lab.sock"
         prefix = self.lab.subnet.split("/")[1]
@@ -104,7 +102,7 @@ class VmBackend(SshBackend):
         for index, spec in enumerate((server, client), 1):
             size = spec.vm or {}
             config = qemu.VmConfig(
-                name=f"tcplab-{short_id(self.run_id)}-{spec.name}", host=spec.name,
+                name=object_name(self.run_id, spec.name), host=spec.name,
                 index=index, kernel=self.kernels_used[spec.name], rootfs=self.rootfs.path,
                 workdir=self.workdir, lab_address=f"{spec.address}/{prefix}", link=link,
                 link_server=spec is server, public_key=public, cmdline=spec.cmdline,
@@ -123,8 +121,7 @@ class VmBackend(SshBackend):
             _wait_banner(vm)
             target = Target("127.0.0.1", "root", vm.config.ssh_port, str(key))
             runner = HostRunner(spec.name, target, ctl_port=22,
-                                peer=next(h.address for h in self.lab.hosts
-                                          if h.name != spec.name), sudo=False)
+                                peer=peer_address(self.lab, spec.name), sudo=False)
             runner.wait_ready(timeout=30)
             self.runners[spec.name] = runner
             self.facts[spec.name] = probe(runner, spec.address)
@@ -141,32 +138,12 @@ class VmBackend(SshBackend):
         self.timings["boot"] = round(time.monotonic() - t0, 1)
         for name, host in self.hosts.items():
             host.sysctls = self.apply_sysctls(host, dict(sysctls.get(name, {})))
-            limits = host.runner.run(["sh", "-c", "ulimit -Sn; ulimit -Hn"], timeout=30).stdout
-            host.info["nofile"] = " ".join(limits.split())
+            read_fd_limits(host)
         self.timings["up"] = round(time.monotonic() - started, 1)
         return self.hosts
 
-    def _make_key(self) -> Path:
-        """An ed25519 key pair for this run only, in the run's journal directory."""
-        key = self.journal.dir / KEY_NAME
-        proc = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",
-                               f"tcplab-{self.run_id}", "-f", str(key)],
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RunError(f"ssh-keygen failed: {proc.stderr.strip()[-200:]}; "
-                           "apt-get install openssh-client")
-        return key
-
     def undo_handlers(self) -> dict[str, Callable[[dict], None]]:
         return {**LOCAL_HANDLERS, **vm_undo_handlers()}
-
-    def down(self) -> list[str]:
-        for runner in self.runners.values():  # before the VMs go: no half-dead connection
-            try:
-                runner.close()
-            except Exception:  # noqa: BLE001
-                pass
-        return super().down()
 
     def runners_reusable(self) -> bool:
         return False  # the VMs are gone after down()
