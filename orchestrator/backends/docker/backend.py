@@ -108,9 +108,11 @@ class DockerBackend(Backend):
             self.containers[spec.name] = container
         for spec in (server, client_spec):
             container = self.containers[spec.name]
-            down = partial(container_down, self.client, container.id, container.name, spec.name)
+            why_down = partial(container_down, self.client, container.id, container.name,
+                               spec.name)
             runner = SshRunner(spec.name, spec.address, str(key),
-                               sock_factory=exec_transport(self.client, container, spec.name, down))
+                               sock_factory=exec_transport(self.client, container, spec.name,
+                                                           why_down))
             self.runners[spec.name] = runner
             waited = self._wait_ssh(spec.name, runner, container)
             container.reload()

@@ -32,6 +32,7 @@ from typing import Any
 
 from ...errors import InputError, RunError
 from ...journal import LOCAL_HANDLERS
+from ...runner import wait_for
 from ..base import LabHost
 from ..common import make_key, object_name, peer_address, read_fd_limits, short_id
 from ..sshhost import HostRunner, SshBackend, Target, probe
@@ -170,23 +171,23 @@ def _wait_banner(vm: qemu.Vm, timeout: float = 30.0) -> None:
     user-mode networking accepts on 127.0.0.1 before sshd runs in the VM; waiting for
     the banner here keeps paramiko from logging failed attempts.
     """
-    deadline = time.monotonic() + timeout
-    while True:
+    def banner() -> bool:
         try:
             with socket.create_connection(("127.0.0.1", vm.config.ssh_port), timeout=2) as s:
                 s.settimeout(3)
                 if s.recv(4).startswith(b"SSH-"):
-                    return
+                    return True
         except OSError:
             pass
         if not vm.alive():
             raise RunError(f"{vm.config.host}: the VM stopped after booting: "
                            f"{qemu.tail(vm.config.console)}")
-        if time.monotonic() > deadline:
-            raise RunError(f"{vm.config.host}: sshd in the VM does not answer on 127.0.0.1:"
-                           f"{vm.config.ssh_port} after {timeout:.0f} s; console: "
-                           f"{qemu.tail(vm.config.console)}")
-        time.sleep(0.2)
+        return False
+
+    if not wait_for(banner, timeout, interval=0.2):
+        raise RunError(f"{vm.config.host}: sshd in the VM does not answer on 127.0.0.1:"
+                       f"{vm.config.ssh_port} after {timeout:.0f} s; console: "
+                       f"{qemu.tail(vm.config.console)}")
 
 
 def vm_undo_handlers() -> dict[str, Callable[[dict], None]]:
