@@ -81,11 +81,9 @@ def choose_backend(requested: str) -> tuple[str, str]:
     if requested != "auto":
         return requested, "requested"
     try:
-        import docker  # noqa: F401 - optional at this point
+        from .backends.docker.client import ping
 
-        client = docker.from_env(timeout=3)
-        client.ping()
-        client.close()
+        ping(timeout=3).close()
         return "docker", "auto: a Docker daemon answers"
     except Exception:
         return "netns", "auto: no Docker daemon answers"
@@ -193,7 +191,7 @@ def _remote_plan(opts: RunOptions, lab: Lab, profile: Profile, scenario: Scenari
     if backend == "vm" and opts.kernel is not None:
         import dataclasses
 
-        from .vm.kernels import is_path
+        from .backends.vm.kernels import is_path
 
         if is_path(opts.kernel) and not Path(opts.kernel).expanduser().is_file():
             raise InputError(f"--kernels/KERNELS: {opts.kernel}: no such file (expected a "

@@ -17,10 +17,10 @@ from orchestrator.backends.sshhost import (
     Target,
     filtered_sockdiag_argv,
 )
+from orchestrator.backends.vm import kernels, qemu
+from orchestrator.backends.vm.kernels import Kernel
 from orchestrator.errors import InputError
 from orchestrator.measure.probes import SOCKDIAG, sockdiag_argv
-from orchestrator.vm import kernels, qemu
-from orchestrator.vm.kernels import Kernel
 
 NAMES = [
     "linux-image-6.1.0-48-cloud-amd64", "linux-image-6.1.0-56-cloud-amd64",
