@@ -38,6 +38,7 @@ import yaml
 from . import __version__
 from .errors import InputError, LabError
 from .results import check_schema
+from .results.model import Result
 
 SCHEMA = "tcplab.bundle/1"
 MANIFEST = "bundle.json"
@@ -170,25 +171,24 @@ def scenario_document(scenario: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if v is not None}
 
 
-def _levels(result: dict[str, Any]) -> int:
-    names = [c.get("name", "") for c in result.get("checkpoints", [])]
-    count = sum(1 for n in names if re.fullmatch(r"level\d+", n))
+def _levels(result: Result) -> int:
+    count = sum(1 for c in result.checkpoints if re.fullmatch(r"level\d+", c.name))
     return count + 1 if count else 1
 
 
-def rerun_settings(result: dict[str, Any]) -> dict[str, Any]:
-    meta = result.get("metadata", {})
-    sc = result["scenario"]
+def rerun_settings(result: Result) -> dict[str, Any]:
+    meta = result.metadata
+    sc = result.scenario
     return {
-        "scenario": sc.get("name"),
-        "profile": result["profile"].get("name"),
-        "backend": meta.get("backend") or result["lab"].get("backend") or "auto",
-        "connections": sc.get("connections"),
-        "bytes": sc.get("bytes"),
+        "scenario": sc.name,
+        "profile": result.profile.name,
+        "backend": meta.backend or result.lab.get("backend") or "auto",
+        "connections": sc.connections,
+        "bytes": sc.bytes,
         "family": meta.get("family") or "ipv4",
         "server_model": meta.get("server_model") or "blocking",
         "levels": _levels(result),
-        "needs_allow_host_sysctls": bool(meta.get("host_sysctls")),
+        "needs_allow_host_sysctls": bool(meta.host_sysctls),
     }
 
 
@@ -197,7 +197,7 @@ def _safe_name(text: Any, fallback: str) -> str:
         else fallback
 
 
-def _profile_members(result: dict[str, Any], tmp: Path) -> tuple[list[_Member], dict[str, Any]]:
+def _profile_members(result: Result, tmp: Path) -> tuple[list[_Member], dict[str, Any]]:
     """The profile files of the run, copied by content when they still are profiles, and
     whether they still resolve to the sysctls of the run."""
     from .config import load_profile
@@ -208,7 +208,7 @@ def _profile_members(result: dict[str, Any], tmp: Path) -> tuple[list[_Member], 
     used: set[str] = set()
     work = tmp / "profiles"
     work.mkdir()
-    for i, text in enumerate(result["profile"].get("files", [])):
+    for i, text in enumerate(result.profile.files):
         path = Path(str(text))
         entry: dict[str, Any] = {"original": str(text), "path": None}
         info.append(entry)
@@ -239,34 +239,35 @@ def _profile_members(result: dict[str, Any], tmp: Path) -> tuple[list[_Member], 
     if last and last["path"] and all(e["path"] for e in info):
         try:
             prof = load_profile(str(work / last["path"].rsplit("/", 1)[1]), work)
-            summary["matches_run"] = prof.sysctls == result["profile"].get("sysctls")
+            summary["matches_run"] = prof.sysctls == result.profile.sysctls
         except InputError as exc:
             summary["note"] = f"the files do not resolve here: {exc}"
     return members, summary
 
 
-def _setup_members(result: dict[str, Any], root: Path, tmp: Path
+def _setup_members(result: Result, root: Path, tmp: Path
                    ) -> tuple[list[_Member], dict[str, Any]]:
     from .scenario import load_scenario
 
-    run_id = result.get("run_id")
+    run_id = result.run_id
     members: list[_Member] = []
-    lab = result["lab"]
+    lab = result.lab
     members.append(_Member(LAB_FILE, data=_yaml(lab, (
         f"The resolved lab file of run {run_id} (tcplab export).\n"
         "tcplab run --bundle uses it unless --lab is given."))))
 
-    prof = result["profile"]
+    prof = result.profile
     members.append(_Member(PROFILE_FILE, data=_yaml(
-        {**({"description": prof["description"]} if prof.get("description") else {}),
-         "include": [], "sysctls": dict(prof.get("sysctls") or {})},
-        f"Profile {prof.get('name')} of run {run_id}, resolved: the final sysctls, no includes.\n"
-        "Made from: " + " -> ".join(Path(str(f)).name for f in prof.get("files", [])))))
+        {**({"description": prof.description} if prof.description else {}),
+         "include": [], "sysctls": dict(prof.sysctls)},
+        f"Profile {prof.name} of run {run_id}, resolved: the final sysctls, no includes.\n"
+        "Made from: " + " -> ".join(Path(str(f)).name for f in prof.files))))
     prof_members, prof_info = _profile_members(result, tmp)
     members += prof_members
 
-    doc = scenario_document(result["scenario"])
-    data = _yaml(doc, f"Scenario {result['scenario'].get('name')} as run in {run_id} "
+    as_run = result.to_dict()["scenario"]
+    doc = scenario_document(as_run)
+    data = _yaml(doc, f"Scenario {result.scenario.name} as run in {run_id} "
                       "(connections and bytes as run).")
     check = tmp / "scenario.yaml"
     check.write_bytes(data)
@@ -275,7 +276,7 @@ def _setup_members(result: dict[str, Any], root: Path, tmp: Path
     except InputError as exc:
         raise InputError(f"run {run_id}: its scenario cannot be written back as a scenario file "
                          f"({exc}); this bundle could not be rerun") from None
-    want = {k: v for k, v in result["scenario"].items() if k != "name"}
+    want = {k: v for k, v in as_run.items() if k != "name"}
     if {k: v for k, v in rebuilt.items() if k != "name"} != want:
         raise InputError(f"run {run_id}: its scenario does not survive being written back as a "
                          "scenario file; this bundle could not be rerun")
@@ -290,7 +291,7 @@ def _setup_members(result: dict[str, Any], root: Path, tmp: Path
             members.append(_Member(f"{IMAGE_DIR}/{path.relative_to(recipe_root).as_posix()}",
                                    source=path))
         image = {"recipe": IMAGE_DIR, "recipe_hash": recipe_hash(recipe_root)}
-    meta = result.get("metadata", {})
+    meta = result.metadata
     ran = {k: meta.get(f"image{suffix}") for k, suffix in
            (("tag", ""), ("digest", "_digest"), ("recipe_hash", "_recipe_hash"),
             ("method", "_method"))}
@@ -302,9 +303,9 @@ def _setup_members(result: dict[str, Any], root: Path, tmp: Path
     setup = {
         "from_run": run_id,
         "lab": LAB_FILE,
-        "profile": {"name": prof.get("name"), "file": PROFILE_FILE,
-                    "sysctls": dict(prof.get("sysctls") or {}), **prof_info},
-        "scenario": {"name": result["scenario"].get("name"), "file": SCENARIO_FILE},
+        "profile": {"name": prof.name, "file": PROFILE_FILE,
+                    "sysctls": dict(prof.sysctls), **prof_info},
+        "scenario": {"name": result.scenario.name, "file": SCENARIO_FILE},
         "image": image,
         "kernel": meta.get("kernel"),
     }
@@ -326,7 +327,7 @@ def export(run_args: list[Path], output: Path, root: Path,
     created = time.time() if now is None else now
     members: list[_Member] = []
     runs: list[dict[str, Any]] = []
-    results: list[dict[str, Any]] = []
+    results: list[Result] = []
     for run in expand_runs(run_args):
         run_dir = run if run.is_dir() else run.parent
         result = load_result(run)
@@ -338,12 +339,11 @@ def export(run_args: list[Path], output: Path, root: Path,
             raise InputError(f"{run_dir}: run {name} is given twice")
         members += _run_members(run_dir, name)
         results.append(result)
-        sc, meta = result["scenario"], result["metadata"]
-        runs.append({"run_id": name, "dir": f"{RESULTS}/{name}", "status": result.get("status"),
-                     "scenario": sc.get("name"), "profile": result["profile"].get("name"),
-                     "connections": sc.get("connections"), "bytes": sc.get("bytes"),
-                     "backend": meta.get("backend"),
-                     "kernel": (meta.get("kernel") or {}).get("release")})
+        sc, meta = result.scenario, result.metadata
+        runs.append({"run_id": name, "dir": f"{RESULTS}/{name}", "status": result.status,
+                     "scenario": sc.name, "profile": result.profile.name,
+                     "connections": sc.connections, "bytes": sc.bytes,
+                     "backend": meta.backend, "kernel": meta.kernel.release})
     with tempfile.TemporaryDirectory(prefix="tcplab-export-") as tmp:
         setup_members, setup = _setup_members(results[0], root, Path(tmp))
     members += setup_members

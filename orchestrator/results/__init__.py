@@ -1,5 +1,17 @@
 """Result files: versioned JSON (store), read back as a typed ``Result`` (model)."""
 
+from .model import (
+    Buffers,
+    CacheRow,
+    Checkpoint,
+    HostInfo,
+    KernelShare,
+    Metadata,
+    PerConnection,
+    Result,
+    Stat,
+    Timeline,
+)
 from .store import (
     RESULT_FILE,
     SCHEMA,
@@ -10,5 +22,6 @@ from .store import (
     write_json_atomic,
 )
 
-__all__ = ["RESULT_FILE", "SCHEMA", "check_schema", "load_result", "new_run_dir", "result_path",
-           "write_json_atomic"]
+__all__ = ["RESULT_FILE", "SCHEMA", "Buffers", "CacheRow", "Checkpoint", "HostInfo",
+           "KernelShare", "Metadata", "PerConnection", "Result", "Stat", "Timeline",
+           "check_schema", "load_result", "new_run_dir", "result_path", "write_json_atomic"]

@@ -1,6 +1,7 @@
 """Result files: versioned JSON, written atomically, never overwritten (like pyperf).
 
-Reports and comparisons read only these files. The schema is documented in
+Reports and comparisons read only these files, through ``load_result`` (a typed
+``Result``, results/model.py). The schema is documented in
 docs/results.md; bump SCHEMA when a field changes meaning.
 """
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, LabError
+from .model import Result
 
 SCHEMA = "tcplab.result/1"
 RESULT_FILE = "result.json"
@@ -83,7 +85,7 @@ def check_schema(schema: Any, current: str, where: str, not_it: str, noun: str =
     return version
 
 
-def load_result(run: Path) -> dict[str, Any]:
+def load_result(run: Path) -> Result:
     """Read a saved result; refuse unknown or newer schemas with a clear message."""
     path = result_path(run)
     try:
@@ -98,4 +100,4 @@ def load_result(run: Path) -> dict[str, Any]:
     if missing:
         raise InputError(f"{path}: not a complete tcplab result: missing {', '.join(missing)}; "
                          "was it written by hand or cut short?")
-    return data
+    return Result.from_dict(data)
