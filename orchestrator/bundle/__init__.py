@@ -35,10 +35,10 @@ from typing import Any
 
 import yaml
 
-from . import __version__
-from .errors import InputError, LabError
-from .results import check_schema
-from .results.model import Result
+from .. import __version__
+from ..errors import InputError, LabError
+from ..results import check_schema
+from ..results.model import Result
 
 SCHEMA = "tcplab.bundle/1"
 MANIFEST = "bundle.json"
@@ -200,8 +200,8 @@ def _safe_name(text: Any, fallback: str) -> str:
 def _profile_members(result: Result, tmp: Path) -> tuple[list[_Member], dict[str, Any]]:
     """The profile files of the run, copied by content when they still are profiles, and
     whether they still resolve to the sysctls of the run."""
-    from .config import load_profile
-    from .yamlfile import Doc
+    from ..config import load_profile
+    from ..yamlfile import Doc
 
     members: list[_Member] = []
     info: list[dict[str, Any]] = []
@@ -247,7 +247,7 @@ def _profile_members(result: Result, tmp: Path) -> tuple[list[_Member], dict[str
 
 def _setup_members(result: Result, root: Path, tmp: Path
                    ) -> tuple[list[_Member], dict[str, Any]]:
-    from .scenario import load_scenario
+    from ..scenario import load_scenario
 
     run_id = result.run_id
     members: list[_Member] = []
@@ -285,7 +285,7 @@ def _setup_members(result: Result, root: Path, tmp: Path
     image: dict[str, Any] = {"recipe": None, "recipe_hash": None}
     recipe_root = root / "images" / "node"
     if (recipe_root / "Dockerfile").is_file():
-        from .images import recipe_hash
+        from ..images import recipe_hash
 
         for path in sorted(p for p in recipe_root.rglob("*") if p.is_file()):
             members.append(_Member(f"{IMAGE_DIR}/{path.relative_to(recipe_root).as_posix()}",
@@ -315,8 +315,8 @@ def _setup_members(result: Result, root: Path, tmp: Path
 def export(run_args: list[Path], output: Path, root: Path,
            now: float | None = None) -> dict[str, Any]:
     """Write the bundle of these runs to ``output`` (never overwritten); return its manifest."""
-    from .report.compare import expand_runs
-    from .results import load_result
+    from ..report.compare import expand_runs
+    from ..results import load_result
 
     output = Path(output)
     if output.exists() or output.is_symlink():
