@@ -7,8 +7,9 @@ ratio). Like pyperf's ``compare_to``, a difference between two groups that both 
 several runs is marked "not significant" when their ranges overlap; with a single run
 on either side it cannot be judged and is left unmarked.
 
-The comparison is a plain dict (``compare``); ``render`` turns it into a table,
-markdown, JSON or a self-contained HTML page.
+The comparison is a plain dict (``compare``), made from loaded ``Result`` objects;
+``render`` (compare_render.py) turns it into a table, markdown, JSON or a
+self-contained HTML page.
 """
 
 from __future__ import annotations
