@@ -35,8 +35,7 @@ class Stat:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> Stat:
-        d = d or {}
-        return cls(d.get("sum", 0), d.get("median", 0), d.get("per_socket", 0))
+        return cls(**{k: (d or {}).get(k, 0) for k in ("sum", "median", "per_socket")})
 
 
 @dataclass(frozen=True)
@@ -213,8 +212,8 @@ class HostInfo:
     @property
     def where(self) -> str:
         """The backend's handle on it: network namespace or container."""
-        return self.raw.get("netns") or self.raw.get("container") or \
-            self.raw.get("container_id") or ""
+        return next((self.raw[k] for k in ("netns", "container", "container_id")
+                     if self.raw.get(k)), "")
 
 
 @dataclass(frozen=True)
@@ -325,13 +324,9 @@ class Profile:
                    tuple(d.get("files") or ()))
 
 
-def _upgrade_1(data: dict[str, Any]) -> dict[str, Any]:
-    return data
-
-
 #: Format history: version N -> the function reading a ``tcplab.result/N`` document into
 #: the current shape. Only /1 exists; a /2 adds its entry and /1 gets an upgrade step.
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_1}
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: lambda data: data}
 
 
 @dataclass(frozen=True)
@@ -420,14 +415,11 @@ class Result:
         return role if role in ROLES else None
 
     def role_of(self, host: str) -> str | None:
-        info = self.metadata.hosts.get(host)
-        return info.role if info else None
+        return self.metadata.hosts[host].role if host in self.metadata.hosts else None
 
     def sysctl(self, host: str, key: str) -> Any:
         """A sysctl of ``host``: as read back during the run, else as pinned, else None."""
-        info = self.metadata.hosts.get(host)
-        if info is None:
-            return None
+        info = self.metadata.hosts.get(host, HostInfo(host))
         return info.net_sysctls.get(key) or info.sysctls_pinned.get(key) or None
 
     def sysctl_ints(self, host: str, key: str) -> list[int] | None:
