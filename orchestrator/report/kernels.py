@@ -260,7 +260,7 @@ def per_side_text(result: Result) -> str | None:
     top: dict[str, dict[str, float]] = {}
     for label, share in cp.per_kernel.items():
         pcb = share.per_connection
-        side = ", ".join(f"{h} ({_role(result, h)})" for h in share.hosts)
+        side = ", ".join(f"{h} ({result.role_of(h) or '?'})" for h in share.hosts)
         rows.append([label, side, share.release or "-", _b(pcb.total),
                      _b(pcb.objects_total), _b(pcb.meminfo_slab)])
         top[label] = pcb.of_category("socket")
@@ -276,8 +276,3 @@ def per_side_text(result: Result) -> str | None:
                                ["cache", *labels], tablefmt="simple",
                                colalign=("left",) + ("right",) * len(labels))]
     return "\n".join(parts)
-
-
-def _role(result: Result, host: str) -> str | None:
-    """The host's role as the text table shows it: '?' for a host the metadata lacks."""
-    return result.role_of(host) if host in result.metadata.hosts else "?"

@@ -108,3 +108,18 @@ def test_objects_are_read_only() -> None:
         result.status = "incomplete"  # type: ignore[misc]
     result.to_dict()["status"] = "changed"  # a copy: the result is unchanged
     assert result.status == "complete" and result.to_dict()["status"] == "complete"
+
+
+def test_fields_the_model_does_not_name_are_kept_and_ignored() -> None:
+    """A /1 result with keys a later tcplab may add still loads, renders and round-trips."""
+    from orchestrator.report import text as report_text
+
+    data = stored(C2S)
+    data["links"] = [{"from": "client", "to": "server", "delay_ms": 5}]
+    data["checkpoints"][2]["ledger"] = {"TCP": 2000}
+    data["metadata"]["hosts"]["server"]["numa_node"] = 0
+    result = Result.from_dict(data)
+    assert result.to_dict() == data
+    assert result.checkpoint("unread").raw["ledger"] == {"TCP": 2000}
+    assert result.metadata.hosts["server"].raw["numa_node"] == 0
+    assert report_text.render(result) == report_text.render(load_result(RESULTS / C2S))
