@@ -1,6 +1,6 @@
 """Every stored result re-renders byte-identical to the output kept in
 tests/data/results/golden/ (made by the code before the typed result model): the
-terminal report (table, markdown, json), the HTML report, the comparisons the tests
+terminal report (table, markdown; json is the stored file itself), the HTML report, the comparisons the tests
 make, the kernel comparison, repetition summary and the bundle's rerun settings.
 
 Regenerate (only when a report is meant to change):
@@ -46,7 +46,7 @@ def outputs() -> dict[str, Callable[[], str]]:
     out: dict[str, Callable[[], str]] = {}
     for run in RUNS:
         path = str(RESULTS / run)
-        for form in ("table", "markdown", "json"):
+        for form in ("table", "markdown"):
             out[f"{run}.report.{form}.txt"] = lambda p=path, f=form: _cli("report", p, "--format", f)
         out[f"{run}.report.html.gz"] = lambda p=path: report_html.render_html(load_result(Path(p)))
         out[f"{run}.per_side.txt"] = lambda p=path: str(
@@ -69,6 +69,14 @@ def outputs() -> dict[str, Callable[[], str]]:
     out["repeats.all.txt"] = lambda: repeats.render(
         repeats.summarize([load_result(RESULTS / r) for r in RUNS]))
     return out
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_report_json_is_the_stored_file(run: str) -> None:
+    """``tcplab report --format json`` prints the result exactly as stored (its golden
+    output is the file itself)."""
+    assert _cli("report", str(RESULTS / run), "--format", "json") == \
+        (RESULTS / run / "result.json").read_text()
 
 
 def _read(name: str) -> str:
