@@ -274,7 +274,7 @@ def cmd_report(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         return 0
     result = load_result(args.run_dir)
     if args.format == "json":
-        out(json.dumps(result, indent=1))
+        out(json.dumps(result.to_dict(), indent=1))
     else:
         out(report_text.render(result, "github" if args.format == "markdown" else "simple"))
     return 0

@@ -7,6 +7,8 @@ from typing import Any
 
 from tabulate import tabulate
 
+from .results.model import Result
+
 CV_WARN = 0.02  # warn above 2%
 
 FIGURES = (("total", "socket slab B/conn"), ("objects_total", "objects B/conn"),
@@ -20,20 +22,19 @@ def spread(values: list[float]) -> dict[str, float]:
             "max": max(values), "mean": mean, "cv": sd / mean if mean else 0.0}
 
 
-def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def summarize(results: list[Result]) -> list[dict[str, Any]]:
     """One row per (profile, checkpoint, figure) over complete results."""
     groups: dict[tuple[str, str, str], list[float]] = {}
     for result in results:
-        if result.get("status") != "complete":
+        if result.status != "complete":
             continue
-        for cp in result["checkpoints"]:
-            pcb = cp.get("per_connection_bytes")
-            if not pcb:
-                continue
+        for cp in result.measured():
+            pcb = cp.per_connection()
             for key, label in FIGURES:
-                if key in pcb:
-                    groups.setdefault((result["profile"]["name"], cp["name"], label),
-                                      []).append(float(pcb[key]))
+                value = getattr(pcb, key)
+                if value is not None:
+                    groups.setdefault((result.profile.name, cp.name, label),
+                                      []).append(float(value))
     return [{"profile": p, "checkpoint": c, "figure": f, **spread(v)}
             for (p, c, f), v in groups.items()]
 

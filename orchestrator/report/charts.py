@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from . import findings
+from ..results.model import Result
 from . import text as report_text
 
 FONT_STACK = ("system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', "
@@ -140,14 +140,14 @@ def _style_axes(ax: Any) -> None:
 
 # -- 1. memory per connection, stacked by cache -------------------------------------------
 
-def memory_bars(result: dict[str, Any]) -> str | None:
+def memory_bars(result: Result) -> str | None:
     """Stacked attributed caches per checkpoint; drift (and conntrack) in a panel apart."""
-    cps = report_text.measured(result)
+    cps = result.measured()
     if not cps:
         return None
     caches = report_text.top_caches(cps)
-    aliases = result.get("metadata", {}).get("slab_aliases") or {}
-    names = [cp["name"] for cp in cps]
+    aliases = result.metadata.slab_aliases
+    names = [cp.name for cp in cps]
     with plt.rc_context(_STYLE):
         fig, (ax, side) = plt.subplots(1, 2, figsize=(11, 3.9),
                                        gridspec_kw={"width_ratios": [4.2, 1], "wspace": 0.12})
@@ -162,10 +162,10 @@ def memory_bars(result: dict[str, Any]) -> str | None:
         series.append(("__other__", "other attributed caches", OTHER))
         values: dict[str, list[float]] = {}
         for cp in cps:
-            pcb = cp["per_connection_bytes"]
-            by = {r["cache"]: r for r in pcb["by_cache"] if r["attributed"]}
-            shown = {c: by[c]["bytes_per_connection"] if c in by else 0.0 for c in caches}
-            shown["__other__"] = pcb["total"] - sum(shown.values())
+            pcb = cp.per_connection()
+            by = pcb.attributed()
+            shown = {c: by.get(c, 0.0) for c in caches}
+            shown["__other__"] = pcb.total - sum(shown.values())
             for key, val in shown.items():
                 values.setdefault(key, []).append(val)
         for key, label, colour in series:
@@ -182,7 +182,7 @@ def memory_bars(result: dict[str, Any]) -> str | None:
                     down[i] += v
         top = max(up + [1.0])
         for i, cp in enumerate(cps):
-            total = cp["per_connection_bytes"]["total"]
+            total = cp.per_connection().total
             ax.text(i, up[i] + top * 0.015, f"{total:,.0f} B", ha="center", va="bottom",
                     fontsize=9.5, fontweight="bold", color=INK)
         ax.set_xticks(x, names)
@@ -195,8 +195,8 @@ def memory_bars(result: dict[str, Any]) -> str | None:
                      fontweight="normal")
         ax.axhline(0, color="#9aa5b1", linewidth=0.8)
         # drift and conntrack apart: not socket memory, on their own scale
-        drift = [cp["per_connection_bytes"].get("drift") or 0.0 for cp in cps]
-        conn = [cp["per_connection_bytes"].get("conntrack") or 0.0 for cp in cps]
+        drift = [cp.per_connection().drift or 0.0 for cp in cps]
+        conn = [cp.per_connection().conntrack or 0.0 for cp in cps]
         has_conn = any(conn)
         bw = 0.38 if has_conn else 0.55
         dpos = [i - bw / 2 if has_conn else i for i in x]
@@ -225,21 +225,21 @@ def memory_bars(result: dict[str, Any]) -> str | None:
 
 # -- 2. socket buffers per checkpoint -------------------------------------------------------
 
-def buffer_bars(result: dict[str, Any]) -> str | None:
-    cps = [cp for cp in report_text.measured(result) if cp.get("buffers")]
+def buffer_bars(result: Result) -> str | None:
+    cps = [cp for cp in result.measured() if cp.buffers]
     if not cps:
         return None
-    hosts = list(cps[0]["buffers"])
+    hosts = list(cps[0].buffers)
     metrics = [("rmem_alloc", "rmem_alloc (receive)"), ("wmem_queued", "wmem_queued (send)"),
                ("fwd_alloc", "fwd_alloc (forward allocation)")]
     with plt.rc_context(_STYLE):
         fig, axes = plt.subplots(1, len(hosts), figsize=(11, 3.4), sharey=True, squeeze=False)
-        peak = max([cp["buffers"][h][m]["median"] for cp in cps for h in hosts
+        peak = max([getattr(cp.buffers[h], m).median for cp in cps for h in hosts
                     for m, _ in metrics] + [1.0])
         limits = {}
         for h in hosts:
-            r = findings.sysctl_triple(result, h, "net.ipv4.tcp_rmem")
-            w = findings.sysctl_triple(result, h, "net.ipv4.tcp_wmem")
+            r = result.sysctl_ints(h, "net.ipv4.tcp_rmem")
+            w = result.sysctl_ints(h, "net.ipv4.tcp_wmem")
             limits[h] = (r[0] if r else None, w[0] if w else None)
         lim_peak = max([v for pair in limits.values() for v in pair if v] + [0])
         ymax = max(peak, lim_peak) * 1.18
@@ -248,7 +248,7 @@ def buffer_bars(result: dict[str, Any]) -> str | None:
             x = list(range(len(cps)))
             bw = 0.24
             for j, (metric, label) in enumerate(metrics):
-                vals = [cp["buffers"][host][metric]["median"] for cp in cps]
+                vals = [getattr(cp.buffers[host], metric).median for cp in cps]
                 pos = [i + (j - 1) * bw for i in x]
                 ax.bar(pos, vals, bw * 0.92, color=METRIC_COLOURS[metric], label=label)
                 for p, v in zip(pos, vals, strict=False):
@@ -264,9 +264,9 @@ def buffer_bars(result: dict[str, Any]) -> str | None:
                 ax.axhline(wmin, color=METRIC_COLOURS["wmem_queued"], linestyle=":", linewidth=1.2)
                 ax.text(-0.45, wmin, f"tcp_wmem[0] {wmin:,} ", va="bottom", ha="left",
                         fontsize=7.5, color=METRIC_COLOURS["wmem_queued"])
-            role = (result.get("metadata", {}).get("hosts", {}).get(host, {}).get("role"))
+            role = result.role_of(host)
             ax.set_title(host if not role or role == host else f"{host} ({role})", loc="left")
-            ax.set_xticks(x, [cp["name"] for cp in cps])
+            ax.set_xticks(x, [cp.name for cp in cps])
             ax.tick_params(axis="x", labelcolor=INK)
             ax.set_xlim(-0.5, len(cps) - 0.5)
             ax.set_ylim(0, ymax)
@@ -280,17 +280,17 @@ def buffer_bars(result: dict[str, Any]) -> str | None:
 
 # -- 3. timeline -----------------------------------------------------------------------------
 
-def timeline_chart(result: dict[str, Any]) -> str | None:
-    tl = result.get("timeline") or {}
-    cols = tl.get("columns") or {}
+def timeline_chart(result: Result) -> str | None:
+    tl = result.timeline
+    cols = tl.columns
     t = cols.get("t") or []
     if len(t) < 2:
         return None
-    page = result.get("metadata", {}).get("page_size") or 4096
+    page = result.metadata.page_size or 4096
     mib = 1024 * 1024
+    known = list(result.metadata.hosts)
     hosts = sorted({k.split(".", 1)[0] for k in cols if "." in k},
-                   key=lambda h: list(result.get("metadata", {}).get("hosts", {})).index(h)
-                   if h in result.get("metadata", {}).get("hosts", {}) else 99)
+                   key=lambda h: known.index(h) if h in known else 99)
     mem_col = next((cols[f"{h}.mem"] for h in hosts if f"{h}.mem" in cols), None)
     slab = cols.get("slab_kb") or []
     with plt.rc_context(_STYLE):
@@ -331,9 +331,9 @@ def timeline_chart(result: dict[str, Any]) -> str | None:
         bottom.set_ylim(bottom=0)
         y_top = top.get_ylim()[1]
         top.set_ylim(top=y_top * 1.18)
-        x_end = max(t[-1], max((m["t"] for m in tl.get("marks", [])), default=0)) * 1.02
+        x_end = max(t[-1], max((m["t"] for m in tl.marks), default=0)) * 1.02
         last_x, level = -1.0, 0
-        for mark in tl.get("marks", []):
+        for mark in tl.marks:
             for ax in (top, bottom):
                 ax.axvline(mark["t"], color="#9aa5b1", linestyle=(0, (3, 3)), linewidth=0.9)
             # stagger labels of checkpoints closer than ~12 % of the axis
@@ -345,6 +345,6 @@ def timeline_chart(result: dict[str, Any]) -> str | None:
         return to_svg(fig, "tl", "Timeline: TCP memory, slab and socket counts, with checkpoints")
 
 
-def all_charts(result: dict[str, Any]) -> dict[str, str | None]:
+def all_charts(result: Result) -> dict[str, str | None]:
     return {"memory": memory_bars(result), "buffers": buffer_bars(result),
             "timeline": timeline_chart(result)}

@@ -7,8 +7,9 @@ ratio). Like pyperf's ``compare_to``, a difference between two groups that both 
 several runs is marked "not significant" when their ranges overlap; with a single run
 on either side it cannot be judged and is left unmarked.
 
-The comparison is a plain dict (``compare``); ``render`` turns it into a table,
-markdown, JSON or a self-contained HTML page.
+The comparison is a plain dict (``compare``), made from loaded ``Result`` objects;
+``render`` (compare_render.py) turns it into a table, markdown, JSON or a
+self-contained HTML page.
 """
 
 from __future__ import annotations
@@ -19,14 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tabulate import tabulate
-
 from ..errors import InputError
-from ..measure.analysis import CGROUP_CAVEAT
 from ..results import RESULT_FILE
-from . import findings
-from . import kernels as kernels_compare
-from . import text as report_text
+from ..results.model import Buffers, Result
 
 SCHEMA = "tcplab.compare/1"
 FORMATS = ("table", "markdown", "json", "html")
@@ -40,17 +36,17 @@ BASE_FIGURES = [
     ("rmem_receiver", "receiver rmem_alloc per socket (median)"),
     ("wmem_sender", "sender wmem_queued per socket (median)"),
 ]
-METADATA_FIELDS = [
-    ("kernel release", lambda r: r["metadata"].get("kernel", {}).get("release")),
-    ("backend", lambda r: r["metadata"].get("backend")),
-    ("image", lambda r: r["metadata"].get("image")),
-    ("tool version", lambda r: r["metadata"].get("tool_version")),
-    ("git commit", lambda r: (r["metadata"].get("git_commit") or "")[:12] or None),
-    ("scenario", lambda r: r["scenario"].get("name")),
-    ("profile", lambda r: r["profile"].get("name")),
-    ("N", lambda r: r["scenario"].get("connections")),
-    ("BYTES", lambda r: r["scenario"].get("bytes")),
-    ("status", lambda r: r.get("status")),
+METADATA_FIELDS: list[tuple[str, Callable[[Result], Any]]] = [
+    ("kernel release", lambda r: r.metadata.kernel.release),
+    ("backend", lambda r: r.metadata.backend),
+    ("image", lambda r: r.metadata.image),
+    ("tool version", lambda r: r.metadata.tool_version),
+    ("git commit", lambda r: (r.metadata.git_commit or "")[:12] or None),
+    ("scenario", lambda r: r.scenario.name),
+    ("profile", lambda r: r.profile.name),
+    ("N", lambda r: r.scenario.connections),
+    ("BYTES", lambda r: r.scenario.bytes),
+    ("status", lambda r: r.status),
 ]
 
 
@@ -76,48 +72,34 @@ def expand_runs(paths: list[Path]) -> list[Path]:
 
 # -- figures of one result ---------------------------------------------------------------------
 
-def group_key(result: dict[str, Any]) -> dict[str, Any]:
-    sc, meta = result.get("scenario", {}), result.get("metadata", {})
-    return {"scenario": sc.get("name"), "profile": result.get("profile", {}).get("name"),
-            "kernel": meta.get("kernel", {}).get("release"), "connections": sc.get("connections"),
-            "bytes": sc.get("bytes"), "backend": meta.get("backend")}
+def group_key(result: Result) -> dict[str, Any]:
+    sc, meta = result.scenario, result.metadata
+    return {"scenario": sc.name, "profile": result.profile.name,
+            "kernel": meta.kernel.release, "connections": sc.connections,
+            "bytes": sc.bytes, "backend": meta.backend}
 
 
-def _roles(result: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(sender host, receiver host) of the scenario's first send step, else (None, None)."""
-    for step in result.get("scenario", {}).get("steps", []):
-        if isinstance(step, dict) and "send" in step:
-            side = findings._side(step["send"])
-            if side:
-                other = "client" if side == "server" else "server"
-                return findings.host_of_role(result, side), findings.host_of_role(result, other)
-    return None, None
-
-
-def _median(buf: dict[str, Any], host: str | None, metric: str) -> float | None:
+def _median(buf: dict[str, Buffers], host: str | None, metric: str) -> float | None:
     """The host's median; without a sender/receiver (no data sent): the largest host's."""
     if host and host in buf:
-        return buf[host][metric]["median"]
-    values = [b[metric]["median"] for b in buf.values()]
+        return getattr(buf[host], metric).median
+    values = [getattr(b, metric).median for b in buf.values()]
     return max(values) if values else None
 
 
-def figures(result: dict[str, Any]) -> dict[str, dict[str, float]]:
+def figures(result: Result) -> dict[str, dict[str, float | None]]:
     """{checkpoint: {figure: value}} for every measured checkpoint of one result."""
-    sender, receiver = _roles(result)
-    out: dict[str, dict[str, float]] = {}
-    for cp in report_text.measured(result):
-        pcb = cp["per_connection_bytes"]
-        buf = cp.get("buffers") or {}
-        fig = {"total": pcb["total"], "meminfo_slab": pcb.get("meminfo_slab"),
-               "tcp_mem_charged": pcb.get("tcp_mem_charged")}
-
-        fig["rmem_receiver"] = _median(buf, receiver, "rmem_alloc")
-        fig["wmem_sender"] = _median(buf, sender, "wmem_queued")
-        for row in pcb["by_cache"]:
-            if row["attributed"]:
-                fig[f"cache:{row['cache']}"] = row["bytes_per_connection"]
-        out[cp["name"]] = fig
+    sender, receiver = result.flow()
+    out: dict[str, dict[str, float | None]] = {}
+    for cp in result.measured():
+        pcb = cp.per_connection()
+        fig = {"total": pcb.total, "meminfo_slab": pcb.meminfo_slab,
+               "tcp_mem_charged": pcb.tcp_mem_charged,
+               "rmem_receiver": _median(cp.buffers, receiver, "rmem_alloc"),
+               "wmem_sender": _median(cp.buffers, sender, "wmem_queued")}
+        for cache, value in pcb.attributed().items():
+            fig[f"cache:{cache}"] = value
+        out[cp.name] = fig
     return out
 
 
@@ -127,7 +109,7 @@ SIDE_SOURCES = {"vm": "VM slab", "ssh": "host slab"}
 CGROUP_SOURCE = "cgroup kmem"
 
 
-def side_figures(result: dict[str, Any]) -> dict[str, Any] | None:
+def side_figures(result: Result) -> dict[str, Any] | None:
     """{"checkpoint", "source", "server", "client", "total"} at the last measured
     checkpoint, or None. ``total`` is the run's whole figure per connection (both ends).
 
@@ -136,27 +118,26 @@ def side_figures(result: dict[str, Any]) -> dict[str, Any] | None:
     ``memory_per_connection`` (docker): that side's container cgroup kmem per connection,
     which misses the accepted socket (CGROUP_CAVEAT). Sides by host role.
     """
-    cp = kernels_compare.last_measured(result)
+    cp = result.last_measured()
     if not cp:
         return None
-    meta = result.get("metadata", {})
-    if cp.get("per_kernel"):
-        values = kernels_compare.sides(result, cp)
-        source = SIDE_SOURCES.get(meta.get("backend"), "kernel slab")
-    elif cp.get("memory_per_connection"):
-        roles = {name: h.get("role") for name, h in (meta.get("hosts") or {}).items()}
-        values = {side: None for side in SIDES}
-        for host, fig in cp["memory_per_connection"].items():
-            if roles.get(host) in values and fig.get("kmem") is not None:
-                values[roles[host]] = fig["kmem"]
+    if cp.per_kernel:
+        values = result.side_totals(cp)
+        source = SIDE_SOURCES.get(result.metadata.backend or "", "kernel slab")
+    elif cp.memory_per_connection:
+        values = dict.fromkeys(SIDES)
+        for host, fig in cp.memory_per_connection.items():
+            role = result.role_of(host)
+            if role in values and fig.get("kmem") is not None:
+                values[role] = fig["kmem"]
         source = CGROUP_SOURCE
     else:
         return None
     if all(values.get(side) is None for side in SIDES):
         return None
-    return {"checkpoint": cp["name"], "source": source,
+    return {"checkpoint": cp.name, "source": source,
             **{side: values.get(side) for side in SIDES},
-            "total": cp["per_connection_bytes"]["total"]}
+            "total": cp.per_connection().total}
 
 
 #: The derived row: the run's total minus both sides. About 0 where each side is its own
@@ -213,7 +194,7 @@ def _letters(i: int) -> str:
     return chr(ord("A") + i) if i < 26 else f"G{i + 1}"
 
 
-def compare(results: list[dict[str, Any]]) -> dict[str, Any]:
+def compare(results: list[Result]) -> dict[str, Any]:
     """Group repetitions, then compare every group's figures with the first group's."""
     if not results:
         raise InputError("nothing to compare: pass at least one result")
@@ -225,7 +206,7 @@ def compare(results: list[dict[str, Any]]) -> dict[str, Any]:
         if token not in index:
             index[token] = len(groups)
             groups.append({"label": _letters(len(groups)), "key": key, "runs": [], "results": []})
-        groups[index[token]]["runs"].append(result.get("run_id"))
+        groups[index[token]]["runs"].append(result.run_id)
         groups[index[token]]["results"].append(result)
     per_group = [[figures(r) for r in g["results"]] for g in groups]
 
@@ -273,7 +254,7 @@ def compare(results: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "groups": [{"label": g["label"], "key": g["key"], "runs": g["runs"], "n": len(g["runs"]),
-                    "status": [r.get("status") for r in g["results"]]} for g in groups],
+                    "status": [r.status for r in g["results"]]} for g in groups],
         "checkpoints": out_cps,
         "sides": sides_table(groups),
         "sysctls": sysctl_diff(groups),
@@ -281,12 +262,9 @@ def compare(results: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _host_sysctls(result: dict[str, Any]) -> dict[str, dict[str, str]]:
+def _host_sysctls(result: Result) -> dict[str, dict[str, str]]:
     """{role: net sysctls read back} (roles so that differently named hosts line up)."""
-    out = {}
-    for name, host in result.get("metadata", {}).get("hosts", {}).items():
-        out[host.get("role") or name] = host.get("net_sysctls") or {}
-    return out
+    return {host.role or name: host.net_sysctls for name, host in result.metadata.hosts.items()}
 
 
 def _joined(values: list[Any]) -> Any:
@@ -325,162 +303,8 @@ def metadata_diff(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-# -- rendering ---------------------------------------------------------------------------------
-
-def fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, (int, float)):
-        text = f"{value:,.0f}"
-        return "0" if text == "-0" else text
-    return str(value)
-
-
-def cell_text(cell: dict[str, Any] | None) -> str:
-    if cell is None:
-        return "–"
-    if cell["n"] > 1:
-        return f"{fmt(cell['median'])} ({fmt(cell['min'])}..{fmt(cell['max'])})"
-    return fmt(cell["median"])
-
-
-def diff_text(v: dict[str, Any] | None) -> str:
-    if v is None:
-        return "–"
-    d = v["diff"]
-    return "±0" if round(d) == 0 else f"{'+' if d > 0 else '-'}{abs(d):,.0f}"
-
-
-def ratio_text(v: dict[str, Any] | None) -> str:
-    if v is None or v["ratio"] is None:
-        return "–"
-    return f"{v['ratio']:.2f}×"
-
-
-def sig_text(v: dict[str, Any] | None) -> str:
-    if v is None or v["significance"] is None:
-        return ""
-    return v["significance"]
-
-
-def group_title(g: dict[str, Any]) -> str:
-    k = g["key"]
-    runs = g["runs"]
-    title = (f"{k['scenario']} · profile {k['profile']} · kernel {k['kernel']} · "
-             f"N={fmt(k['connections'])} · BYTES={fmt(k['bytes'])} · {k['backend']}")
-    shown = ", ".join(str(r) for r in runs[:4]) + (f", … ({len(runs)} in all)" if len(runs) > 4 else "")
-    title += f" · {len(runs)} run{'s' if len(runs) != 1 else ''}: {shown}"
-    if any(s != "complete" for s in g["status"]):
-        title += " · INCOMPLETE run(s) included"
-    return title
-
-
-def _judged(cmp: dict[str, Any]) -> bool:
-    return any(v and v.get("significance") for cp in cmp["checkpoints"] for row in cp["rows"]
-               for v in row["vs_first"])
-
-
-def tables(cmp: dict[str, Any], tablefmt: str) -> str:
-    labels = [g["label"] for g in cmp["groups"]]
-    judged = _judged(cmp)
-    md = tablefmt == "github"
-    item, heading = ("- ", "### ") if md else ("  ", "")
-    intro = (f"{heading}Compared results (each letter: one setup; repetitions grouped, "
-             "median (min..max))")
-    parts = [intro, *([""] if md else [])]
-    parts += [f"{item}{g['label']} = {group_title(g)}" for g in cmp["groups"]]
-    if len(labels) > 1 and not judged:
-        parts.append(f"{item}significance: not judged (needs at least two runs of each setup)")
-    for cp in cmp["checkpoints"]:
-        head = ["figure (bytes)", *labels]
-        for lab in labels[1:]:
-            head += [f"{lab}−{labels[0]}", f"{lab}/{labels[0]}"] + ([f"{lab} vs {labels[0]}"] if judged else [])
-        rows = []
-        for row in cp["rows"]:
-            line = [row["label"], *[cell_text(c) for c in row["groups"]]]
-            for v in row["vs_first"][1:]:
-                line += [diff_text(v), ratio_text(v)] + ([sig_text(v)] if judged else [])
-            rows.append(line)
-        parts += ["", f"{heading}Checkpoint {cp['name']}", *([""] if md else []),
-                  tabulate(rows, head, tablefmt=tablefmt,
-                           colalign=("left",) + ("right",) * (len(head) - 1))]
-    if cmp.get("sides"):
-        parts += ["", *side_lines(cmp, labels, tablefmt, heading, md)]
-    parts += ["", f"{heading}Sysctls that differ (net.*, read back on each host)",
-              *([""] if md else [])]
-    if cmp["sysctls"]:
-        parts.append(tabulate([[r["host"], r["sysctl"], *r["values"]] for r in cmp["sysctls"]],
-                              ["host", "sysctl", *labels], tablefmt=tablefmt))
-    else:
-        parts.append(f"{item}none: every net.* value is the same")
-    differ = [r for r in cmp["metadata"] if r["differs"]]
-    same = [r for r in cmp["metadata"] if not r["differs"]]
-    parts += ["", f"{heading}Metadata that differs", *([""] if md else [])]
-    if differ:
-        parts.append(tabulate([[r["field"], *map(fmt, r["values"])] for r in differ],
-                              ["field", *labels], tablefmt=tablefmt))
-    else:
-        parts.append(f"{item}none")
-    if same:
-        parts.append(("" if not md else "\n") + "same in all: " + " · ".join(f"{r['field']} {fmt(r['values'][0])}" for r in same))
-    return "\n".join(parts)
-
-
-def side_head(label: str, column: dict[str, Any]) -> str:
-    return f"{label} ({column['source']})" if column["source"] else label
-
-
-def side_checkpoints(cmp: dict[str, Any], labels: list[str]) -> str:
-    return ", ".join(f"{lab} {col['checkpoint']}" for lab, col in
-                     zip(labels, cmp["sides"]["columns"], strict=True) if col["checkpoint"])
-
-
-SIDE_NOTE = ("VM slab / host slab: that side's own kernel, slab pages of the caches attributed "
-             "to sockets; cgroup kmem: that side's container memory cgroup (kernel memory "
-             "charged to it); – where a run has no per-side figure (both ends in one kernel, "
-             f"no cgroup). {NEITHER}: the run's total per connection minus both sides; about "
-             "0 where each side is its own kernel, and with cgroups what no container is "
-             "charged for.")
-
-
-def side_lines(cmp: dict[str, Any], labels: list[str], tablefmt: str, heading: str,
-               md: bool) -> list[str]:
-    sides = cmp["sides"]
-    head = ["side (bytes per connection)",
-            *[side_head(lab, col) for lab, col in zip(labels, sides["columns"], strict=True)]]
-    rows = [[r["side"], *[cell_text(c) for c in r["groups"]]] for r in sides["rows"]]
-    out = [f"{heading}Per side (last measured checkpoint: {side_checkpoints(cmp, labels)})",
-           *([""] if md else []),
-           tabulate(rows, head, tablefmt=tablefmt, colalign=("left",) + ("right",) * len(labels)),
-           *([""] if md else []), SIDE_NOTE]
-    if sides["cgroup"]:
-        out.append(f"cgroup kmem: {CGROUP_CAVEAT}")
-    return out
-
-
-def render_json(cmp: dict[str, Any]) -> str:
-    return json.dumps(cmp, indent=1)
-
-
-def render_html(cmp: dict[str, Any]) -> str:
-    from .html import environment
-
-    return environment().get_template("compare.html.j2").render(
-        cmp=cmp, labels=[g["label"] for g in cmp["groups"]], judged=_judged(cmp),
-        title=group_title, cell=cell_text, diff=diff_text, ratio=ratio_text, sig=sig_text,
-        fmt=fmt, differ=[r for r in cmp["metadata"] if r["differs"]],
-        side_checkpoints=side_checkpoints, side_note=SIDE_NOTE,
-        cgroup_caveat=CGROUP_CAVEAT,
-        same=[r for r in cmp["metadata"] if not r["differs"]])
-
-
 def render(cmp: dict[str, Any], form: str = "table") -> str:
-    if form == "table":
-        return tables(cmp, "simple")
-    if form == "markdown":
-        return tables(cmp, "github")
-    if form == "json":
-        return render_json(cmp)
-    if form == "html":
-        return render_html(cmp)
-    raise InputError(f"unknown format {form!r}; expected one of {', '.join(FORMATS)}")
+    """The comparison as ``form`` (table, markdown, json, html): see compare_render."""
+    from .compare_render import render as render_as
+
+    return render_as(cmp, form)

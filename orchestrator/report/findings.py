@@ -19,7 +19,8 @@ Each verdict is computed from the result file alone (see docs/report.md):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+from ..results.model import Checkpoint, Result, Scenario
 
 HOLDS, FAILS, UNTESTED = "holds", "does not hold", "not tested"
 MARK = {HOLDS: "✓", FAILS: "✗", UNTESTED: "–"}
@@ -46,116 +47,59 @@ def _verdict(finding: str, verdict: str, evidence: str) -> dict[str, str]:
 
 # -- reading the result ------------------------------------------------------------------
 
-def host_of_role(result: dict[str, Any], role: str) -> str | None:
-    """The host name playing ``role`` (server/client), from the metadata or the lab."""
-    for source in (result.get("metadata", {}).get("hosts", {}), result.get("lab", {}).get("hosts", {})):
-        for name, host in (source or {}).items():
-            if host.get("role") == role:
-                return name
-    return role if role in ("server", "client") else None
-
-
-def _steps(result: dict[str, Any]) -> list[tuple[str, Any]]:
-    out = []
-    for step in result.get("scenario", {}).get("steps", []):
-        if isinstance(step, dict) and len(step) >= 1:
-            action = next(iter(step))
-            out.append((action, step[action]))
-    return out
-
-
-def _side(arg: Any) -> str | None:
-    if isinstance(arg, dict):
-        return arg.get("side")
-    return arg if isinstance(arg, str) else None
-
-
-def checkpoint(result: dict[str, Any], name: str) -> dict[str, Any] | None:
-    for cp in result.get("checkpoints", []):
-        if cp.get("name") == name:
-            return cp
-    return None
-
-
 @dataclass
 class ReadPair:
     """An unread checkpoint, the read step after it and the checkpoint after that."""
 
-    unread: dict[str, Any]
-    read: dict[str, Any]
+    unread: Checkpoint
+    read: Checkpoint
     receiver: str  # host name
     sender: str | None
 
 
-def read_pair(result: dict[str, Any]) -> ReadPair | None:
+def read_pair(result: Result) -> ReadPair | None:
     """Find ``send`` → checkpoint (data unread) → ``read`` → checkpoint in the steps."""
     sent_by: str | None = None
     unread_name: str | None = None
     reader: str | None = None
-    for action, arg in _steps(result):
+    for action, arg in result.scenario.actions():
         if action == "send":
-            sent_by, unread_name, reader = _side(arg), None, None
+            sent_by, unread_name, reader = Scenario.side(arg), None, None
         elif action == "checkpoint":
             name = arg if isinstance(arg, str) else None
             if reader is not None and unread_name is not None:
-                unread, read = checkpoint(result, unread_name), checkpoint(result, name or "")
-                if unread and read and "buffers" in unread and "buffers" in read:
-                    receiver = host_of_role(result, reader)
-                    sender = host_of_role(result, sent_by) if sent_by else None
-                    if receiver in unread["buffers"] and receiver in read["buffers"]:
+                unread, read = result.checkpoint(unread_name), result.checkpoint(name or "")
+                if unread and read and unread.buffers and read.buffers:
+                    receiver = result.host(reader)
+                    sender = result.host(sent_by) if sent_by else None
+                    if receiver in unread.buffers and receiver in read.buffers:
                         return ReadPair(unread, read, receiver, sender)
                 reader = None
             elif sent_by is not None and unread_name is None:
                 unread_name = name
         elif action == "read" and unread_name is not None:
-            reader = _side(arg)
+            reader = Scenario.side(arg)
     return None
 
 
-def unread_checkpoint(result: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
+def unread_checkpoint(result: Result) -> tuple[Checkpoint, str] | None:
     """The first checkpoint taken while sent data sat unread, and the receiving host."""
     sent_by: str | None = None
-    for action, arg in _steps(result):
+    for action, arg in result.scenario.actions():
         if action == "send":
-            sent_by = _side(arg)
+            sent_by = Scenario.side(arg)
         elif action == "read":
             sent_by = None
         elif action == "checkpoint" and sent_by is not None:
-            cp = checkpoint(result, arg if isinstance(arg, str) else "")
-            receiver = host_of_role(result, "client" if sent_by == "server" else "server")
-            if cp and receiver and receiver in cp.get("buffers", {}):
+            cp = result.checkpoint(arg if isinstance(arg, str) else "")
+            receiver = result.host("client" if sent_by == "server" else "server")
+            if cp and receiver and receiver in cp.buffers:
                 return cp, receiver
             return None
     return None
 
 
-def sysctl_triple(result: dict[str, Any], host: str, name: str) -> list[int] | None:
-    """A three-integer sysctl (tcp_rmem/tcp_wmem) as the host read it back, else pinned."""
-    meta = result.get("metadata", {}).get("hosts", {}).get(host, {})
-    for source in (meta.get("net_sysctls") or {}, meta.get("sysctls_pinned") or {}):
-        value = source.get(name)
-        if value:
-            try:
-                return [int(p) for p in str(value).split()]
-            except ValueError:
-                return None
-    return None
-
-
-def _queued_per_socket(buf: dict[str, Any]) -> float:
-    sockets = buf.get("sockets") or 0
-    return buf.get("recv_q", 0) / sockets if sockets else 0.0
-
-
-def mark_time(result: dict[str, Any], name: str) -> float | None:
-    timeline = result.get("timeline") or {}
-    for mark in timeline.get("marks", []):
-        if mark.get("name") == name:
-            return float(mark["t"])
-    return None
-
-
-def release_time(result: dict[str, Any], pair: ReadPair) -> dict[str, float] | None:
+def release_time(result: Result, pair: ReadPair) -> dict[str, float] | None:
     """When sockstat TCP mem fell back after the read began, from the timeline.
 
     The read is sent right after the unread checkpoint is collected: it starts when that
@@ -166,100 +110,79 @@ def release_time(result: dict[str, Any], pair: ReadPair) -> dict[str, float] | N
     checkpoint when higher): sockets keep a small forward-allocated reserve after a read,
     so the level before the data came is not always reached.
     """
-    timeline = result.get("timeline") or {}
-    cols = timeline.get("columns") or {}
+    timeline = result.timeline
+    cols = timeline.columns
     column = cols.get(f"{pair.receiver}.mem") or next(
         (v for k, v in cols.items() if k.endswith(".mem")), None)
     times = cols.get("t")
-    start_mark = mark_time(result, pair.unread["name"])
+    start_mark = timeline.mark_time(pair.unread.name)
     if not column or not times or start_mark is None:
         return None
     began = start_mark
-    if pair.unread.get("time") and timeline.get("start"):
-        began = max(began, float(pair.unread["time"]) - float(timeline["start"]))
-    start = began + float(pair.unread.get("collect_seconds") or 0)
-    peak = _sockstat_mem(pair.unread, pair.receiver)
-    before = None
-    names = [c.get("name") for c in result.get("checkpoints", [])]
-    idx = names.index(pair.unread["name"])
-    if idx > 0:
-        before = _sockstat_mem(result["checkpoints"][idx - 1], pair.receiver)
+    if pair.unread.time and timeline.start:
+        began = max(began, float(pair.unread.time) - float(timeline.start))
+    start = began + float(pair.unread.collect_seconds or 0)
+    peak = pair.unread.sockstat_mem(pair.receiver)
+    previous = result.before(pair.unread)
+    before = previous.sockstat_mem(pair.receiver) if previous else None
     if peak is None:
         return None
     if before is None:
         before = min(column)
-    settled = _sockstat_mem(pair.read, pair.receiver)
+    settled = pair.read.sockstat_mem(pair.receiver)
     floor = max(before, settled) if settled is not None else before
     threshold = floor + DROP_SHARE * max(peak - floor, 0)
     for t, mem in zip(times, column, strict=False):
         if t >= start and mem <= threshold:
             return {"start": round(start, 3), "dropped_at": float(t),
                     "seconds": round(max(float(t) - start, 0.0), 3),
-                    "interval": float(timeline.get("interval") or 0.1),
+                    "interval": float(timeline.interval or 0.1),
                     "from_pages": peak, "to_pages": mem}
     return None
 
 
-def _sockstat_mem(cp: dict[str, Any], host: str) -> int | None:
-    stat = (cp.get("sockstat") or {}).get(host) or next(iter((cp.get("sockstat") or {}).values()), None)
-    if stat is not None:
-        return stat.get("TCP", {}).get("mem")
-    buf = (cp.get("buffers") or {}).get(host)
-    return buf.get("sockstat_mem_pages") if buf else None
-
-
-def _objects(cp: dict[str, Any], cache: str) -> tuple[float, float]:
+def _objects(cp: Checkpoint, cache: str) -> tuple[float, float]:
     """(objects, bytes) per connection of a cache at a checkpoint; absent = unchanged = 0."""
-    for row in cp.get("per_connection_bytes", {}).get("by_cache", []):
-        if row["cache"] == cache:
-            return row["objects_per_connection"], row["bytes_per_connection"]
-    return 0.0, 0.0
+    row = cp.per_connection().row(cache)
+    return (row.objects_per_connection, row.bytes_per_connection) if row else (0.0, 0.0)
 
 
-def timewait_checkpoint(result: dict[str, Any]) -> dict[str, Any] | None:
+def timewait_checkpoint(result: Result) -> Checkpoint | None:
     """The first measured checkpoint with most connections in TIME-WAIT on some host."""
-    n = result.get("scenario", {}).get("connections") or 0
-    for cp in result.get("checkpoints", []):
-        if "per_connection_bytes" not in cp:
-            continue
-        tw = sum(states.get("TIME-WAIT", 0) for states in cp.get("states", {}).values())
+    n = result.scenario.connections
+    for cp in result.measured():
+        tw = cp.sockets_in("TIME-WAIT")
         if n and tw >= 0.9 * n:
             return cp
-        if not n and cp.get("name", "").replace("_", "").lower() == "timewait":
+        if not n and cp.name.replace("_", "").lower() == "timewait":
             return cp
     return None
 
 
-def established_checkpoint(result: dict[str, Any]) -> dict[str, Any] | None:
+def established_checkpoint(result: Result) -> Checkpoint | None:
     """The first measured checkpoint where every socket is ESTABLISHED."""
-    for cp in result.get("checkpoints", []):
-        if "per_connection_bytes" not in cp:
-            continue
-        states = cp.get("states", {})
-        counts = {k for s in states.values() for k, v in s.items() if v and k != "LISTEN"}
-        if counts == {"ESTAB"}:
-            return cp
-    return None
+    return next((cp for cp in result.measured() if cp.live_states() == {"ESTAB"}), None)
 
 
 # -- the three verdicts ------------------------------------------------------------------
 
-def released_promptly(result: dict[str, Any]) -> dict[str, str]:
+def released_promptly(result: Result) -> dict[str, str]:
     pair = read_pair(result)
     if pair is None:
         return _verdict(F_RELEASED, UNTESTED, "not tested by this scenario: no data is read "
                         "after sitting unread (try --scenario c2s or s2c)")
-    at_unread = pair.unread["buffers"][pair.receiver]["rmem_alloc"]["median"]
-    at_read = pair.read["buffers"][pair.receiver]["rmem_alloc"]["median"]
+    at_unread = pair.unread.buffers[pair.receiver].rmem_alloc.median
+    at_read = pair.read.buffers[pair.receiver].rmem_alloc.median
     if at_unread <= 0:
         return _verdict(F_RELEASED, UNTESTED, f"not tested: {pair.receiver} held no receive "
-                        f"memory at {pair.unread['name']} (BYTES=0?)")
+                        f"memory at {pair.unread.name} (BYTES=0?)")
     text = (f"{pair.receiver} receive memory per socket (median rmem_alloc) "
-            f"{_n(at_unread)} B at {pair.unread['name']} → {_n(at_read)} B at "
-            f"{pair.read['name']}")
-    if pair.sender and pair.sender in pair.unread["buffers"]:
-        w0 = pair.unread["buffers"][pair.sender]["wmem_queued"]["median"]
-        w1 = pair.read["buffers"].get(pair.sender, {}).get("wmem_queued", {}).get("median", 0)
+            f"{_n(at_unread)} B at {pair.unread.name} → {_n(at_read)} B at "
+            f"{pair.read.name}")
+    if pair.sender and pair.sender in pair.unread.buffers:
+        w0 = pair.unread.buffers[pair.sender].wmem_queued.median
+        sent = pair.read.buffers.get(pair.sender)
+        w1 = sent.wmem_queued.median if sent else 0
         if w0 > 0:
             text += f"; {pair.sender} send queue (wmem_queued) {_n(w0)} → {_n(w1)} B"
     drop = release_time(result, pair)
@@ -272,38 +195,38 @@ def released_promptly(result: dict[str, Any]) -> dict[str, str]:
     return _verdict(F_RELEASED, HOLDS if holds else FAILS, text)
 
 
-def below_rmem_min(result: dict[str, Any]) -> dict[str, str]:
+def below_rmem_min(result: Result) -> dict[str, str]:
     found = unread_checkpoint(result)
     if found is None:
         return _verdict(F_BELOW_RMEM, UNTESTED, "not tested by this scenario: no socket holds "
                         "unread data (try --scenario c2s)")
     cp, receiver = found
-    buf = cp["buffers"][receiver]
-    rmem = sysctl_triple(result, receiver, "net.ipv4.tcp_rmem")
+    buf = cp.buffers[receiver]
+    rmem = result.sysctl_ints(receiver, "net.ipv4.tcp_rmem")
     if not rmem:
         return _verdict(F_BELOW_RMEM, UNTESTED, f"not tested: net.ipv4.tcp_rmem of {receiver} "
                         "is not in the result")
-    held = _queued_per_socket(buf) or result.get("scenario", {}).get("bytes", 0)
+    held = buf.queued_per_socket() or result.scenario.bytes
     if held >= rmem[0]:
         return _verdict(F_BELOW_RMEM, UNTESTED, f"not tested: each {receiver} socket holds "
                         f"{_n(held)} bytes, not less than tcp_rmem[0] {_n(rmem[0])} B; the "
                         "finding is about a socket holding a little data (try BYTES=13)")
-    real = buf["rmem_alloc"]["median"]
+    real = buf.rmem_alloc.median
     if real <= 0:
         return _verdict(F_BELOW_RMEM, UNTESTED, f"not tested: {receiver} sockets hold no "
-                        f"receive memory at {cp['name']}")
-    fwd = buf.get("fwd_alloc", {}).get("median", 0)
+                        f"receive memory at {cp.name}")
+    fwd = buf.fwd_alloc.median
     holds = real < rmem[0]
     sign = "<" if holds else "≥"
     text = (f"receive memory per socket holding {_n(held)} bytes: {_n(real)} B {sign} "
-            f"tcp_rmem[0] {_n(rmem[0])} B ({receiver}, median rmem_alloc at {cp['name']})")
+            f"tcp_rmem[0] {_n(rmem[0])} B ({receiver}, median rmem_alloc at {cp.name})")
     if fwd:
         text += (f"; forward allocation {_n(fwd)} B rounds the charge up to whole pages "
                  "(sockstat mem)")
     return _verdict(F_BELOW_RMEM, HOLDS if holds else FAILS, text)
 
 
-def timewait_sheds(result: dict[str, Any]) -> dict[str, str]:
+def timewait_sheds(result: Result) -> dict[str, str]:
     tw_cp = timewait_checkpoint(result)
     if tw_cp is None:
         return _verdict(F_TIMEWAIT, UNTESTED, "not tested by this scenario: no checkpoint has "
@@ -312,8 +235,8 @@ def timewait_sheds(result: dict[str, Any]) -> dict[str, str]:
     if est is None:
         return _verdict(F_TIMEWAIT, UNTESTED, "not tested: no ESTABLISHED checkpoint to "
                         "compare the TIME-WAIT one with")
-    n = max(tw_cp.get("connections") or 1, 1)
-    tw_sockets = sum(s.get("TIME-WAIT", 0) for s in tw_cp.get("states", {}).values())
+    n = max(tw_cp.connections or 1, 1)
+    tw_sockets = tw_cp.sockets_in("TIME-WAIT")
     parts, shed = [], True
     for cache in SHED_CACHES:
         now, _ = _objects(tw_cp, cache)
@@ -324,19 +247,19 @@ def timewait_sheds(result: dict[str, Any]) -> dict[str, str]:
     tw_objs, tw_bytes = _objects(tw_cp, TW_CACHE)
     per_tw = tw_objs * n / tw_sockets if tw_sockets else 0.0
     grew = TW_PER_SOCKET[0] <= per_tw <= TW_PER_SOCKET[1]
-    total = tw_cp["per_connection_bytes"]["total"]
-    text = (f"at {tw_cp['name']}, objects per connection: {', '.join(parts)}; "
+    total = tw_cp.per_connection().total
+    text = (f"at {tw_cp.name}, objects per connection: {', '.join(parts)}; "
             f"{TW_CACHE} +{tw_objs:.2f} ({_n(tw_bytes)} B) for {tw_sockets:,} TIME-WAIT "
             f"sockets; {_n(total)} B per connection in all")
     return _verdict(F_TIMEWAIT, HOLDS if (shed and grew) else FAILS, text)
 
 
-def verdicts(result: dict[str, Any]) -> list[dict[str, str]]:
+def verdicts(result: Result) -> list[dict[str, str]]:
     """One verdict per article conclusion, in the article's order."""
     return [released_promptly(result), below_rmem_min(result), timewait_sheds(result)]
 
 
-def findings_text(result: dict[str, Any]) -> str:
+def findings_text(result: Result) -> str:
     """The verdicts as terminal lines, for the end of the text report."""
     lines = ["Findings (source article)"]
     for v in verdicts(result):

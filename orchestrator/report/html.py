@@ -18,6 +18,7 @@ import jinja2
 from ..errors import LabError
 from ..measure.analysis import CGROUP_CAVEAT
 from ..results import load_result
+from ..results.model import Checkpoint, Result
 from . import charts, findings
 from . import kernels as kernels_compare
 from . import text as report_text
@@ -72,51 +73,46 @@ def environment() -> jinja2.Environment:
 
 # -- the figures the page shows --------------------------------------------------------------
 
-def _attributed(cp: dict[str, Any]) -> dict[str, float]:
-    return {r["cache"]: r["bytes_per_connection"]
-            for r in cp["per_connection_bytes"]["by_cache"] if r["attributed"]}
-
-
-def _idle(cp: dict[str, Any]) -> bool:
-    states = {k for s in cp.get("states", {}).values() for k, v in s.items() if v}
-    queued = sum(b.get("recv_q", 0) + b.get("send_q", 0) for b in cp.get("buffers", {}).values())
+def _idle(cp: Checkpoint) -> bool:
+    states = {k for s in cp.states.values() for k, v in s.items() if v}
+    queued = sum(b.recv_q + b.send_q for b in cp.buffers.values())
     return states == {"ESTAB"} and queued == 0
 
 
-def summary(result: dict[str, Any]) -> dict[str, Any]:
+def summary(result: Result) -> dict[str, Any]:
     """The compact summary: one sentence for the first checkpoint, one card per checkpoint."""
-    cps = report_text.measured(result)
-    aliases = result.get("metadata", {}).get("slab_aliases") or {}
+    cps = result.measured()
+    aliases = result.metadata.slab_aliases
     if not cps:
         return {"sentence": "No checkpoint was measured.", "cards": [], "changes": [],
                 "ends": report_text.ends(result)}
     first = cps[0]
-    total = first["per_connection_bytes"]["total"]
-    parts = sorted(_attributed(first).items(), key=lambda kv: -kv[1])
+    total = first.per_connection().total
+    parts = sorted(first.per_connection().attributed().items(), key=lambda kv: -kv[1])
     shares = [f"{charts.cache_label(c, aliases.get(c))} {v / total:.0%}"
               for c, v in parts if total and v / total >= 0.02][:6]
     what = ("idle connection pair" if _idle(first)
-            else f"connection pair at {first['name']}")
+            else f"connection pair at {first.name}")
     sentence = f"{kb(total)} per {what} ({report_text.ends(result)})"
     if shares:
         sentence += "; " + ", ".join(shares)
     cards, changes = [], []
-    previous: dict[str, Any] | None = None
+    previous: Checkpoint | None = None
     for cp in cps:
-        pcb = cp["per_connection_bytes"]
-        card = {"name": cp["name"], "total": pcb["total"], "delta": None,
+        pcb = cp.per_connection()
+        card = {"name": cp.name, "total": pcb.total, "delta": None,
                 "states": ", ".join(f"{h} {', '.join(f'{k} {v:,}' for k, v in s.items())}"
-                                    for h, s in cp.get("states", {}).items() if s) or "no socket",
-                "charged": pcb.get("tcp_mem_charged")}
+                                    for h, s in cp.states.items() if s) or "no socket",
+                "charged": pcb.tcp_mem_charged}
         if previous is not None:
-            card["delta"] = pcb["total"] - previous["per_connection_bytes"]["total"]
-            now, then = _attributed(cp), _attributed(previous)
+            card["delta"] = pcb.total - previous.per_connection().total
+            now, then = pcb.attributed(), previous.per_connection().attributed()
             moved = {c: now.get(c, 0.0) - then.get(c, 0.0) for c in set(now) | set(then)}
             floor = max(8.0, 0.05 * abs(card["delta"]))
             top = sorted((kv for kv in moved.items() if abs(kv[1]) >= floor),
                          key=lambda kv: -abs(kv[1]))
             if top:
-                changes.append({"name": cp["name"], "total": pcb["total"], "delta": card["delta"],
+                changes.append({"name": cp.name, "total": pcb.total, "delta": card["delta"],
                                 "caches": [(charts.cache_label(c, aliases.get(c)), v)
                                            for c, v in top[:3]]})
         cards.append(card)
@@ -128,56 +124,49 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
 TABLE_CACHES = 7
 
 
-def memory_table(result: dict[str, Any]) -> dict[str, Any]:
-    cps = report_text.measured(result)
+def memory_table(result: Result) -> dict[str, Any]:
+    cps = result.measured()
     caches = report_text.top_caches(cps, limit=TABLE_CACHES)
     rows = []
     for cp in cps:
-        pcb = cp["per_connection_bytes"]
-        by = _attributed(cp)
+        pcb = cp.per_connection()
+        by = pcb.attributed()
         shown = [by.get(c, 0.0) for c in caches]
-        rows.append({"name": cp["name"], "caches": shown, "other": pcb["total"] - sum(shown),
-                     "total": pcb["total"], "charged": pcb.get("tcp_mem_charged"),
-                     "drift": pcb.get("drift"), "conntrack": pcb.get("conntrack"),
-                     "slab": pcb.get("meminfo_slab")})
+        rows.append({"name": cp.name, "caches": shown, "other": pcb.total - sum(shown),
+                     "total": pcb.total, "charged": pcb.tcp_mem_charged,
+                     "drift": pcb.drift, "conntrack": pcb.conntrack,
+                     "slab": pcb.meminfo_slab})
     conntrack = any(row["conntrack"] for row in rows)
     return {"caches": caches, "rows": rows, "conntrack": conntrack}
 
 
-def _roles(result: dict[str, Any]) -> dict[str, str]:
-    return {name: h.get("role") or "" for name, h in
-            (result.get("metadata", {}).get("hosts") or {}).items()}
-
-
-def per_side(result: dict[str, Any]) -> dict[str, Any] | None:
+def per_side(result: Result) -> dict[str, Any] | None:
     """Each measured kernel's own figures at the last measured checkpoint (VMs, remote
     hosts: ``per_kernel``), or None. One row per kernel with its hosts and their roles;
     the socket caches of each side, bytes per connection; object sizes that differ
     between the sides (socket caches and the caches a connection lives in)."""
-    cp = kernels_compare.last_measured(result)
-    if not cp or not cp.get("per_kernel"):
+    cp = result.last_measured()
+    if not cp or not cp.per_kernel:
         return None
-    roles = _roles(result)
-    labels = list(cp["per_kernel"])
+    labels = list(cp.per_kernel)
     rows: list[dict[str, Any]] = []
     by: dict[str, dict[str, float]] = {}
     for label in labels:
-        data = cp["per_kernel"][label]
-        pcb = data["per_connection_bytes"]
-        rows.append({"label": label, "hosts": list(data.get("hosts", [])),
-                     "role": ", ".join(roles.get(h) or "?" for h in data.get("hosts", [])),
-                     "release": data.get("release"), "total": pcb["total"],
-                     "objects_total": pcb.get("objects_total"),
-                     "meminfo_slab": pcb.get("meminfo_slab")})
-        by[label] = {r["cache"]: r["bytes_per_connection"] for r in pcb["by_cache"]
-                     if r["category"] == "socket"}
+        share = cp.per_kernel[label]
+        pcb = share.per_connection
+        rows.append({"label": label, "hosts": list(share.hosts),
+                     "role": ", ".join(result.role_of(h) or "?" for h in share.hosts),
+                     "release": share.release, "total": pcb.total,
+                     "objects_total": pcb.objects_total,
+                     "meminfo_slab": pcb.meminfo_slab})
+        by[label] = pcb.of_category("socket")
     weight: dict[str, float] = {}
     for values in by.values():
         for cache, v in values.items():
             weight[cache] = max(weight.get(cache, 0.0), abs(v))
     caches = sorted(weight, key=lambda c: (-weight[c], c))
     cache_rows = [{"cache": c, "cells": [by[lb].get(c) for lb in labels]} for c in caches]
-    sizes = {lb: cp["per_kernel"][lb].get("objsize") or {} for lb in labels}
+    sizes = {lb: cp.per_kernel[lb].objsize for lb in labels}
     candidates = caches + [c for c in kernels_compare.KEY_CACHES if c not in caches]
     objsize = []
     for cache in candidates:
@@ -185,68 +174,67 @@ def per_side(result: dict[str, Any]) -> dict[str, Any] | None:
         known = {v for v in cells if v is not None}
         if len(known) > 1:
             objsize.append({"cache": cache, "cells": cells})
-    return {"checkpoint": cp["name"], "connections": cp.get("connections"), "labels": labels,
+    return {"checkpoint": cp.name, "connections": cp.connections, "labels": labels,
             "rows": rows, "caches": cache_rows, "objsize": objsize}
 
 
-def cgroup_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+def cgroup_rows(result: Result) -> list[dict[str, Any]]:
     """Per measured checkpoint and host: the growth of the host's memory cgroup (docker),
     bytes per connection. Empty when no host had a cgroup (netns, VMs, remote hosts)."""
-    roles = _roles(result)
     rows = []
-    for cp in report_text.measured(result):
-        for host, fig in (cp.get("memory_per_connection") or {}).items():
-            rows.append({"checkpoint": cp["name"], "host": host, "role": roles.get(host, ""),
+    for cp in result.measured():
+        for host, fig in cp.memory_per_connection.items():
+            rows.append({"checkpoint": cp.name, "host": host, "role": result.role_of(host) or "",
                          "kmem": fig.get("kmem"), "sock": fig.get("sock"),
                          "usage": fig.get("usage")})
     return rows
 
 
-def cache_details(result: dict[str, Any]) -> list[dict[str, Any]]:
+def cache_details(result: Result) -> list[dict[str, Any]]:
     out = []
-    for cp in report_text.measured(result):
-        rows = sorted(cp["per_connection_bytes"]["by_cache"],
-                      key=lambda r: (not r["attributed"], -abs(r["bytes_per_connection"])))
-        out.append({"name": cp["name"], "rows": rows})
+    for cp in result.measured():
+        rows = sorted(cp.per_connection().by_cache,
+                      key=lambda r: (not r.attributed, -abs(r.bytes_per_connection)))
+        out.append({"name": cp.name, "rows": rows})
     return out
 
 
-def buffers_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+def buffers_rows(result: Result) -> list[dict[str, Any]]:
     rows = []
-    for cp in report_text.measured(result):
-        for host, buf in cp.get("buffers", {}).items():
-            rows.append({"checkpoint": cp["name"], "host": host, "sockets": buf["sockets"],
-                         "rmem": buf["rmem_alloc"]["median"], "wmem": buf["wmem_queued"]["median"],
-                         "fwd": buf["fwd_alloc"]["median"], "recv_q": buf["recv_q"],
-                         "send_q": buf["send_q"], "pages": buf["sockstat_mem_pages"]})
+    for cp in result.measured():
+        for host, buf in cp.buffers.items():
+            rows.append({"checkpoint": cp.name, "host": host, "sockets": buf.sockets,
+                         "rmem": buf.rmem_alloc.median, "wmem": buf.wmem_queued.median,
+                         "fwd": buf.fwd_alloc.median, "recv_q": buf.recv_q,
+                         "send_q": buf.send_q, "pages": buf.sockstat_mem_pages})
     return rows
 
 
-def buffer_limits(result: dict[str, Any]) -> list[dict[str, Any]]:
+def buffer_limits(result: Result) -> list[dict[str, Any]]:
     out = []
-    for host in result.get("metadata", {}).get("hosts", {}):
-        r = findings.sysctl_triple(result, host, "net.ipv4.tcp_rmem")
-        w = findings.sysctl_triple(result, host, "net.ipv4.tcp_wmem")
+    for host in result.metadata.hosts:
+        r = result.sysctl_ints(host, "net.ipv4.tcp_rmem")
+        w = result.sysctl_ints(host, "net.ipv4.tcp_wmem")
         out.append({"host": host, "rmem": " ".join(f"{v:,}" for v in r) if r else "–",
                     "wmem": " ".join(f"{v:,}" for v in w) if w else "–"})
     return out
 
 
-def states_table(result: dict[str, Any]) -> dict[str, Any]:
-    hosts = list(result.get("metadata", {}).get("hosts", {}))
+def states_table(result: Result) -> dict[str, Any]:
+    hosts = list(result.metadata.hosts)
     rows = []
-    for cp in result.get("checkpoints", []):
-        states = cp.get("states", {})
+    for cp in result.checkpoints:
+        states = cp.states
         for h in states:
             if h not in hosts:
                 hosts.append(h)
-        rows.append({"name": cp["name"],
+        rows.append({"name": cp.name,
                      "cells": [", ".join(f"{k} {v:,}" for k, v in sorted(states.get(h, {}).items()))
                                or "–" for h in hosts]})
     return {"hosts": hosts, "rows": rows}
 
 
-def sysctl_rows(result: dict[str, Any],
+def sysctl_rows(result: Result,
                 kernel_defaults: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Sysctls that differ from the kernel's defaults, per host.
 
@@ -255,17 +243,17 @@ def sysctl_rows(result: dict[str, Any],
     kernel's defaults); else ``kernel_defaults`` when given (probed on the same kernel);
     else unknown. With ``kernel_defaults``, unpinned keys whose value differs are listed too.
     """
-    hosts = result.get("metadata", {}).get("hosts", {})
+    hosts = result.metadata.hosts
     rows = []
     for name, host in hosts.items():
-        pinned = host.get("sysctls_pinned") or {}
-        live = host.get("net_sysctls") or {}
+        pinned = host.sysctls_pinned
+        live = host.net_sysctls
         for key, value in sorted(pinned.items()):
             default, source = None, ""
             for other_name, other in hosts.items():
-                if other_name != name and key not in (other.get("sysctls_pinned") or {}) \
-                        and key in (other.get("net_sysctls") or {}):
-                    default, source = other["net_sysctls"][key], f"read on {other_name}"
+                if other_name != name and key not in other.sysctls_pinned \
+                        and key in other.net_sysctls:
+                    default, source = other.net_sysctls[key], f"read on {other_name}"
                     break
             if default is None and kernel_defaults and key in kernel_defaults:
                 default, source = kernel_defaults[key], "probed on this kernel"
@@ -288,61 +276,57 @@ def _norm(value: Any) -> str:
     return " ".join(str(value).split())
 
 
-def metadata_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
-    meta = result.get("metadata", {})
-    kern = meta.get("kernel", {})
-    ramp = result.get("ramp") or {}
+def metadata_rows(result: Result) -> list[tuple[str, str]]:
+    meta = result.metadata
+    kern = meta.kernel
+    ramp = result.ramp or {}
     rows = [
-        ("kernel", f"{kern.get('release', '?')} {kern.get('version', '')} {kern.get('machine', '')}".strip()),
-        ("backend", str(meta.get("backend_choice") or meta.get("backend", "?"))),
-        ("image", meta.get("image") or "– (none: network namespaces on the host)"),
-        ("tool", f"tcplab {meta.get('tool_version', '?')}"
-         + (f" · commit {meta['git_commit'][:12]}" if meta.get("git_commit") else "")),
+        ("kernel", f"{kern.release or '?'} {kern.version or ''} {kern.machine or ''}".strip()),
+        ("backend", str(meta.backend_choice or meta.backend or "?")),
+        ("image", meta.image or "– (none: network namespaces on the host)"),
+        ("tool", f"tcplab {meta.tool_version or '?'}"
+         + (f" · commit {meta.git_commit[:12]}" if meta.git_commit else "")),
         ("machine", (f"{meta.get('hostname', '?')} · Python {meta.get('python', '?')} · "
-                     f"page {meta.get('page_size', 4096):,} B")),
-        ("run", (f"{result.get('run_id', '?')} · {utc(result.get('started'))} → "
-                 f"{utc(result.get('finished'))}")),
+                     f"page {meta.page_size or 4096:,} B")),
+        ("run", (f"{result.run_id or '?'} · {utc(result.started)} → "
+                 f"{utc(result.finished)}")),
     ]
     if ramp:
-        rate = (f"{result['scenario']['connections']:,} connections in "
+        rate = (f"{result.scenario.connections:,} connections in "
                 f"{ramp.get('seconds', 0):.2f} s · {ramp.get('rate', 0):,.0f} conn/s")
         rows.append(("ramp", rate))
-    workers = meta.get("workers")
-    if workers:
-        rows.append(("workers", ", ".join(f"{k} {v}" for k, v in workers.items())))
-    if meta.get("shards"):
-        rows.append(("server ports", ", ".join(f"{p} ({c:,} conn.)" for p, c in meta["shards"])))
-    if meta.get("host_sysctls"):
+    if meta.workers:
+        rows.append(("workers", ", ".join(f"{k} {v}" for k, v in meta.workers.items())))
+    if meta.shards:
+        rows.append(("server ports", ", ".join(f"{p} ({c:,} conn.)" for p, c in meta.shards)))
+    if meta.host_sysctls:
         rows.append(("host-wide sysctls changed",
-                     ", ".join(f"{k}={v}" for k, v in meta["host_sysctls"].items())))
+                     ", ".join(f"{k}={v}" for k, v in meta.host_sysctls.items())))
     return rows
 
 
-def hosts_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    for name, host in result.get("metadata", {}).get("hosts", {}).items():
-        where = host.get("netns") or host.get("container") or host.get("container_id") or ""
-        out.append({"name": name, "role": host.get("role", ""), "address": host.get("address", ""),
-                    "where": where, "pinned": len(host.get("sysctls_pinned") or {})})
-    return out
+def hosts_rows(result: Result) -> list[dict[str, Any]]:
+    return [{"name": name, "role": host.role or "", "address": host.address or "",
+             "where": host.where, "pinned": len(host.sysctls_pinned)}
+            for name, host in result.metadata.hosts.items()]
 
 
-def context(result: dict[str, Any], kernel_defaults: dict[str, str] | None = None) -> dict[str, Any]:
-    sc = result.get("scenario", {})
-    meta = result.get("metadata", {})
-    complete = result.get("status") == "complete"
-    aliases = meta.get("slab_aliases") or {}
+def context(result: Result, kernel_defaults: dict[str, str] | None = None) -> dict[str, Any]:
+    sc = result.scenario
+    meta = result.metadata
+    complete = result.status == "complete"
+    aliases = meta.slab_aliases
     return {
         "r": result,
-        "title": f"{sc.get('name', '?')} · {result.get('profile', {}).get('name', '?')}",
+        "title": f"{sc.name} · {result.profile.name}",
         "complete": complete,
-        "status": result.get("status", "unknown"),
-        "error": result.get("error"),
+        "status": result.status or "unknown",
+        "error": result.error,
         "scenario": sc,
-        "profile": result.get("profile", {}),
-        "backend": meta.get("backend", "?"),
-        "kernel": meta.get("kernel", {}).get("release", "?"),
-        "version": meta.get("tool_version", "?"),
+        "profile": result.profile,
+        "backend": meta.backend or "?",
+        "kernel": meta.kernel.release or "?",
+        "version": meta.tool_version or "?",
         "summary": summary(result),
         "verdicts": findings.verdicts(result),
         "marks": findings.MARK,
@@ -361,12 +345,12 @@ def context(result: dict[str, Any], kernel_defaults: dict[str, str] | None = Non
         "hosts": hosts_rows(result),
         "sysctls": sysctl_rows(result, kernel_defaults),
         "merged": report_text.merged_notes(result),
-        "estimate": meta.get("idle_pair_estimate"),
-        "measured": bool(report_text.measured(result)),
+        "estimate": meta.idle_pair_estimate,
+        "measured": bool(result.measured()),
     }
 
 
-def render_html(result: dict[str, Any], kernel_defaults: dict[str, str] | None = None) -> str:
+def render_html(result: Result, kernel_defaults: dict[str, str] | None = None) -> str:
     """The whole report as one HTML string, from a loaded result alone.
 
     ``kernel_defaults`` (optional): the kernel's per-namespace sysctl defaults, used only
@@ -396,9 +380,9 @@ def write_text_atomic(path: Path, text: str, mode: int = 0o644) -> None:
                        "another results directory") from None
 
 
-def live_defaults(result: dict[str, Any]) -> dict[str, str] | None:
+def live_defaults(result: Result) -> dict[str, str] | None:
     """This kernel's per-namespace sysctl defaults, if the result was measured on it."""
-    if result.get("metadata", {}).get("kernel", {}).get("release") != os.uname().release:
+    if result.metadata.kernel.release != os.uname().release:
         return None
     try:
         from ..sysctls import namespace_defaults

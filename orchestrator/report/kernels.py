@@ -24,6 +24,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from ..results.model import Result
 from . import findings
 
 SCHEMA = "tcplab.kernels/1"
@@ -32,35 +33,29 @@ KEY_CACHES = ("TCP", "sock_inode_cache", "filp", "dentry", "tw_sock_TCP", "reque
               "lsm_file_cache", "eventpoll_epi", "TCPv6")
 
 
-def label_of(result: dict[str, Any]) -> str:
-    meta = result["metadata"]
-    if meta.get("kernel_label"):
-        return str(meta["kernel_label"])
-    if meta.get("backend") in ("netns", "docker"):
+def label_of(result: Result) -> str:
+    meta = result.metadata
+    if meta.kernel_label:
+        return str(meta.kernel_label)
+    if meta.backend in ("netns", "docker"):
         return "host"
-    return str((meta.get("kernel") or {}).get("release") or "?")
+    return str(meta.kernel.release or "?")
 
 
-def last_measured(result: dict[str, Any]) -> dict[str, Any] | None:
-    cps = [c for c in result.get("checkpoints", []) if c.get("per_connection_bytes")
-           and c.get("connections")]
-    return cps[-1] if cps else None
-
-
-def _aliases(result: dict[str, Any]) -> dict[str, list[str]]:
+def _aliases(result: Result) -> dict[str, list[str]]:
     """SLUB merges of the measured kernel(s): per-kernel ones when the backend read them."""
     out: dict[str, list[str]] = {}
-    kernels = result["metadata"].get("kernels") or {}
+    kernels = result.metadata.kernels
     found = [k.get("slab_aliases") for k in kernels.values() if k.get("slab_aliases")]
-    for groups in found or [result["metadata"].get("slab_aliases") or {}]:
+    for groups in found or [result.metadata.slab_aliases]:
         for cache, others in groups.items():
             out[cache] = sorted(set(out.get(cache, [])) | set(others))
     return out
 
 
-def objsize_of(result: dict[str, Any], cache: str) -> dict[str, Any]:
+def objsize_of(result: Result, cache: str) -> dict[str, Any]:
     """{"size": bytes or None, "line": the slabinfo line that counts it}."""
-    sizes = result["metadata"].get("objsize") or {}
+    sizes = result.metadata.objsize
     if cache in sizes:
         return {"size": sizes[cache], "line": cache}
     for line, others in _aliases(result).items():
@@ -69,41 +64,26 @@ def objsize_of(result: dict[str, Any], cache: str) -> dict[str, Any]:
     return {"size": None, "line": None}
 
 
-def sides(result: dict[str, Any], cp: dict[str, Any]) -> dict[str, float | None]:
-    """Per-connection bytes of each role's kernel, where measured apart."""
-    per = cp.get("per_kernel") or {}
-    roles = {name: h.get("role") for name, h in (result["metadata"].get("hosts") or {}).items()}
-    out: dict[str, float | None] = {"server": None, "client": None}
-    for data in per.values():
-        hosts = data.get("hosts", [])
-        if len(hosts) == 1 and roles.get(hosts[0]) in out:
-            out[roles[hosts[0]]] = data["per_connection_bytes"]["total"]
-    return out
-
-
-def compare(results: list[dict[str, Any]]) -> dict[str, Any]:
+def compare(results: list[Result]) -> dict[str, Any]:
     kernels = []
     socket_caches: list[str] = []
     for result in results:
-        cp = last_measured(result)
+        cp = result.last_measured()
         entry: dict[str, Any] = {
             "label": label_of(result),
-            "release": (result["metadata"].get("kernel") or {}).get("release"),
-            "backend": result["metadata"].get("backend"),
-            "run_id": result.get("run_id"),
-            "status": result.get("status"),
-            "checkpoint": cp["name"] if cp else None,
-            "connections": cp["connections"] if cp else None,
+            "release": result.metadata.kernel.release,
+            "backend": result.metadata.backend,
+            "run_id": result.run_id,
+            "status": result.status,
+            "checkpoint": cp.name if cp else None,
+            "connections": cp.connections if cp else None,
         }
         if cp:
-            pcb = cp["per_connection_bytes"]
-            entry.update(total=pcb["total"], objects_total=pcb.get("objects_total"),
-                         meminfo_slab=pcb.get("meminfo_slab"), sides=sides(result, cp))
-            entry["by_cache"] = {r["cache"]: r["bytes_per_connection"] for r in pcb["by_cache"]
-                                 if r["category"] == "socket"}
-            for r in pcb["by_cache"]:
-                if r["category"] == "socket" and r["cache"] not in socket_caches:
-                    socket_caches.append(r["cache"])
+            pcb = cp.per_connection()
+            entry.update(total=pcb.total, objects_total=pcb.objects_total,
+                         meminfo_slab=pcb.meminfo_slab, sides=result.side_totals(cp))
+            entry["by_cache"] = pcb.of_category("socket")
+            socket_caches += [c for c in entry["by_cache"] if c not in socket_caches]
         entry["objsize"] = {}
         kernels.append(entry)
     caches = list(KEY_CACHES) + [c for c in socket_caches if c not in KEY_CACHES]
@@ -137,7 +117,7 @@ def version_of(release: str | None) -> tuple[int, ...] | None:
     return tuple(int(g or 0) for g in m.groups()) if m else None
 
 
-def recycling(results: list[dict[str, Any]]) -> dict[str, Any]:
+def recycling(results: list[Result]) -> dict[str, Any]:
     """The article's "newer kernels recycle buffers faster", across the compared kernels.
 
     Per kernel, from its own saved result: the receiver's median rmem_alloc while the data
@@ -154,12 +134,12 @@ def recycling(results: list[dict[str, Any]]) -> dict[str, Any]:
         if pair is None:
             continue
         drop = findings.release_time(result, pair)
-        release = (result["metadata"].get("kernel") or {}).get("release")
+        release = result.metadata.kernel.release
         rows.append({
             "label": label_of(result), "release": release,
             "receiver": pair.receiver,
-            "rmem_unread": pair.unread["buffers"][pair.receiver]["rmem_alloc"]["median"],
-            "rmem_read": pair.read["buffers"][pair.receiver]["rmem_alloc"]["median"],
+            "rmem_unread": pair.unread.buffers[pair.receiver].rmem_alloc.median,
+            "rmem_read": pair.read.buffers[pair.receiver].rmem_alloc.median,
             "seconds": drop["seconds"] if drop else None,
             "interval": drop["interval"] if drop else None,
         })
@@ -253,14 +233,14 @@ def render(cmp: dict[str, Any], fmt: str = "simple") -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
-def report(results: list[dict[str, Any]], run_dirs: list[Path],
+def report(results: list[Result], run_dirs: list[Path],
            results_dir: Path) -> tuple[str, Path]:
     """Render the comparison and write it (markdown + JSON) into results_dir."""
     cmp = compare(results)
     cmp["runs"] = [str(d) for d in run_dirs]
     text = render(cmp)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    scenario = results[0]["scenario"]["name"] if results else "run"
+    scenario = results[0].scenario.name if results else "run"
     labels = "-".join(k["label"].replace("/", "_") for k in cmp["kernels"])[:60]
     stem = f"kernels-{stamp}-{scenario}-{labels}"  # labels hold dots: no with_suffix
     results_dir = Path(results_dir)
@@ -271,22 +251,20 @@ def report(results: list[dict[str, Any]], run_dirs: list[Path],
     return text, md
 
 
-def per_side_text(result: dict[str, Any]) -> str | None:
+def per_side_text(result: Result) -> str | None:
     """For one run that measured several kernels: each side's figures on its own."""
-    cp = last_measured(result)
-    if not cp or not cp.get("per_kernel"):
+    cp = result.last_measured()
+    if not cp or not cp.per_kernel:
         return None
-    roles = {name: h.get("role") for name, h in (result["metadata"].get("hosts") or {}).items()}
     rows = []
     top: dict[str, dict[str, float]] = {}
-    for label, data in cp["per_kernel"].items():
-        pcb = data["per_connection_bytes"]
-        side = ", ".join(f"{h} ({roles.get(h, '?')})" for h in data["hosts"])
-        rows.append([label, side, data.get("release") or "-", _b(pcb["total"]),
-                     _b(pcb.get("objects_total")), _b(pcb.get("meminfo_slab"))])
-        top[label] = {r["cache"]: r["bytes_per_connection"] for r in pcb["by_cache"]
-                      if r["category"] == "socket"}
-    parts = [f"Per side ({cp['name']}): each host's own kernel, bytes per connection",
+    for label, share in cp.per_kernel.items():
+        pcb = share.per_connection
+        side = ", ".join(f"{h} ({result.role_of(h) or '?'})" for h in share.hosts)
+        rows.append([label, side, share.release or "-", _b(pcb.total),
+                     _b(pcb.objects_total), _b(pcb.meminfo_slab)])
+        top[label] = pcb.of_category("socket")
+    parts = [f"Per side ({cp.name}): each host's own kernel, bytes per connection",
              tabulate(rows, ["kernel", "hosts", "release", "total", "objects x objsize",
                              "Slab (meminfo)"], tablefmt="simple")]
     caches = []

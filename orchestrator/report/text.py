@@ -7,6 +7,7 @@ from typing import Any
 from tabulate import tabulate
 
 from ..measure.analysis import CGROUP_CAVEAT
+from ..results.model import Checkpoint, Result
 from . import findings
 
 TOP_CACHES = 7
@@ -18,47 +19,42 @@ def _n(value: float | int | None) -> str:
     return f"{value:,.0f}"
 
 
-def header(result: dict[str, Any]) -> str:
-    meta = result["metadata"]
-    sc = result["scenario"]
-    status = "" if result.get("status") == "complete" else f" · INCOMPLETE: {result.get('error')}"
-    return (f"tcplab {meta.get('tool_version')} · {sc['name']} · profile {result['profile']['name']} · "
-            f"backend {meta.get('backend')} · kernel {meta['kernel']['release']} · "
-            f"N={sc['connections']:,} · BYTES={sc['bytes']:,}{status}")
+def header(result: Result) -> str:
+    meta = result.metadata
+    sc = result.scenario
+    status = "" if result.status == "complete" else f" · INCOMPLETE: {result.error}"
+    return (f"tcplab {meta.tool_version} · {sc.name} · profile {result.profile.name} · "
+            f"backend {meta.backend} · kernel {meta.kernel.release} · "
+            f"N={sc.connections:,} · BYTES={sc.bytes:,}{status}")
 
 
-def measured(result: dict[str, Any]) -> list[dict[str, Any]]:
-    return [c for c in result.get("checkpoints", []) if "per_connection_bytes" in c]
-
-
-def top_caches(checkpoints: list[dict[str, Any]], limit: int = TOP_CACHES) -> list[str]:
+def top_caches(checkpoints: list[Checkpoint], limit: int = TOP_CACHES) -> list[str]:
     """The biggest attributed caches, making sure each checkpoint's top three appear."""
     weight: dict[str, float] = {}
     must: list[str] = []
     for cp in checkpoints:
-        rows = [r for r in cp["per_connection_bytes"]["by_cache"] if r["attributed"]]
-        rows.sort(key=lambda r: -abs(r["bytes_per_connection"]))
-        must += [r["cache"] for r in rows[:3] if r["cache"] not in must]
+        rows = [r for r in cp.per_connection().by_cache if r.attributed]
+        rows.sort(key=lambda r: -abs(r.bytes_per_connection))
+        must += [r.cache for r in rows[:3] if r.cache not in must]
         for row in rows:
-            weight[row["cache"]] = max(weight.get(row["cache"], 0), abs(row["bytes_per_connection"]))
+            weight[row.cache] = max(weight.get(row.cache, 0), abs(row.bytes_per_connection))
     rest = [c for c in sorted(weight, key=lambda c: -weight[c]) if c not in must]
     chosen = (must + rest)[:max(limit, len(must))]
     return sorted(chosen, key=lambda c: -weight[c])
 
 
-def memory_table(result: dict[str, Any], fmt: str = "simple") -> str:
-    cps = measured(result)
+def memory_table(result: Result, fmt: str = "simple") -> str:
+    cps = result.measured()
     caches = top_caches(cps)
     rows = []
     for cp in cps:
-        pcb = cp["per_connection_bytes"]
-        by = {r["cache"]: r for r in pcb["by_cache"]}
-        shown = [by[c]["bytes_per_connection"] if c in by and by[c]["attributed"] else 0
-                 for c in caches]
-        rest = pcb["total"] - sum(shown)
-        rows.append([cp["name"], *[_n(v) for v in shown], _n(rest), _n(pcb["total"]),
-                     _n(pcb.get("tcp_mem_charged")),
-                     _n(pcb["drift"]), _n(pcb.get("conntrack")), _n(pcb["meminfo_slab"])])
+        pcb = cp.per_connection()
+        by = pcb.attributed()
+        shown = [by.get(c, 0) for c in caches]
+        rest = pcb.total - sum(shown)
+        rows.append([cp.name, *[_n(v) for v in shown], _n(rest), _n(pcb.total),
+                     _n(pcb.tcp_mem_charged),
+                     _n(pcb.drift), _n(pcb.conntrack), _n(pcb.meminfo_slab)])
     head = ["checkpoint", *[_short(c) for c in caches], "other", "total", "TCP mem charged†",
             "drift*", "conntrack*", "Slab (meminfo)"]
     return tabulate(rows, head, tablefmt=fmt, colalign=("left",) + ("right",) * (len(head) - 1))
@@ -68,58 +64,58 @@ def _short(cache: str) -> str:
     return {"sock_inode_cache": "sock_inode", "skbuff_head_cache": "skbuff"}.get(cache, cache)
 
 
-def buffers_table(result: dict[str, Any], fmt: str = "simple") -> str:
+def buffers_table(result: Result, fmt: str = "simple") -> str:
     rows = []
-    for cp in measured(result):
-        for host, buf in cp["buffers"].items():
-            rows.append([cp["name"], host, _n(buf["sockets"]), _n(buf["rmem_alloc"]["median"]),
-                         _n(buf["wmem_queued"]["median"]), _n(buf["fwd_alloc"]["median"]),
-                         _n(buf["recv_q"]), _n(buf["send_q"]), _n(buf["sockstat_mem_pages"])])
+    for cp in result.measured():
+        for host, buf in cp.buffers.items():
+            rows.append([cp.name, host, _n(buf.sockets), _n(buf.rmem_alloc.median),
+                         _n(buf.wmem_queued.median), _n(buf.fwd_alloc.median),
+                         _n(buf.recv_q), _n(buf.send_q), _n(buf.sockstat_mem_pages)])
     head = ["checkpoint", "host", "sockets", "rmem_alloc", "wmem_queued", "fwd_alloc",
             "Recv-Q total", "Send-Q total", "sockstat mem†"]
     return tabulate(rows, head, tablefmt=fmt)
 
 
-def cgroup_table(result: dict[str, Any], fmt: str = "simple") -> str:
+def cgroup_table(result: Result, fmt: str = "simple") -> str:
     rows = []
-    for cp in measured(result):
-        for host, fig in (cp.get("memory_per_connection") or {}).items():
-            rows.append([cp["name"], host, _n(fig.get("kmem")), _n(fig.get("sock")),
+    for cp in result.measured():
+        for host, fig in cp.memory_per_connection.items():
+            rows.append([cp.name, host, _n(fig.get("kmem")), _n(fig.get("sock")),
                          _n(fig.get("usage"))])
     if not rows:
         return ""
     return tabulate(rows, ["checkpoint", "host", "kmem", "sock", "usage"], tablefmt=fmt)
 
 
-def states_table(result: dict[str, Any], fmt: str = "simple") -> str:
+def states_table(result: Result, fmt: str = "simple") -> str:
     rows = []
-    for cp in result.get("checkpoints", []):
-        for host, states in cp.get("states", {}).items():
+    for cp in result.checkpoints:
+        for host, states in cp.states.items():
             text = ", ".join(f"{k} {v:,}" for k, v in sorted(states.items())) or "-"
-            rows.append([cp["name"], host, text])
+            rows.append([cp.name, host, text])
     return tabulate(rows, ["checkpoint", "host", "TCP states (ss)"], tablefmt=fmt)
 
 
-def merged_notes(result: dict[str, Any]) -> list[str]:
-    aliases = result["metadata"].get("slab_aliases") or {}
+def merged_notes(result: Result) -> list[str]:
+    aliases = result.metadata.slab_aliases
     notes = []
-    for cache in top_caches(measured(result), limit=50):
+    for cache in top_caches(result.measured(), limit=50):
         if aliases.get(cache):
             notes.append(f"{cache} also counts {', '.join(aliases[cache])} (SLUB merged caches)")
     return notes
 
 
-def ends(result: dict[str, Any]) -> str:
+def ends(result: Result) -> str:
     """Where the per-connection figure comes from: one kernel, or each side's own, summed."""
-    kernels = max((len(cp.get("per_kernel") or {}) for cp in measured(result)), default=0)
+    kernels = max((len(cp.per_kernel) for cp in result.measured()), default=0)
     if kernels > 1:
         return f"client + server ends, summed over {kernels} kernels: each side's own below"
     return "client + server ends, one kernel"
 
 
-def render(result: dict[str, Any], fmt: str = "simple") -> str:
+def render(result: Result, fmt: str = "simple") -> str:
     parts = [header(result), ""]
-    if not measured(result):
+    if not result.measured():
         parts.append("no checkpoint was measured")
         return "\n".join(parts)
     parts += [f"Kernel memory per connection ({ends(result)}), bytes",
@@ -136,19 +132,19 @@ def render(result: dict[str, Any], fmt: str = "simple") -> str:
         parts += ["Per-host memory cgroup (container), bytes per connection", cgroup,
                   CGROUP_CAVEAT, ""]
     parts += [states_table(result, fmt)]
-    for cp in result.get("checkpoints", []):
-        for host, count in (cp.get("tw_dropped") or {}).items():
-            overflow = (cp.get("tw_overflow") or {}).get(host)
-            parts.append(f"! {cp['name']}: {host} reached tcp_max_tw_buckets: the kernel closed "
+    for cp in result.checkpoints:
+        for host, count in cp.tw_dropped.items():
+            overflow = cp.tw_overflow.get(host)
+            parts.append(f"! {cp.name}: {host} reached tcp_max_tw_buckets: the kernel closed "
                          f"{count:,} sockets instead of holding them as tw sockets"
                          + (f" (TCPTimeWaitOverflow {overflow:,})" if overflow is not None else ""))
-    slope = result.get("slope")
+    slope = result.slope
     if slope:
         parts += ["", slope_text(slope)]
     notes = merged_notes(result)
     if notes:
         parts += ["", *notes]
-    est = result["metadata"].get("idle_pair_estimate")
+    est = result.metadata.idle_pair_estimate
     if est:
         parts += ["", f"Objects of one idle connection pair by live object sizes: "
                       f"{est['total']:,} B"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 from orchestrator import cli
 from orchestrator.errors import InputError
 from orchestrator.report import compare
-from orchestrator.results import load_result
+from orchestrator.results import Result, load_result
 
 RESULTS = Path(__file__).resolve().parents[1] / "data" / "results"
 C2S = "20261126-012650-c2s-default"
@@ -20,7 +19,7 @@ S2C = "20261126-012656-s2c-default"
 S2C_SMALL = "20261126-012700-s2c-small-buffers"
 
 
-def load(name: str) -> dict:
+def load(name: str) -> Result:
     return load_result(RESULTS / name)
 
 
@@ -103,14 +102,14 @@ def test_html_self_contained(s2c_pair):
     assert "net.ipv4.tcp_wmem" in html
 
 
-def _variant(result: dict, run_id: str, profile: str, total: float, rmem: float) -> dict:
-    r = copy.deepcopy(result)
+def _variant(result: Result, run_id: str, profile: str, total: float, rmem: float) -> Result:
+    r = result.to_dict()
     r["run_id"] = run_id
     r["profile"]["name"] = profile
     unread = next(c for c in r["checkpoints"] if c["name"] == "unread")
     unread["per_connection_bytes"]["total"] = total
     unread["buffers"]["server"]["rmem_alloc"]["median"] = rmem
-    return r
+    return Result.from_dict(r)
 
 
 def test_repetitions_grouped_with_median_spread_and_significance():

@@ -7,7 +7,6 @@ on the others. Copies changed by hand show the "does not hold" path.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from orchestrator.report.findings import (
     HOLDS,
     UNTESTED,
 )
-from orchestrator.results import load_result
+from orchestrator.results import Result, load_result
 
 RESULTS = Path(__file__).resolve().parents[1] / "data" / "results"
 C2S = "20261126-012650-c2s-default"
@@ -30,11 +29,18 @@ S2C = "20261126-012656-s2c-default"
 S2C_SMALL = "20261126-012700-s2c-small-buffers"
 
 
-def load(name: str) -> dict:
+def load(name: str) -> Result:
     return load_result(RESULTS / name)
 
 
-def by_finding(result: dict) -> dict[str, dict]:
+def edit(name: str) -> dict:
+    """The stored document of a result, to change by hand (read back with Result.from_dict)."""
+    return load(name).to_dict()
+
+
+def by_finding(result: Result | dict) -> dict[str, dict]:
+    if isinstance(result, dict):
+        result = Result.from_dict(result)
     return {v["finding"]: v for v in findings.verdicts(result)}
 
 
@@ -65,7 +71,7 @@ def test_c2s_release_time_from_the_timeline():
     result = load(C2S)
     pair = findings.read_pair(result)
     assert pair is not None
-    assert (pair.unread["name"], pair.read["name"], pair.receiver, pair.sender) == \
+    assert (pair.unread.name, pair.read.name, pair.receiver, pair.sender) == \
         ("unread", "read", "server", "client")
     drop = findings.release_time(result, pair)
     # the unread snapshot began 0.834 s into the run and took 0.378 s: the read began at
@@ -116,7 +122,7 @@ def test_small_buffers_release_takes_longer_and_shows_send_queue():
 
 
 def test_buffers_kept_after_read_does_not_hold():
-    result = copy.deepcopy(load(C2S))
+    result = edit(C2S)
     cp(result, "read")["buffers"]["server"]["rmem_alloc"]["median"] = 845.0
     v = by_finding(result)[F_RELEASED]
     assert v["verdict"] == FAILS
@@ -124,7 +130,7 @@ def test_buffers_kept_after_read_does_not_hold():
 
 
 def test_buffer_above_tcp_rmem_min_does_not_hold():
-    result = copy.deepcopy(load(C2S))
+    result = edit(C2S)
     cp(result, "unread")["buffers"]["server"]["rmem_alloc"]["median"] = 5000.0
     v = by_finding(result)[F_BELOW_RMEM]
     assert v["verdict"] == FAILS
@@ -132,7 +138,7 @@ def test_buffer_above_tcp_rmem_min_does_not_hold():
 
 
 def test_tcp_rmem_read_from_the_receiving_host():
-    result = copy.deepcopy(load(C2S))
+    result = edit(C2S)
     result["metadata"]["hosts"]["server"]["net_sysctls"]["net.ipv4.tcp_rmem"] = "512 1024 2048"
     v = by_finding(result)[F_BELOW_RMEM]
     assert v["verdict"] == FAILS  # 13 bytes held < 512, but 845 B real >= 512
@@ -140,7 +146,7 @@ def test_tcp_rmem_read_from_the_receiving_host():
 
 
 def test_timewait_keeping_files_does_not_hold():
-    result = copy.deepcopy(load(TIMEWAIT))
+    result = edit(TIMEWAIT)
     rows = cp(result, "time_wait")["per_connection_bytes"]["by_cache"]
     filp = next(r for r in rows if r["cache"] == "filp")
     filp["objects_per_connection"] = 1.0
@@ -150,7 +156,7 @@ def test_timewait_keeping_files_does_not_hold():
 
 
 def test_timewait_without_tw_socks_does_not_hold():
-    result = copy.deepcopy(load(TIMEWAIT))
+    result = edit(TIMEWAIT)
     rows = cp(result, "time_wait")["per_connection_bytes"]["by_cache"]
     cp(result, "time_wait")["per_connection_bytes"]["by_cache"] = [
         r for r in rows if r["cache"] != "tw_sock_TCP"]
@@ -158,7 +164,7 @@ def test_timewait_without_tw_socks_does_not_hold():
 
 
 def test_incomplete_result_is_not_tested_not_a_crash():
-    result = copy.deepcopy(load(C2S))
+    result = edit(C2S)
     result["status"], result["error"] = "incomplete", "checkpoint read: not reached"
     result["checkpoints"] = result["checkpoints"][:3]  # baseline, established, unread
     result["timeline"] = None
@@ -168,7 +174,7 @@ def test_incomplete_result_is_not_tested_not_a_crash():
 
 
 def test_no_timeline_still_judges_from_checkpoints():
-    result = copy.deepcopy(load(C2S))
+    result = edit(C2S)
     result["timeline"] = None
     v = by_finding(result)[F_RELEASED]
     assert v["verdict"] == HOLDS

@@ -4,7 +4,6 @@ machine's 6.18 (netns), from `make lab SCENARIO=c2s KERNELS="6.1 host" N=2000`."
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 
 from orchestrator.report import findings
 from orchestrator.report import kernels as kernels_compare
+from orchestrator.results import Result
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "results"
 VM_61 = "20261126-045425-c2s-default"    # vm backend, 6.1.0-56-cloud-amd64
@@ -19,13 +19,17 @@ HOST = "20261126-045545-c2s-default"     # netns, 6.18.44
 IDLE_VM = "20261126-021137-idle-default"
 
 
-def load(name: str) -> dict:
+def raw(name: str) -> dict:
     return json.loads((DATA / name / "result.json").read_text())
+
+
+def load(name: str) -> Result:
+    return Result.from_dict(raw(name))
 
 
 def test_each_kernel_release_time_from_its_own_timeline() -> None:
     vm, host = load(VM_61), load(HOST)
-    assert vm["timeline"]["source"] == "sides"  # the VMs' own sockstat, sampled by the sides
+    assert vm.timeline.source == "sides"  # the VMs' own sockstat, sampled by the sides
     drop_vm = findings.release_time(vm, findings.read_pair(vm))
     drop_host = findings.release_time(host, findings.read_pair(host))
     # 6.1: 2,048 pages while unread, settles at 260; 6.18: 1,862 -> 326 (a small reserve kept)
@@ -44,16 +48,16 @@ def test_same_to_within_one_sample_on_6_1_and_6_18() -> None:
     assert rec["evidence"].endswith("the same to within one sample")
 
 
-def _slower(result: dict, seconds: float) -> dict:
+def _slower(result: Result, seconds: float) -> Result:
     """The same run, with its receiver's sockstat mem held at the peak ``seconds`` longer."""
-    out = copy.deepcopy(result)
-    pair = findings.read_pair(out)
-    drop = findings.release_time(out, pair)
+    out = result.to_dict()
+    pair = findings.read_pair(result)
+    drop = findings.release_time(result, pair)
     cols = out["timeline"]["columns"]
     for i, t in enumerate(cols["t"]):
         if drop["start"] <= t < drop["start"] + seconds:
             cols[f"{pair.receiver}.mem"][i] = drop["from_pages"]
-    return out
+    return Result.from_dict(out)
 
 
 @pytest.mark.parametrize(("slow", "verdict"), [("old", findings.HOLDS), ("new", findings.FAILS)])
@@ -88,10 +92,10 @@ def test_version_of() -> None:
 
 
 def test_kernels_between_the_oldest_and_newest_are_listed() -> None:
-    middle = copy.deepcopy(load(VM_61))
+    middle = raw(VM_61)
     middle["metadata"]["kernel_label"] = "6.12"
     middle["metadata"]["kernel"]["release"] = "6.12.57-cloud-amd64"
-    rec = kernels_compare.recycling([load(HOST), middle, load(VM_61)])
+    rec = kernels_compare.recycling([load(HOST), Result.from_dict(middle), load(VM_61)])
     assert rec["verdict"] == kernels_compare.SAME
     assert [k["label"] for k in rec["kernels"]] == ["host", "6.12", "6.1"]
     assert "on host (" in rec["evidence"] and "s on 6.1 (6.1.0" in rec["evidence"]

@@ -5,7 +5,6 @@ run (each side its own memory cgroup: ``memory_per_connection``) and the netns r
 
 from __future__ import annotations
 
-import copy
 import html as htmllib
 import json
 import re
@@ -14,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.measure.analysis import CGROUP_CAVEAT
 from orchestrator.report import compare
 from orchestrator.report import html as report_html
-from orchestrator.results import load_result
+from orchestrator.results import Result, load_result
 
 RESULTS = Path(__file__).resolve().parents[1] / "data" / "results"
 VM = "20261126-021137-idle-default"       # vm backend, 6.1 VMs, idle, N=5,000
@@ -26,7 +26,7 @@ NETNS = ["20261126-012650-c2s-default", "20261126-012654-timewait-default",
 CAVEAT_START = "An accepted socket is charged to no container on this kernel"
 
 
-def load(name: str) -> dict:
+def load(name: str) -> Result:
     return load_result(RESULTS / name)
 
 
@@ -86,9 +86,10 @@ def test_vm_report_has_the_per_side_section(pages):
 
 
 def test_object_sizes_that_differ_are_listed():
-    result = copy.deepcopy(load(VM))
-    cp = result["checkpoints"][-1]
+    data = load(VM).to_dict()
+    cp = data["checkpoints"][-1]
     cp["per_kernel"]["client"]["objsize"]["TCP"] = 2368  # as 6.18's tcp_sock
+    result = Result.from_dict(data)
     sides = report_html.per_side(result)
     assert sides["objsize"] == [{"cache": "TCP", "cells": [2304, 2368]}]
     text = text_of(section(report_html.render_html(result), "sides"))
@@ -106,7 +107,7 @@ def test_docker_report_has_the_cgroup_table_and_caveat(pages):
     assert "established server server 1,223 0 1,485" in text
     assert "established client client 3,871 0 4,082" in text
     assert CAVEAT_START in text
-    assert compare.CGROUP_CAVEAT in text
+    assert CGROUP_CAVEAT in text
     assert "Object sizes that differ" not in text  # no per-kernel part
     assert '<a href="#sides">Per side</a>' in page
 
@@ -169,7 +170,7 @@ def test_compare_text_and_markdown(vm_docker):
     assert re.search(r"^server\s+3,730\s+1,223$", text, re.M)
     assert re.search(r"^client\s+3,916\s+3,871$", text, re.M)
     assert re.search(r"^neither side\s+0\s+2,758$", text, re.M)
-    assert f"cgroup kmem: {compare.CGROUP_CAVEAT}" in text
+    assert f"cgroup kmem: {CGROUP_CAVEAT}" in text
     # under the per-side table, before the sysctls
     assert text.index("Per side") < text.index(CAVEAT_START) < text.index("Sysctls that differ")
     md = compare.render(vm_docker, "markdown")
@@ -186,7 +187,7 @@ def test_compare_html(vm_docker):
     text = text_of(section(page, "sides"))
     assert ("side A VM slab B cgroup kmem server 3,730 1,223 client 3,916 3,871 "
             "neither side 0 2,758") in text
-    assert f"cgroup kmem: {compare.CGROUP_CAVEAT}" in text
+    assert f"cgroup kmem: {CGROUP_CAVEAT}" in text
 
 
 def test_compare_json_has_the_sides(vm_docker):

@@ -3,7 +3,6 @@ result.json alone (real results in tests/data/results)."""
 
 from __future__ import annotations
 
-import copy
 import re
 import shutil
 from collections import Counter
@@ -13,7 +12,7 @@ import pytest
 
 from orchestrator.report import charts
 from orchestrator.report import html as report_html
-from orchestrator.results import load_result
+from orchestrator.results import Result, load_result
 
 RESULTS = Path(__file__).resolve().parents[1] / "data" / "results"
 C2S = "20261126-012650-c2s-default"
@@ -22,7 +21,7 @@ S2C_SMALL = "20261126-012700-s2c-small-buffers"
 ALL = [C2S, TIMEWAIT, "20261126-012656-s2c-default", S2C_SMALL]
 
 
-def load(name: str) -> dict:
+def load(name: str) -> Result:
     return load_result(RESULTS / name)
 
 
@@ -92,11 +91,11 @@ def test_timewait_states_and_verdict(pages):
 
 
 def test_incomplete_result_is_flagged_loudly():
-    result = copy.deepcopy(load(C2S))
+    result = load(C2S).to_dict()
     result["status"] = "incomplete"
     result["error"] = "checkpoint read: not reached after 30 s: server: ESTAB 1,999 of 2,000"
     result["checkpoints"] = result["checkpoints"][:3]
-    html = report_html.render_html(result)
+    html = report_html.render_html(Result.from_dict(result))
     assert "INCOMPLETE RUN" in html
     assert 'role="alert"' in html
     assert "not reached after 30 s" in html
@@ -105,10 +104,10 @@ def test_incomplete_result_is_flagged_loudly():
 
 
 def test_nothing_measured_still_renders():
-    result = copy.deepcopy(load(C2S))
+    result = load(C2S).to_dict()
     result["status"], result["error"] = "incomplete", "side did not start"
     result["checkpoints"], result["timeline"] = result["checkpoints"][:1], None
-    html = report_html.render_html(result)
+    html = report_html.render_html(Result.from_dict(result))
     assert "No checkpoint was measured" in html
     assert "<svg" not in html
 
@@ -146,10 +145,10 @@ def test_chart_svg_is_clean():
 
 
 def test_charts_absent_without_data():
-    result = copy.deepcopy(load(C2S))
+    result = load(C2S).to_dict()
     result["timeline"] = None
-    assert charts.timeline_chart(result) is None
-    assert "No timeline in this result" in report_html.render_html(result)
+    assert charts.timeline_chart(Result.from_dict(result)) is None
+    assert "No timeline in this result" in report_html.render_html(Result.from_dict(result))
 
 
 def test_write_report_atomic_and_rerenderable(tmp_path):

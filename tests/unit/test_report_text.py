@@ -1,6 +1,6 @@
 """orchestrator.report.text.render on a result built from the real captures of tests/data.
 
-The result dict has the fields labrun.LabRun._save writes that the renderer reads.
+The result has the fields labrun.LabRun._save writes that the renderer reads.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 from orchestrator.measure import analysis
 from orchestrator.report import text as report_text
-from orchestrator.results import SCHEMA
+from orchestrator.results import SCHEMA, Result
 
 K = 2000
 
@@ -24,11 +24,11 @@ def baseline_entry(snap) -> dict:
 
 
 def make_result(capture, aliases, names: list[str], base: str = "baseline",
-                scenario: str = "timewait", nbytes: int = 0) -> dict:
+                scenario: str = "timewait", nbytes: int = 0) -> Result:
     b = capture(base)
     checkpoints = [baseline_entry(b)]
     checkpoints += [analysis.checkpoint(b, capture(n), K, aliases) for n in names]
-    return {
+    return Result.from_dict({
         "schema": SCHEMA,
         "run_id": "20261126-011934-test",
         "status": "complete",
@@ -44,11 +44,11 @@ def make_result(capture, aliases, names: list[str], base: str = "baseline",
             "idle_pair_estimate": analysis.idle_pair_estimate(b.slab),
         },
         "checkpoints": checkpoints,
-    }
+    })
 
 
 @pytest.fixture(scope="module")
-def idle_result(capture, slab_aliases) -> dict:
+def idle_result(capture, slab_aliases) -> Result:
     return make_result(capture, slab_aliases, ["established", "fin_wait2", "time_wait"])
 
 
@@ -110,13 +110,13 @@ def test_memory_table_numbers(idle_result) -> None:
 
 def test_columns_add_up_to_the_total(idle_result) -> None:
     rows = table(report_text.render(idle_result), MEMORY)
-    for cp in report_text.measured(idle_result):
-        pcb = cp["per_connection_bytes"]
-        cells = rows[cp["name"]]
-        assert cells["total"] == f"{pcb['total']:,.0f}"
-        assert cells["drift*"] == f"{pcb['drift']:,.0f}"
-        shown = [r["bytes_per_connection"] for r in pcb["by_cache"] if r["attributed"]]
-        assert sum(shown) == pytest.approx(pcb["total"], abs=1)
+    for cp in idle_result.measured():
+        pcb = cp.per_connection()
+        cells = rows[cp.name]
+        assert cells["total"] == f"{pcb.total:,.0f}"
+        assert cells["drift*"] == f"{pcb.drift:,.0f}"
+        shown = list(pcb.attributed().values())
+        assert sum(shown) == pytest.approx(pcb.total, abs=1)
 
 
 def test_buffers_table_unread(capture, slab_aliases) -> None:
@@ -151,8 +151,9 @@ def test_markdown_format(idle_result) -> None:
 
 
 def test_incomplete_and_empty(idle_result) -> None:
-    result = dict(idle_result, status="incomplete", error="side stalled",
-                  checkpoints=idle_result["checkpoints"][:1])
+    data = idle_result.to_dict()
+    data.update(status="incomplete", error="side stalled", checkpoints=data["checkpoints"][:1])
+    result = Result.from_dict(data)
     text = report_text.render(result)
     assert "INCOMPLETE: side stalled" in text.splitlines()[0]
     assert text.splitlines()[-1] == "no checkpoint was measured"

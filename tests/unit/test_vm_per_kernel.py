@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator import results
 from orchestrator.measure import analysis, parsers, probes
 from orchestrator.measure.probes import KernelSet, KernelSnapshot, Snapshot
 from orchestrator.report import kernels as kernels_compare
@@ -119,7 +120,12 @@ def test_kernel_set_reads_every_kernel_and_takes_per_kernel_snapshots(
 
 
 def _result(label: str, backend: str, release: str, objsize: dict[str, int], total: float,
-            per_kernel: dict | None = None) -> dict:
+            per_kernel: dict | None = None) -> results.Result:
+    return results.Result.from_dict(_document(label, backend, release, objsize, total, per_kernel))
+
+
+def _document(label: str, backend: str, release: str, objsize: dict[str, int], total: float,
+              per_kernel: dict | None = None) -> dict:
     cp = {"name": "established", "connections": 5000,
           "per_connection_bytes": {"total": total, "objects_total": total - 100,
                                    "meminfo_slab": total + 50,
@@ -163,8 +169,9 @@ def test_kernel_comparison_shows_what_grew_and_shrank(tmp_path: Path) -> None:
 
 
 def test_merged_caches_are_shown_in_their_line() -> None:
-    r = _result("6.1", "vm", "6.1", {"TCP": 2304, "pid": 128}, 100.0)
-    r["metadata"]["kernels"] = {"server": {"slab_aliases": {"pid": ["tcp_bind_bucket"]}}}
+    d = _document("6.1", "vm", "6.1", {"TCP": 2304, "pid": 128}, 100.0)
+    d["metadata"]["kernels"] = {"server": {"slab_aliases": {"pid": ["tcp_bind_bucket"]}}}
+    r = results.Result.from_dict(d)
     assert kernels_compare.objsize_of(r, "tcp_bind_bucket") == {"size": 128, "line": "pid"}
     assert kernels_compare.objsize_of(r, "nothing") == {"size": None, "line": None}
 

@@ -1,0 +1,172 @@
+"""Rendering a comparison (``compare.compare``): tables, markdown, JSON or one
+self-contained HTML page. Reads only the comparison dict, never a result."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tabulate import tabulate
+
+from ..errors import InputError
+from ..measure.analysis import CGROUP_CAVEAT
+from .compare import FORMATS, NEITHER
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, (int, float)):
+        text = f"{value:,.0f}"
+        return "0" if text == "-0" else text
+    return str(value)
+
+
+def cell_text(cell: dict[str, Any] | None) -> str:
+    if cell is None:
+        return "–"
+    if cell["n"] > 1:
+        return f"{fmt(cell['median'])} ({fmt(cell['min'])}..{fmt(cell['max'])})"
+    return fmt(cell["median"])
+
+
+def diff_text(v: dict[str, Any] | None) -> str:
+    if v is None:
+        return "–"
+    d = v["diff"]
+    return "±0" if round(d) == 0 else f"{'+' if d > 0 else '-'}{abs(d):,.0f}"
+
+
+def ratio_text(v: dict[str, Any] | None) -> str:
+    if v is None or v["ratio"] is None:
+        return "–"
+    return f"{v['ratio']:.2f}×"
+
+
+def sig_text(v: dict[str, Any] | None) -> str:
+    if v is None or v["significance"] is None:
+        return ""
+    return v["significance"]
+
+
+def group_title(g: dict[str, Any]) -> str:
+    k = g["key"]
+    runs = g["runs"]
+    title = (f"{k['scenario']} · profile {k['profile']} · kernel {k['kernel']} · "
+             f"N={fmt(k['connections'])} · BYTES={fmt(k['bytes'])} · {k['backend']}")
+    shown = ", ".join(str(r) for r in runs[:4]) + (f", … ({len(runs)} in all)" if len(runs) > 4 else "")
+    title += f" · {len(runs)} run{'s' if len(runs) != 1 else ''}: {shown}"
+    if any(s != "complete" for s in g["status"]):
+        title += " · INCOMPLETE run(s) included"
+    return title
+
+
+def _judged(cmp: dict[str, Any]) -> bool:
+    return any(v and v.get("significance") for cp in cmp["checkpoints"] for row in cp["rows"]
+               for v in row["vs_first"])
+
+
+def tables(cmp: dict[str, Any], tablefmt: str) -> str:
+    labels = [g["label"] for g in cmp["groups"]]
+    judged = _judged(cmp)
+    md = tablefmt == "github"
+    item, heading = ("- ", "### ") if md else ("  ", "")
+    intro = (f"{heading}Compared results (each letter: one setup; repetitions grouped, "
+             "median (min..max))")
+    parts = [intro, *([""] if md else [])]
+    parts += [f"{item}{g['label']} = {group_title(g)}" for g in cmp["groups"]]
+    if len(labels) > 1 and not judged:
+        parts.append(f"{item}significance: not judged (needs at least two runs of each setup)")
+    for cp in cmp["checkpoints"]:
+        head = ["figure (bytes)", *labels]
+        for lab in labels[1:]:
+            head += [f"{lab}−{labels[0]}", f"{lab}/{labels[0]}"] + ([f"{lab} vs {labels[0]}"] if judged else [])
+        rows = []
+        for row in cp["rows"]:
+            line = [row["label"], *[cell_text(c) for c in row["groups"]]]
+            for v in row["vs_first"][1:]:
+                line += [diff_text(v), ratio_text(v)] + ([sig_text(v)] if judged else [])
+            rows.append(line)
+        parts += ["", f"{heading}Checkpoint {cp['name']}", *([""] if md else []),
+                  tabulate(rows, head, tablefmt=tablefmt,
+                           colalign=("left",) + ("right",) * (len(head) - 1))]
+    if cmp.get("sides"):
+        parts += ["", *side_lines(cmp, labels, tablefmt, heading, md)]
+    parts += ["", f"{heading}Sysctls that differ (net.*, read back on each host)",
+              *([""] if md else [])]
+    if cmp["sysctls"]:
+        parts.append(tabulate([[r["host"], r["sysctl"], *r["values"]] for r in cmp["sysctls"]],
+                              ["host", "sysctl", *labels], tablefmt=tablefmt))
+    else:
+        parts.append(f"{item}none: every net.* value is the same")
+    differ = [r for r in cmp["metadata"] if r["differs"]]
+    same = [r for r in cmp["metadata"] if not r["differs"]]
+    parts += ["", f"{heading}Metadata that differs", *([""] if md else [])]
+    if differ:
+        parts.append(tabulate([[r["field"], *map(fmt, r["values"])] for r in differ],
+                              ["field", *labels], tablefmt=tablefmt))
+    else:
+        parts.append(f"{item}none")
+    if same:
+        parts.append(("" if not md else "\n") + "same in all: " + " · ".join(f"{r['field']} {fmt(r['values'][0])}" for r in same))
+    return "\n".join(parts)
+
+
+def side_head(label: str, column: dict[str, Any]) -> str:
+    return f"{label} ({column['source']})" if column["source"] else label
+
+
+def side_checkpoints(cmp: dict[str, Any], labels: list[str]) -> str:
+    return ", ".join(f"{lab} {col['checkpoint']}" for lab, col in
+                     zip(labels, cmp["sides"]["columns"], strict=True) if col["checkpoint"])
+
+
+SIDE_NOTE = ("VM slab / host slab: that side's own kernel, slab pages of the caches attributed "
+             "to sockets; cgroup kmem: that side's container memory cgroup (kernel memory "
+             "charged to it); – where a run has no per-side figure (both ends in one kernel, "
+             f"no cgroup). {NEITHER}: the run's total per connection minus both sides; about "
+             "0 where each side is its own kernel, and with cgroups what no container is "
+             "charged for.")
+
+
+def side_lines(cmp: dict[str, Any], labels: list[str], tablefmt: str, heading: str,
+               md: bool) -> list[str]:
+    sides = cmp["sides"]
+    head = ["side (bytes per connection)",
+            *[side_head(lab, col) for lab, col in zip(labels, sides["columns"], strict=True)]]
+    rows = [[r["side"], *[cell_text(c) for c in r["groups"]]] for r in sides["rows"]]
+    out = [f"{heading}Per side (last measured checkpoint: {side_checkpoints(cmp, labels)})",
+           *([""] if md else []),
+           tabulate(rows, head, tablefmt=tablefmt, colalign=("left",) + ("right",) * len(labels)),
+           *([""] if md else []), SIDE_NOTE]
+    if sides["cgroup"]:
+        out.append(f"cgroup kmem: {CGROUP_CAVEAT}")
+    return out
+
+
+def render_json(cmp: dict[str, Any]) -> str:
+    return json.dumps(cmp, indent=1)
+
+
+def render_html(cmp: dict[str, Any]) -> str:
+    from .html import environment
+
+    return environment().get_template("compare.html.j2").render(
+        cmp=cmp, labels=[g["label"] for g in cmp["groups"]], judged=_judged(cmp),
+        title=group_title, cell=cell_text, diff=diff_text, ratio=ratio_text, sig=sig_text,
+        fmt=fmt, differ=[r for r in cmp["metadata"] if r["differs"]],
+        side_checkpoints=side_checkpoints, side_note=SIDE_NOTE,
+        cgroup_caveat=CGROUP_CAVEAT,
+        same=[r for r in cmp["metadata"] if not r["differs"]])
+
+
+def render(cmp: dict[str, Any], form: str = "table") -> str:
+    if form == "table":
+        return tables(cmp, "simple")
+    if form == "markdown":
+        return tables(cmp, "github")
+    if form == "json":
+        return render_json(cmp)
+    if form == "html":
+        return render_html(cmp)
+    raise InputError(f"unknown format {form!r}; expected one of {', '.join(FORMATS)}")
