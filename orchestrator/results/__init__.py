@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, LabError
+from .build import build_result  # noqa: F401 - re-exported
 
 SCHEMA = "tcplab.result/1"
 RESULT_FILE = "result.json"

@@ -27,8 +27,8 @@ from orchestrator.measure.parsers import (
     parse_sockstat,
     parse_ss,
     slab_alias_groups,
-    summarize_ss,
 )
+from orchestrator.measure.sockets import summarize_ss
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 K = 2000  # connections per capture run
@@ -362,7 +362,7 @@ class TestSs:
 
 
 # --------------------------------------------------------------------------
-# summarize_ss
+# summarize_ss: sockdiag.py's Summary, the code live runs use, fed ss text
 # --------------------------------------------------------------------------
 
 def sock(state: str, recv_q: int = 0, send_q: int = 0, **skmem: int) -> SsSocket:
