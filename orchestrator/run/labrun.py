@@ -20,7 +20,7 @@ from ..errors import LabError, RunError
 from ..journal import HostLock, Journal
 from ..measure import probes
 from ..measure.kernel import read_slab_aliases
-from ..measure.timeline import SAMPLE_INTERVAL, Sampler
+from ..measure.timeline import Sampler
 from ..plan import Plan
 from ..results import build_result, new_run_dir, write_json_atomic
 from ..ui import UI
@@ -44,10 +44,9 @@ class LabRun:
         self.backend: Backend | None = None
         self.sides: Sides | None = None
         self.sampler: Sampler | None = None
-        self.state: StepState | None = None
+        self.state: StepState | None = None  # what the steps share, once the sides run
         self.hosts: dict[str, LabHost] = {}
         self.events: dict[str, Any] = {}
-        self.client_workers = 0
 
     def execute(self) -> Path:
         plan = self.plan
@@ -77,23 +76,27 @@ class LabRun:
             try:
                 write_json_atomic(run_dir / "result.json", self._result(run_dir, started, error))
             finally:
-                if self.sides is not None:
-                    self.sides.close()
-                faults.pause("teardown")
-                problems = backend.down()
-                snapshots = self.state.checkpoints.snapshots if self.state else []
-                if snapshots and not problems and not probes.wait_released(
-                        snapshots[0].slab, backend.measured_kernel()):
-                    self.ui.line("note: the kernel is still freeing this run's sockets; "
-                                 "a run started now would count them")
+                self._teardown(backend)
                 lock.release()
                 for s, handler in old.items():
                     signal.signal(s, handler)
-                if problems:
-                    self.ui.line(f"cleanup left problems; run `tcplab wipe` ({problems[0]})")
         if error is not None:
             raise error
         return run_dir
+
+    def _teardown(self, backend: Backend) -> None:
+        """Sides told to exit, the journal undone, then the kernel given time to free."""
+        if self.sides is not None:
+            self.sides.close()
+        faults.pause("teardown")
+        problems = backend.down()
+        snapshots = self.state.checkpoints.snapshots if self.state else []
+        if snapshots and not problems and not probes.wait_released(
+                snapshots[0].slab, backend.measured_kernel()):
+            self.ui.line("note: the kernel is still freeing this run's sockets; "
+                         "a run started now would count them")
+        if problems:
+            self.ui.line(f"cleanup left problems; run `tcplab wipe` ({problems[0]})")
 
     def _explained(self, error: LabError) -> LabError:
         """The error, led by what the backend knows of hosts that died (a killed container):
@@ -118,51 +121,37 @@ class LabRun:
         self.ui.note(", ".join(f"{h.name} {h.address}" for h in hosts.values())
                      + f" · {pinned} sysctls pinned, verified")
         kernel = backend.measured_kernel()
-        # Hosts on kernels of their own (VMs, remote machines): their sides sample their
-        # kernel's counters themselves; this machine's /proc knows nothing of them.
-        config = {"shards": plan.shards, "stall": opts.stall, "per_worker": opts.per_worker,
-                  "server_model": opts.server_model,
-                  "sample": 0 if kernel.local else SAMPLE_INTERVAL}
-        sides = self.sides = start_sides(backend, hosts, config, opts.family == "ipv6",
-                                         opts.stall)
-        paths = {}
-        for name, channel in sides.channels.items():
-            pid = backend.netns_pid(hosts[name], channel)
-            if pid:
-                paths[name] = Path(f"/proc/{pid}/net/sockstat")
-        self.sampler = Sampler(paths).start()
+        # Hosts on kernels of their own (VMs, remote machines) sample them themselves.
+        sides = self.sides = start_sides(backend, hosts, plan, sample=not kernel.local)
+        self.sampler = Sampler(sides.sockstat_paths(backend, hosts)).start()
         sides.hello()
         workers = sides.prepare()
         self.events["workers"] = {sides.label(h): w for h, w in workers.items()}
-        self.client_workers = sum(workers[h] for h in sides.of("client"))
         checkpoints = Checkpoints(self.ui, backend, hosts, kernel, sides, run_dir / "raw",
                                   opts.stall, self.sampler)
         self.state = StepState(plan, self.ui, backend, hosts, sides, checkpoints, self.events,
                                plan.scenario.expectations())
 
     def _steps(self) -> None:
-        assert self.state is not None
+        assert self.state is not None and self.sides is not None
         self.ui.phase("ramp", f"{self.plan.scenario.connections:,} connections over "
-                      f"{len(self.plan.shards)} server port(s), {self.client_workers} client "
-                      "worker(s)")
+                      f"{len(self.plan.shards)} server port(s), {self.sides.workers('client')} "
+                      "client worker(s)")
         for step in self.plan.scenario.steps:
             run_step(self.state, step)
 
     def _result(self, run_dir: Path, started: float, error: LabError | None) -> dict[str, Any]:
-        state, backend, timeline = self.state, self.backend, None
-        if self.sampler is not None and backend is not None:
-            timeline = self.sampler.stop()
-            kernel = backend.measured_kernel()
-            if not kernel.local and self.sides is not None and error is None:
-                timeline = self.sides.timeline(timeline, kernel, self.ui.note)
+        backend, cps = self.backend, self.state.checkpoints if self.state else None
+        kernel = backend.measured_kernel() if backend else None
+        timeline = self.sampler.stop() if self.sampler else None
+        if timeline and kernel and not kernel.local and self.sides and error is None:
+            timeline = self.sides.timeline(timeline, kernel, self.ui.note)  # sides' samples
         return build_result(
             plan=self.plan, run_id=run_dir.name, started=started, error=error, backend=backend,
-            hosts=self.hosts,
-            snapshots=state.checkpoints.snapshots if state else [],
-            checkpoints=state.checkpoints.records if state else [], events=self.events,
-            aliases=state.checkpoints.aliases if state else read_slab_aliases(),
-            kernel_local=backend.measured_kernel().local if backend else True,
-            timeline=timeline)
+            hosts=self.hosts, snapshots=cps.snapshots if cps else [],
+            checkpoints=cps.records if cps else [], events=self.events,
+            aliases=cps.aliases if cps else read_slab_aliases(),
+            kernel_local=kernel.local if kernel else True, timeline=timeline)
 
 
 def run_plan(plan: Plan, ui: UI, on_done: Callable[[Path], None] | None = None) -> Path:

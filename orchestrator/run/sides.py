@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .. import faults
 from ..backends import Backend, LabHost
 from ..errors import LabError, RunError
 from ..measure.kernel import MeasuredKernel
-from ..measure.timeline import merge_side_timelines
+from ..measure.timeline import SAMPLE_INTERVAL, merge_side_timelines
+from ..plan import Plan
 from ..runner import LineChannel
 from ..ui import Ticker
 
@@ -38,6 +40,7 @@ class Sides:
         #: by host: our clock minus the side's, the smallest over its replies (each carries
         #: the side's clock when sent): off by the quickest reply's latency
         self.offsets: dict[str, float] = {}
+        self.prepared: dict[str, int] = {}  # workers per host, once prepared
 
     def of(self, role: str) -> list[str]:
         """The hosts of a role that run a side."""
@@ -109,7 +112,13 @@ class Sides:
 
     def prepare(self) -> dict[str, int]:
         """Open listeners and fork workers; returns each host's worker count."""
-        return {h: p["workers"] for h, p in self.do(self.everyone(), {"op": "prepare"}).items()}
+        replies = self.do(self.everyone(), {"op": "prepare"})
+        self.prepared = {h: p["workers"] for h, p in replies.items()}
+        return self.prepared
+
+    def workers(self, role: str) -> int:
+        """Worker processes of every side of a role."""
+        return sum(self.prepared.get(h, 0) for h in self.of(role))
 
     def timeline(self, local: dict[str, Any], kernel: MeasuredKernel,
                  note: Callable[[str], None]) -> dict[str, Any]:
@@ -122,6 +131,16 @@ class Sides:
             return local
         return merge_side_timelines(local, replies, self.offsets,
                                     {k.label: k.hosts for k in kernel.parts()})
+
+    def sockstat_paths(self, backend: Backend, hosts: dict[str, LabHost]) -> dict[str, Path]:
+        """For the timeline sampler: /proc/<pid>/net/sockstat of each side process that
+        runs on this machine (its host's network namespace; none for remote hosts)."""
+        paths = {}
+        for name, channel in self.channels.items():
+            pid = backend.netns_pid(hosts[name], channel)
+            if pid:
+                paths[name] = Path(f"/proc/{pid}/net/sockstat")
+        return paths
 
     def check_alive(self, during: str) -> None:
         """Fail the run when a side has gone since its last answer (see ended_error)."""
@@ -144,13 +163,16 @@ def side_hosts(hosts: dict[str, LabHost]) -> list[LabHost]:
     return [h for role in SIDE_ROLES for h in hosts.values() if h.role == role]
 
 
-def start_sides(backend: Backend, hosts: dict[str, LabHost], config: dict[str, Any],
-                six: bool, stall: float) -> Sides:
-    """Start the side script on every side host and send it its config line.
+def start_sides(backend: Backend, hosts: dict[str, LabHost], plan: Plan,
+                sample: bool) -> Sides:
+    """Start the side script on every side host and send it its config line: its role,
+    its address and its peer's, the port shards, and the plan's options. ``sample``: the
+    side samples its own kernel for the timeline (VMs, remote hosts)."""
+    opts = plan.options
+    six = opts.family == "ipv6"
+    config = {"shards": plan.shards, "stall": opts.stall, "per_worker": opts.per_worker,
+              "server_model": opts.server_model, "sample": SAMPLE_INTERVAL if sample else 0}
 
-    ``config``: what every side is told (shards, stall, workers, server model, sampling);
-    each also gets its role, its address, its peer's and its fault hook.
-    """
     def address(host: LabHost) -> str:
         return host.spec.address6 if six else host.address
 
@@ -162,4 +184,4 @@ def start_sides(backend: Backend, hosts: dict[str, LabHost], config: dict[str, A
         channels[host.name] = channel
         channel.send({"role": host.role, "address": address(host), "peer": address(peer),
                       "fault": faults.side_fault(host.role), **config})
-    return Sides(channels, {h.name: h.role for h in starting}, stall)
+    return Sides(channels, {h.name: h.role for h in starting}, opts.stall)
