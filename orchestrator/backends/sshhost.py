@@ -352,7 +352,8 @@ class SshBackend(Backend):
         if self._down and not self.runners_reusable():
             return KernelSet([])  # the kernels are gone with the run: nothing to wait for
         groups = self.kernel_groups()
-        if self._kernel_set is None or [k.label for k in self._kernel_set.kernels] != list(groups):
+        if self._kernel_set is None or [(k.label, k.runner) for k in self._kernel_set.kernels] \
+                != [(label, runner) for label, (runner, _) in groups.items()]:
             self._kernel_set = KernelSet([
                 RemoteKernel(runner, label, names,
                              (self.facts.get(names[0]) or {}).get("release", ""))

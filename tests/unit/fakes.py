@@ -82,3 +82,28 @@ def lab_host(name: str, role: str, runner: Runner | None = None,
     """A LabHost on a fake runner."""
     return LabHost(HostSpec(name, role, "198.18.0.2"), runner or FakeRunner(name),
                    dict(sysctls or {}))
+
+
+class FakeKernel:
+    """A measured kernel whose /proc files are given texts (a MeasuredKernel)."""
+
+    local = False
+    release = "6.18"
+
+    def __init__(self, files: dict[str, str], hosts: list[str], label: str = "fake") -> None:
+        self.files = files
+        self.hosts = hosts
+        self.label = label
+        self.shrunk = 0
+
+    def read(self, path: str) -> str:
+        return self.files[path]
+
+    def shrink_caches(self) -> None:
+        self.shrunk += 1
+
+    def slab_aliases(self) -> dict[str, list[str]]:
+        return {}
+
+    def parts(self) -> list[FakeKernel]:
+        return [self]

@@ -150,3 +150,47 @@ def test_journal_undo_runs_newest_first_and_keeps_going(tmp_path, monkeypatch) -
     assert journal.undo({"netns": undone.append, "link": undone.append,
                          "process": undone.append}, logged.append) == []
     assert not journal.dir.exists()
+
+
+def test_checkpoints_record_the_baseline_and_a_change_while_taken(tmp_path) -> None:
+    """Checkpoints.take on fake hosts and a fake kernel (the captured 2,000-connection
+    run): the baseline is a reference; a host whose states moved between the wait and the
+    snapshot is said in the record, not hidden."""
+    from pathlib import Path
+
+    from orchestrator.run.checkpoint import Checkpoints
+
+    from .fakes import FakeKernel
+
+    data = Path(__file__).resolve().parents[1] / "data"
+    netstat = "TcpExt: SyncookiesSent TCPTimeWaitOverflow\nTcpExt: 0 7\n"
+
+    def host(name: str, states: list[dict[str, int]]):
+        files = {"/proc/net/sockstat":
+                 (data / f"sockstat-established-2000-{name}.txt").read_text(),
+                 "/proc/net/netstat": netstat}
+        return lab_host(name, name, FakeRunner(name, states, files))
+
+    hosts = {"server": host("server", [{}, {}, {"ESTAB": 2000}]),
+             "client": host("client", [{}, {}, {"ESTAB": 2000}, {"ESTAB": 1990}])}
+    kernel = FakeKernel({"/proc/slabinfo": (data / "slabinfo-baseline.txt").read_text(),
+                         "/proc/meminfo": (data / "meminfo-baseline.txt").read_text()},
+                        list(hosts))
+    sides = Sides({h: FakeChannel(h) for h in hosts}, ROLES, stall=5)
+    ui = _UI()
+    cps = Checkpoints(ui, SimpleNamespace(), hosts, kernel, sides, tmp_path, 5, None)
+    cps.take("baseline", Expect({}, {}), 2000)
+    kernel.files = {"/proc/slabinfo": (data / "slabinfo-established-2000.txt").read_text(),
+                    "/proc/meminfo": (data / "meminfo-established-2000.txt").read_text()}
+    cps.take("established", Expect({"server": {"ESTAB": 2000}, "client": {"ESTAB": 2000}},
+                                   {}), 2000)
+    base, est = cps.records
+    assert base["connections"] == 0 and "per_connection_bytes" not in base
+    assert est["states"] == {"server": {"ESTAB": 2000}, "client": {"ESTAB": 1990}}
+    assert est["changed_while_taken"] == ["client: ESTAB 1,990 of 2,000"]
+    assert est["tw_overflow"] == {"server": 7, "client": 7}
+    assert est["per_connection_bytes"]["total"] > 3000  # the captured run: both ends
+    assert ui.notes[-2] == ("established: states changed while the snapshot was taken: "
+                            "client: ESTAB 1,990 of 2,000")
+    assert (tmp_path / "established" / "server-sockstat.txt").exists()
+    assert kernel.shrunk >= 4  # before every slab reading: settle and the snapshot
