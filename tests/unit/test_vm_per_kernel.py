@@ -32,7 +32,7 @@ class FileRunner(Runner):
         self.calls: list[str] = []
 
     def run(self, cmd, *, check=True, timeout=60, stdin=None):
-        if list(cmd[:2]) == ["sh", "-c"]:  # probes.shrink_caches on that kernel
+        if list(cmd[:2]) == ["sh", "-c"]:  # RemoteKernel.shrink_caches
             assert "/sys/kernel/slab/$c/shrink" in cmd[2]
             self.calls.append("shrink")
             return Result(" ".join(cmd), self.host, 0, "", "")
