@@ -59,7 +59,8 @@ class LabRun:
             lock.release()
             raise
         backend = self.backend = backend_class(plan.backend)(
-            plan.lab, run_dir.name, journal, plan.options.root, self.ui.line)
+            plan.lab, run_dir.name, journal, plan.options.root, self.ui.line,
+            family=plan.options.family)
         old = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
         started, error = time.time(), None
         try:
