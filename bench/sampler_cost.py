@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from orchestrator.measure.probes import Sampler  # noqa: E402
+from orchestrator.measure.timeline import Sampler  # noqa: E402
 
 
 def main() -> None:

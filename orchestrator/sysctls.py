@@ -11,7 +11,7 @@ import functools
 import os
 import re
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +185,16 @@ def write_host(name: str, value: str) -> None:
         sysctl_path(name).write_text(value + "\n")
     except OSError as exc:
         raise RunError(f"cannot set host sysctl {name}={value}: {exc.strerror}") from None
+
+
+def set_host_journalled(values: Mapping[str, str], journal: Any,
+                        note: Callable[[str], None]) -> None:
+    """Set host-wide sysctls, each journalled with its old value first (undo restores it)."""
+    for name, value in values.items():
+        old = read_host(name)
+        journal.record("host_sysctl", name=name, old=old, new=value)
+        write_host(name, value)
+        note(f"host sysctl {name}: {old} -> {value} (restored at the end)")
 
 
 def differs(live: Mapping[str, str], wanted: Mapping[str, str]) -> dict[str, tuple[str, str]]:

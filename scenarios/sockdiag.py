@@ -12,7 +12,13 @@ at a million sockets and nothing like ``ss`` text is produced or parsed.
 --no-mem: states and queues only (cheaper). --skip-port/--keep-peer: leave out sockets
 whose local port is PORT unless their peer is ADDR (the SSH control connection of a
 remote lab host is not lab traffic; a lab connection to the same port is).
+
+The orchestrator also loads this file as a module and feeds parsed ``ss -tmni`` text to
+:class:`Summary` (``add_socket``), so captured ss output and live dumps are summarised by
+the same code.
 """
+
+from __future__ import annotations
 
 import json
 import socket
@@ -42,29 +48,45 @@ def request(family: int, with_mem: bool, seq: int) -> bytes:
 class Summary:
     """Aggregates sockets as they stream in.
 
-    Each socket is reduced to a bytes key (state, queues, skmem words) counted in one
-    Counter: sockets in the same situation share a key, so memory stays small, and the
-    per-socket work is one slice and one dictionary increment.
+    Each socket is reduced to a key (state, queues, skmem words) counted in one Counter:
+    sockets in the same situation share a key, so memory stays small. A sock_diag socket's
+    key is a slice of the netlink message (one slice and one dictionary increment per
+    socket); a socket parsed from ``ss`` text (:meth:`add_socket`) is keyed by a tuple.
     """
 
     def __init__(self, with_mem: bool) -> None:
         self.with_mem = with_mem
         self.keys: Counter = Counter()
 
+    def add_socket(self, state: str, recv_q: int, send_q: int, skmem: dict) -> None:
+        """One socket as ``ss -tmni`` printed it (skmem: the fields it printed, maybe none)."""
+        self.keys[(state, recv_q, send_q, tuple(skmem.items()))] += 1
+
+    @staticmethod
+    def _decode(key) -> tuple:
+        """(state name, {field: value}, whether skmem was read) of a key."""
+        if isinstance(key, tuple):
+            state, rqueue, wqueue, skmem = key
+            fields = {"recv_q": rqueue, "send_q": wqueue}
+            fields.update(skmem)
+            return state, fields, bool(skmem)
+        rqueue, wqueue = struct.unpack_from("=II", key, 1)
+        fields = {"recv_q": rqueue, "send_q": wqueue}
+        has_mem = len(key) >= 9 + 36
+        if has_mem:
+            fields.update(zip(SKMEM_KEYS, struct.unpack_from("=9I", key, 9)))
+        return STATES.get(key[0], str(key[0])), fields, has_mem
+
     def to_dict(self, exclude=("LISTEN",)) -> dict:
         states: Counter = Counter()
         skmem_sockets: Counter = Counter()
         values: dict = {}
         for key, count in self.keys.items():
-            state = STATES.get(key[0], str(key[0]))
+            state, fields, has_mem = self._decode(key)
             if state in exclude:
                 continue
             states[state] += count
-            rqueue, wqueue = struct.unpack_from("=II", key, 1)
-            fields = {"recv_q": rqueue, "send_q": wqueue}
-            if len(key) >= 9 + 36:
-                fields.update(zip(SKMEM_KEYS, struct.unpack_from("=9I", key, 9)))
-                skmem_sockets[state] += count
+            skmem_sockets[state] += count if has_mem else 0
             for name, value in fields.items():
                 values.setdefault(state, {}).setdefault(name, Counter())[value] += count
         return {

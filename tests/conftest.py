@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.measure import parsers
-from orchestrator.measure.probes import HostSnapshot, Snapshot
+from orchestrator.measure.snapshot import HostSnapshot, Snapshot
+from orchestrator.measure.sockets import summarize_ss
 
 # Lab runs take a machine-wide lock (slab counters are global): tests queue for it rather
 # than fail when another run measures. Tests of the lock itself set it to 0.
@@ -40,18 +41,18 @@ _CAPTURES = {
 
 def _summary(name: str | None) -> parsers.SsSummary:
     if name is None:
-        return parsers.summarize_ss([])
-    return parsers.summarize_ss(parsers.parse_ss((DATA / name).read_text()))
+        return summarize_ss([])
+    return summarize_ss(parsers.parse_ss((DATA / name).read_text()))
 
 
 def load_capture(name: str) -> Snapshot:
     slab, sockstat, ss = _CAPTURES[name]
-    snap = Snapshot(name, 0.0, parsers.parse_slabinfo((DATA / f"slabinfo-{slab}.txt").read_text()),
-                    parsers.parse_meminfo((DATA / f"meminfo-{slab}.txt").read_text()))
+    hosts = {}
     for host, ss_file in ss.items():
         text = (DATA / f"sockstat-{sockstat}-{host}.txt").read_text()
-        snap.hosts[host] = HostSnapshot(parsers.parse_sockstat(text), _summary(ss_file))
-    return snap
+        hosts[host] = HostSnapshot(parsers.parse_sockstat(text), _summary(ss_file))
+    return Snapshot(name, 0.0, parsers.parse_slabinfo((DATA / f"slabinfo-{slab}.txt").read_text()),
+                    parsers.parse_meminfo((DATA / f"meminfo-{slab}.txt").read_text()), hosts)
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ from .. import hostctl
 from ..config import HostSpec, Lab
 from ..errors import RunError
 from ..journal import Journal
+from ..measure.kernel import LocalKernel, MeasuredKernel
 from ..runner import LineChannel, Runner
 
 
@@ -118,17 +119,11 @@ class Backend(ABC):
         raise RunError(f"{host.name}: the {self.name} backend cannot filter packets on a lab "
                        "host; run this scenario with BACKEND=netns")
 
-    def kernel_runner(self) -> Runner | None:
-        """A runner on the measured kernel (None: the local machine's kernel)."""
-        return None
-
-    def kernels(self) -> dict[str, tuple[Runner | None, list[str]]]:
-        """The measured kernels: {label: (runner on it or None for this machine, [hosts])}.
-
-        One kernel for netns and docker (this machine's); the ssh and vm backends have
-        one per machine or VM, so each side's kernel memory is measured on its own.
-        """
-        return {"local": (self.kernel_runner(), list(self.hosts))}
+    def measured_kernel(self) -> MeasuredKernel:
+        """The kernel(s) whose memory the run measures: this machine's for netns and
+        docker; the ssh and vm backends have one per machine or VM (a KernelSet), so each
+        side's kernel memory is measured on its own."""
+        return LocalKernel(list(self.hosts))
 
     def metadata(self) -> dict[str, Any]:
         return {"backend": self.name}

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .parsers import SlabLine, SsSummary
-from .probes import Snapshot
+from .snapshot import Snapshot
 
 TRACKS_MIN = 0.5  # objects per connection: every socket-owned cache holds >= 1 per connection
 MIN_OBJECTS = 32  # and a change this small is within one slab of noise, whatever N is

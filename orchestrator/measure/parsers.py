@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -327,54 +326,6 @@ class SsSummary:
             "medians": {s: dict(v) for s, v in self.medians.items()},
             "skmem_sockets": dict(self.skmem_sockets),
         }
-
-
-def _counter_median(counts: Counter[int]) -> float:
-    """Median of the multiset described by ``{value: occurrences}``."""
-    total = sum(counts.values())
-    if total == 0:
-        raise ValueError("median of no values")
-    lo_idx, hi_idx = (total - 1) // 2, total // 2
-    lo = hi = None
-    seen = 0
-    for value in sorted(counts):
-        seen += counts[value]
-        if lo is None and seen > lo_idx:
-            lo = value
-        if seen > hi_idx:
-            hi = value
-            break
-    assert lo is not None and hi is not None
-    return (lo + hi) / 2
-
-
-def summarize_ss(sockets: Iterable[SsSocket],
-                 exclude_states: Iterable[str] = ("LISTEN",)) -> SsSummary:
-    """Count sockets by state and sum / take medians of their queues and skmem.
-
-    Streaming: memory grows with the number of distinct values per (state,
-    field), not with the number of sockets, so a million sockets is fine.
-    """
-    excluded = frozenset(exclude_states)
-    states: Counter[str] = Counter()
-    with_skmem: Counter[str] = Counter()
-    values: dict[str, dict[str, Counter[int]]] = {}
-    for sock in sockets:
-        if sock.state in excluded:
-            continue
-        states[sock.state] += 1
-        if sock.skmem:
-            with_skmem[sock.state] += 1
-        per_field = values.setdefault(sock.state, {})
-        for name, value in (("recv_q", sock.recv_q), ("send_q", sock.send_q),
-                            *sock.skmem.items()):
-            per_field.setdefault(name, Counter())[value] += 1
-    sums = {state: {name: sum(v * n for v, n in c.items()) for name, c in fields.items()}
-            for state, fields in values.items()}
-    medians = {state: {name: _counter_median(c) for name, c in fields.items()}
-               for state, fields in values.items()}
-    return SsSummary(states=dict(states), sums=sums, medians=medians,
-                     skmem_sockets={s: with_skmem.get(s, 0) for s in states})
 
 
 # --------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Result files: versioned JSON (store), read back as a typed ``Result`` (model)."""
 
+from .build import build_result
 from .model import (
     Buffers,
     CacheRow,
@@ -22,6 +23,6 @@ from .store import (
     write_json_atomic,
 )
 
-__all__ = ["RESULT_FILE", "SCHEMA", "Buffers", "CacheRow", "Checkpoint", "HostInfo",
+__all__ = ["RESULT_FILE", "SCHEMA", "Buffers", "build_result", "CacheRow", "Checkpoint", "HostInfo",
            "KernelShare", "Metadata", "PerConnection", "Result", "Stat", "Timeline",
            "check_schema", "load_result", "new_run_dir", "result_path", "write_json_atomic"]

@@ -27,8 +27,8 @@ from orchestrator.measure.parsers import (
     parse_sockstat,
     parse_ss,
     slab_alias_groups,
-    summarize_ss,
 )
+from orchestrator.measure.sockets import summarize_ss
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 K = 2000  # connections per capture run
@@ -362,7 +362,7 @@ class TestSs:
 
 
 # --------------------------------------------------------------------------
-# summarize_ss
+# summarize_ss: sockdiag.py's Summary, the code live runs use, fed ss text
 # --------------------------------------------------------------------------
 
 def sock(state: str, recv_q: int = 0, send_q: int = 0, **skmem: int) -> SsSocket:
@@ -465,3 +465,22 @@ class TestSlabAliases:
                  "e": "../:z", "f": ":z"}
         assert slab_alias_groups(links) == {"a": ["b"], "b": ["a"], "e": ["f"], "f": ["e"]}
         assert slab_alias_groups({}) == {}
+
+    def test_sock_diag_and_ss_text_sockets_summarise_alike(self) -> None:
+        """One implementation: a socket as sock_diag sends it (the bytes key the dump
+        counts) and the same socket parsed from ss text give the same summary."""
+        import struct
+
+        from orchestrator.measure.sockets import sockdiag
+
+        mod = sockdiag()
+        live, text = mod.Summary(True), mod.Summary(True)
+        skmem = dict(IDLE_SKMEM, r=845, f=3251)
+        for _ in range(3):
+            live.keys[bytes([1]) + struct.pack("=II", 13, 0)
+                      + struct.pack("=9I", *(skmem[k] for k in mod.SKMEM_KEYS))] += 1
+            text.add_socket("ESTAB", 13, 0, skmem)
+        live.keys[bytes([6]) + struct.pack("=II", 0, 0)] += 1  # TIME-WAIT: no skmem
+        text.add_socket("TIME-WAIT", 0, 0, {})
+        assert live.to_dict() == text.to_dict()
+        assert live.to_dict()["skmem_sockets"] == {"ESTAB": 3, "TIME-WAIT": 0}

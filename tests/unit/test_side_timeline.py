@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.measure.probes import merge_side_timelines
+from orchestrator.measure.timeline import merge_side_timelines
 
 from .sidescript import side
 
@@ -76,7 +76,7 @@ def test_sides_read_each_side_clock_from_its_replies() -> None:
     by more than clock noise since a reply is received after it is sent)."""
     import sys
 
-    from orchestrator.run.labrun import Sides
+    from orchestrator.run.sides import Sides
     from orchestrator.runner import LocalChannel
 
     script = str(Path(__file__).resolve().parents[2] / "scenarios" / "side.py")

@@ -10,7 +10,14 @@ import pytest
 
 from orchestrator import results
 from orchestrator.measure import analysis, parsers, probes
-from orchestrator.measure.probes import KernelSet, KernelSnapshot, Snapshot
+from orchestrator.measure.kernel import (
+    KernelSet,
+    RemoteKernel,
+    meminfo_text,
+    merge_slab,
+    slabinfo_text,
+)
+from orchestrator.measure.snapshot import KernelSnapshot, Snapshot
 from orchestrator.report import kernels as kernels_compare
 from orchestrator.runner import Result, Runner
 
@@ -26,7 +33,7 @@ class FileRunner(Runner):
         self.calls: list[str] = []
 
     def run(self, cmd, *, check=True, timeout=60, stdin=None):
-        if list(cmd[:2]) == ["sh", "-c"]:  # probes.shrink_caches on that kernel
+        if list(cmd[:2]) == ["sh", "-c"]:  # RemoteKernel.shrink_caches
             assert "/sys/kernel/slab/$c/shrink" in cmd[2]
             self.calls.append("shrink")
             return Result(" ".join(cmd), self.host, 0, "", "")
@@ -46,11 +53,9 @@ def two_kernels(capture, name: str) -> Snapshot:
     for host in ("server", "client"):
         per[host] = KernelSnapshot(host, [host], copy.deepcopy(snap.slab), dict(snap.meminfo),
                                    "6.1.0-56-cloud-amd64", {})
-    merged = Snapshot(snap.name, snap.time, probes.merge_slab([k.slab for k in per.values()]),
-                      {k: 2 * v for k, v in snap.meminfo.items()}, snap.hosts)
-    merged.kernels = per
-    merged.aliases = {}
-    return merged
+    return Snapshot(snap.name, snap.time, merge_slab([k.slab for k in per.values()]),
+                    {k: 2 * v for k, v in snap.meminfo.items()}, snap.hosts, kernels=per,
+                    aliases={})
 
 
 def test_per_kernel_figures_and_the_sum(capture) -> None:
@@ -79,12 +84,12 @@ def test_one_kernel_checkpoints_are_unchanged(capture, slab_aliases) -> None:
 
 def test_merge_slab_and_text_round_trip(capture) -> None:
     slab = capture("established").slab
-    merged = probes.merge_slab([slab, slab])
+    merged = merge_slab([slab, slab])
     assert merged["TCP"].active_objs == 2 * slab["TCP"].active_objs
     assert merged["TCP"].bytes() == 2 * slab["TCP"].bytes()
-    again = parsers.parse_slabinfo(probes.slabinfo_text(merged))
+    again = parsers.parse_slabinfo(slabinfo_text(merged))
     assert again["TCP"] == merged["TCP"]
-    mem = parsers.parse_meminfo(probes.meminfo_text([capture("established").meminfo] * 2))
+    mem = parsers.parse_meminfo(meminfo_text([capture("established").meminfo] * 2))
     assert mem["Slab"] == 2 * capture("established").meminfo["Slab"]
 
 
@@ -93,27 +98,27 @@ def test_kernel_set_reads_every_kernel_and_takes_per_kernel_snapshots(
     data = Path(__file__).resolve().parents[1] / "data"
     files = {"/proc/slabinfo": (data / "slabinfo-established-2000.txt").read_text(),
              "/proc/meminfo": (data / "meminfo-established-2000.txt").read_text()}
-    ks = KernelSet({"server": (FileRunner("server", files), ["server"]),
-                    "client": (FileRunner("client", files), ["client"])},
-                   {"server": "6.1", "client": "6.1"})
-    ks._aliases = {"server": {}, "client": {}}  # no /sys/kernel/slab to read here
-    text = probes.read_text(ks, "/proc/slabinfo")
+    ks = KernelSet([RemoteKernel(FileRunner("server", files), "server", ["server"], "6.1"),
+                    RemoteKernel(FileRunner("client", files), "client", ["client"], "6.1")])
+    for k in ks.kernels:
+        k.aliases_read = {}  # no /sys/kernel/slab to read here
+    text = ks.read("/proc/slabinfo")
     one = parsers.parse_slabinfo(files["/proc/slabinfo"])
     assert parsers.parse_slabinfo(text)["TCP"].active_objs == 2 * one["TCP"].active_objs
-    for runner, _ in ks.kernels.values():
-        runner.calls.clear()
+    for k in ks.kernels:
+        k.runner.calls.clear()
     snap = probes.take("x", {}, tmp_path, ks)
-    for runner, _ in ks.kernels.values():  # each kernel's per-CPU slabs flushed, then read
-        assert runner.calls[:2] == ["shrink", "/proc/slabinfo"]
+    for k in ks.kernels:  # each kernel's per-CPU slabs flushed, then read
+        assert k.runner.calls[:2] == ["shrink", "/proc/slabinfo"]
     assert set(snap.kernels) == {"server", "client"}
     assert (tmp_path / "x" / "server-slabinfo.txt.gz").exists()
     assert (tmp_path / "x" / "client-meminfo.txt").exists()
     assert snap.slab["TCP"].active_objs == 2 * one["TCP"].active_objs
     # no kernel left (VMs gone): an empty reading, nothing to wait for
-    assert probes.wait_released(one, KernelSet({}), timeout=1)
+    assert probes.wait_released(one, KernelSet([]), timeout=1)
     # one kernel: its own text, no per-kernel part
-    single = KernelSet({"vm": (FileRunner("vm", files), ["server", "client"])})
-    single._aliases = {"vm": {"TCP": ["x"]}}
+    single = KernelSet([RemoteKernel(FileRunner("vm", files), "vm", ["server", "client"])])
+    single.kernels[0].aliases_read = {"TCP": ["x"]}
     snap1 = probes.take("y", {}, tmp_path, single)
     assert snap1.kernels == {} and snap1.aliases == {"TCP": ["x"]}
     assert snap1.slab == one

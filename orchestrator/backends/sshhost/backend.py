@@ -24,7 +24,7 @@ What differs from the local backends:
   them from this machine's journal, and ``tcplab wipe --lab FILE`` from the hosts' own
   files even when this machine's journal is lost (cleanup.py).
 * Each host is its own kernel (hosts sharing one, found by ``/proc/sys/kernel/random/
-  boot_id``, are one kernel): ``kernels()`` gives one entry per machine, and every
+  boot_id``, are one kernel): ``kernel_groups()`` gives one entry per machine, and every
   checkpoint snapshots each kernel's /proc/slabinfo and /proc/meminfo over SSH, so the
   result holds per-side figures (``per_kernel``).
 
@@ -231,7 +231,7 @@ class SshBackend(Backend):
     def netns_pid(self, host: LabHost, side: Any) -> int | None:
         return None  # not on this machine: no sockstat sampling from here
 
-    def kernels(self) -> dict[str, tuple[Any, list[str]]]:
+    def kernel_groups(self) -> dict[str, tuple[Any, list[str]]]:
         """One kernel per machine: hosts with the same boot_id share one (and its runner)."""
         groups: dict[str, list[str]] = {}
         for name in self.hosts or {h.name: None for h in self.lab.hosts}:
@@ -243,18 +243,20 @@ class SshBackend(Backend):
             out[label] = (self.runners.get(names[0]), names)
         return out
 
-    def kernel_runner(self) -> Any:
-        """A probes.KernelSet over every measured kernel (made once: it caches each kernel's
+    def measured_kernel(self) -> Any:
+        """A KernelSet over every measured kernel (made once: it caches each kernel's
         SLUB aliases); an empty one once the kernels went away with the run."""
-        from ...measure.probes import KernelSet
+        from ...measure.kernel import KernelSet, RemoteKernel
 
         if self._down and not self.runners_reusable():
-            return KernelSet({})  # the kernels are gone with the run: nothing to wait for
-        kernels = self.kernels()
-        if self._kernel_set is None or set(self._kernel_set.kernels) != set(kernels):
-            releases = {label: (self.facts.get(names[0]) or {}).get("release", "")
-                        for label, (_, names) in kernels.items()}
-            self._kernel_set = KernelSet(kernels, releases)
+            return KernelSet([])  # the kernels are gone with the run: nothing to wait for
+        groups = self.kernel_groups()
+        if self._kernel_set is None or [(k.label, k.runner) for k in self._kernel_set.kernels] \
+                != [(label, runner) for label, (runner, _) in groups.items()]:
+            self._kernel_set = KernelSet([
+                RemoteKernel(runner, label, names,
+                             (self.facts.get(names[0]) or {}).get("release", ""))
+                for label, (runner, names) in groups.items()])
         return self._kernel_set
 
     def runners_reusable(self) -> bool:
@@ -263,12 +265,12 @@ class SshBackend(Backend):
 
     def metadata(self) -> dict[str, Any]:
         kernels = {}
-        for label, (_, names) in self.kernels().items():
+        for label, (_, names) in self.kernel_groups().items():
             f = self.facts.get(names[0], {})
             kernels[label] = {"hosts": names, "release": f.get("release"),
                               "version": f.get("version"), "machine": f.get("machine"),
                               "boot_id": f.get("boot_id")}
-            known = getattr(self._kernel_set, "_aliases", {})
+            known = getattr(self._kernel_set, "known_aliases", {})
             if label in known:  # this kernel's SLUB merges (metadata.slab_aliases: the union)
                 kernels[label]["slab_aliases"] = known[label]
         out: dict[str, Any] = {"backend": self.name, "image": None, "kernels": kernels}
