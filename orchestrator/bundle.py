@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from . import __version__
+from . import __version__, resources
 from .errors import InputError, LabError
 from .results import check_schema
 
@@ -282,7 +282,7 @@ def _setup_members(result: dict[str, Any], root: Path, tmp: Path
     members.append(_Member(SCENARIO_FILE, data=data))
 
     image: dict[str, Any] = {"recipe": None, "recipe_hash": None}
-    recipe_root = root / "images" / "node"
+    recipe_root = resources.images_dir() / "node"
     if (recipe_root / "Dockerfile").is_file():
         from .images import recipe_hash
 

@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import resources
 from ..errors import InputError, LabError, RunError
 from ..journal import LOCAL_HANDLERS, alive, process_start_time
 from ..runner import Command
@@ -51,7 +52,7 @@ from ..ssh import SshRunner, quote
 from .base import Backend, LabHost
 
 REMOTE_DIR = "/run/tcplab/remote"
-SIDE = Path(__file__).resolve().parents[2] / "scenarios" / "side.py"
+SIDE = resources.side_script()
 
 
 @dataclass(frozen=True)

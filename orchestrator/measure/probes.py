@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import resources
 from ..backends.base import LabHost
 from ..runner import Runner
 from . import parsers
 
 SS_ALL = ["ss", "-t", "-a", "-n", "-m", "-i", "-H"]  # -a: TIME-WAIT and SYN-RECV too
 RAW_SS_MAX = 20_000  # above this many sockets per host, keep the sock_diag summary only
-SOCKDIAG = Path(__file__).resolve().parents[2] / "scenarios" / "sockdiag.py"
+SOCKDIAG = resources.sockdiag_script()
 
 
 def sockdiag_argv(with_mem: bool = True) -> list[str]:

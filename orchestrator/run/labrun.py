@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, faults, sysctls
+from .. import __version__, faults, resources, sysctls
 from ..backends import Backend, LabHost, backend_class
 from ..errors import LabError, RunError
 from ..journal import HostLock, Journal
@@ -456,7 +456,7 @@ class LabRun:
             "lab": plan.lab.to_dict(),
             "metadata": {
                 "tool_version": __version__,
-                "git_commit": _git_commit(self.root),
+                "git_commit": _git_commit(resources.checkout()) if resources.checkout() else None,
                 "kernel": {"release": platform.release(), "version": platform.version(),
                            "machine": platform.machine()},
                 "hostname": socket.gethostname(),
