@@ -48,10 +48,16 @@ def bases() -> list[Path]:
     tree = checkout()
     if tree is not None:
         found.append(tree)
-    data = _importlib_resources.files(PACKAGE) / DATA
-    if isinstance(data, Path) and data.is_dir():  # a zipped install has no real paths
+    data = package_data()
+    if data is not None:
         found.append(data)
     return found
+
+
+def package_data() -> Path | None:
+    """``orchestrator/_data`` of an installed wheel; None in a checkout or a zipped install."""
+    data = _importlib_resources.files(PACKAGE) / DATA
+    return data if isinstance(data, Path) and data.is_dir() else None
 
 
 def path(relative: str) -> Path:
