@@ -73,7 +73,10 @@ start_dockerd() {
     mkdir -p "$(dirname "$DOCKERD_LOG")"
     # setsid + nohup: detach from this shell and its (absent) terminal so the daemon
     # survives the end of the script.
-    setsid nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
+    # --ip-forward=false: dockerd would otherwise turn net.ipv4.ip_forward (and with it
+    # every interface's forwarding) on for the whole host when it starts. The lab's
+    # networks are internal (no route out): containers on one bridge need no forwarding.
+    setsid nohup dockerd --ip-forward=false >>"$DOCKERD_LOG" 2>&1 </dev/null &
     DOCKERD_PID=$!
 }
 

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.backends.netns import short_id  # noqa: E402
+from orchestrator.backends.common import short_id  # noqa: E402
 
 
 def slab_kb() -> int:

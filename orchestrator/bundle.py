@@ -284,7 +284,7 @@ def _setup_members(result: dict[str, Any], root: Path, tmp: Path
     image: dict[str, Any] = {"recipe": None, "recipe_hash": None}
     recipe_root = resources.images_dir() / "node"
     if (recipe_root / "Dockerfile").is_file():
-        from .images import recipe_hash
+        from .backends.docker.image import recipe_hash
 
         for path in sorted(p for p in recipe_root.rglob("*") if p.is_file()):
             members.append(_Member(f"{IMAGE_DIR}/{path.relative_to(recipe_root).as_posix()}",

@@ -335,7 +335,7 @@ def cmd_profiles(args: argparse.Namespace, out: Callable[[str], None]) -> int:
 
 def cmd_images(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     from .backends.docker import connect
-    from .images import ensure_image
+    from .backends.docker.image import ensure_image
 
     client = connect()
     info = ensure_image(client, resources.images_dir(), log=out)

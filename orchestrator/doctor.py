@@ -76,9 +76,9 @@ def _memory() -> Check:
 
 def _docker() -> list[Check]:
     try:
-        import docker
+        from .backends.docker.client import ping
 
-        client = docker.from_env(timeout=5)
+        client = ping(timeout=5)
         version = client.version()
     except Exception as exc:  # no SDK, no daemon, no permission
         return [Check("docker daemon", None, f"not answering ({str(exc)[:80]})",
@@ -87,7 +87,7 @@ def _docker() -> list[Check]:
     checks = [Check("docker daemon", True, f"engine {version.get('Version')}, "
                     f"API {version.get('ApiVersion')}")]
     try:
-        from .images import recipe_hash
+        from .backends.docker.image import recipe_hash
 
         tag = f"tcplab/node:{recipe_hash(resources.images_dir())[:12]}"
         try:

@@ -81,11 +81,9 @@ def choose_backend(requested: str) -> tuple[str, str]:
     if requested != "auto":
         return requested, "requested"
     try:
-        import docker  # noqa: F401 - optional at this point
+        from .backends.docker.client import ping
 
-        client = docker.from_env(timeout=3)
-        client.ping()
-        client.close()
+        ping(timeout=3).close()
         return "docker", "auto: a Docker daemon answers"
     except Exception:
         return "netns", "auto: no Docker daemon answers"
@@ -129,6 +127,12 @@ def make_plan(opts: RunOptions) -> Plan:
             f"{where}: {key_path('sysctls', key)} is host-wide on this kernel (not per "
             f"{'container' if backend == 'docker' else 'namespace'}); add --allow-host-sysctls "
             "to change it for the run (it is restored afterwards), or remove it")
+    if backend == "docker" and opts.family == "ipv6" and not opts.allow_host_sysctls:
+        raise InputError(
+            "--family/FAMILY ipv6 on the docker backend: dockerd turns on IPv6 forwarding for "
+            "the whole host (net.ipv6.conf.all.forwarding and every interface's) when it "
+            "creates an IPv6 network, and leaves it on; add --allow-host-sysctls to let "
+            "tcplab save those values and restore them after the run, or use --backend netns")
     per_ns = {k: v for k, v in profile.sysctls.items() if classes[k] == "namespace"}
     host_sysctls = {h.name: {**h.sysctls, **per_ns} for h in lab.hosts}
 
@@ -186,7 +190,7 @@ def _remote_plan(opts: RunOptions, lab: Lab, profile: Profile, scenario: Scenari
     if backend == "vm" and opts.kernel is not None:
         import dataclasses
 
-        from .vm.kernels import is_path
+        from .backends.vm.kernels import is_path
 
         if is_path(opts.kernel) and not Path(opts.kernel).expanduser().is_file():
             raise InputError(f"--kernels/KERNELS: {opts.kernel}: no such file (expected a "

@@ -218,8 +218,8 @@ class LocalRunner(Runner):
                                   timeout=timeout)
             result = Result(render(cmd), self.host, proc.returncode, proc.stdout, proc.stderr)
         except subprocess.TimeoutExpired as exc:
-            result = Result(render(cmd), self.host, 124, _text(exc.stdout),
-                            _text(exc.stderr) + f"\ntimed out after {timeout} s")
+            result = timed_out(render(cmd), self.host, _text(exc.stdout), _text(exc.stderr),
+                               timeout)
         except FileNotFoundError as exc:
             result = Result(render(cmd), self.host, 127, "", f"{exc.filename}: not found")
         return result.check() if check else result
@@ -238,6 +238,12 @@ class LocalRunner(Runner):
             code = proc.wait()
             if code != 0:
                 raise CommandError(Result(render(cmd), self.host, code, "", err))
+
+
+def timed_out(command: str, host: str, stdout: str, stderr: str,
+              timeout: float | None) -> Result:
+    """The Result of a command stopped by its timeout: exit 124, like timeout(1)."""
+    return Result(command, host, 124, stdout, stderr + f"\ntimed out after {timeout} s")
 
 
 def _text(data: bytes | str | None) -> str:

@@ -35,7 +35,7 @@ from fabric import Config, Connection
 from invoke.exceptions import CommandTimedOut
 
 from .errors import CommandError, RunError
-from .runner import Command, QueueChannel, Result, Runner
+from .runner import Command, QueueChannel, Result, Runner, timed_out
 
 #: Errors that mean the SSH transport itself failed (not the remote command).
 TRANSPORT_ERRORS = (paramiko.SSHException, OSError, EOFError)
@@ -152,9 +152,10 @@ class SshRunner(Runner):
                 # invoke's timer closed the channel, but its thread was still returning
                 # when invoke asked whether it had fired (a race seen under load): no
                 # CommandTimedOut, an exit status of -1. Same outcome as a timeout.
-                result = _timed_out(command, self.host, out, timeout)
+                result = timed_out(command, self.host, out.stdout, out.stderr, timeout)
         except CommandTimedOut as exc:
-            result = _timed_out(command, self.host, exc.result, timeout)
+            result = timed_out(command, self.host, exc.result.stdout, exc.result.stderr,
+                               timeout)
         except TRANSPORT_ERRORS as exc:
             raise RunError(f"{self.host}: SSH to {self.where} failed while running "
                            f"`{command[:80]}`: {_describe(exc)}") from exc
@@ -199,11 +200,6 @@ class SshRunner(Runner):
         if code != 0:
             err = b"".join(stderr).decode(errors="replace")
             raise CommandError(Result(command, self.host, code, "", err))
-
-
-def _timed_out(command: str, host: str, out: Any, timeout: float | None) -> Result:
-    """The Result of a command stopped by its timeout: exit 124, like timeout(1)."""
-    return Result(command, host, 124, out.stdout, out.stderr + f"\ntimed out after {timeout} s")
 
 
 def _lines(channel: paramiko.Channel, chunk: int = 1 << 16) -> Iterator[str]:

@@ -31,7 +31,15 @@ _PAIRS = {"net.ipv4.ip_local_port_range": "low high"}
 
 
 def sysctl_path(name: str, root: Path = PROC_SYS) -> Path:
-    return root / name.replace(".", "/")
+    """``net.ipv4.tcp_mem`` -> /proc/sys/net/ipv4/tcp_mem. As sysctl(8) writes it, a dot
+    inside one component (an interface ``eth0.100``) is given as ``/``:
+    ``net.ipv6.conf.eth0/100.forwarding``."""
+    return root.joinpath(*(part.replace("/", ".") for part in name.split(".")))
+
+
+def name_of(path: Path, root: Path = PROC_SYS) -> str:
+    """The sysctl name of a file under /proc/sys (the inverse of :func:`sysctl_path`)."""
+    return ".".join(part.replace(".", "/") for part in path.relative_to(root).parts)
 
 
 def normalize_value(name: str, value: Any, where: str, prefix: tuple[str, ...] = ()) -> str:

@@ -48,11 +48,12 @@ class Backend(ABC):
     name: str = ""
 
     def __init__(self, lab: Lab, run_id: str, journal: Journal, root: Path,
-                 log: Callable[[str], None]) -> None:
+                 log: Callable[[str], None], family: str = "ipv4") -> None:
         self.lab = lab
+        self.family = family  # ipv4 | ipv6: the address family the lab's sockets use
         self.run_id = run_id
         self.journal = journal
-        self.root = root  # the project checkout: scenarios/, images/
+        self.root = root  # the working directory; tcplab's own files: orchestrator/resources.py
         self.log = log
         self.hosts: dict[str, LabHost] = {}
 

@@ -6,17 +6,18 @@ and link is journalled before it is created, so cleanup never guesses by pattern
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import os
 import subprocess
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from .. import resources
 from ..errors import InputError, RunError
 from ..journal import LOCAL_HANDLERS
-from ..runner import LocalRunner
+from ..runner import LocalRunner, Runner
 from .base import Backend, LabHost
+from .common import object_name, short_id
 
 #: nftables rule for scenario block_acks: drop the host's outgoing pure ACKs, so the
 #: peer's handshakes stay half-open (SYN-RECV). Loaded in the host's own network
@@ -36,18 +37,20 @@ LAB_QDISC = "pfifo limit 65536"
 LAB_QDISC_ARGV = ["tc", "qdisc", "add", "dev", "eth0", "root", *LAB_QDISC.split()]
 
 
-def short_id(run_id: str) -> str:
-    return hashlib.sha256(run_id.encode()).hexdigest()[:6]
-
-
-def _ip(*args: str) -> None:
-    proc = subprocess.run(["ip", *args], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RunError(f"`ip {' '.join(args)}` failed: {proc.stderr.strip()}")
-
-
 class NetnsBackend(Backend):
     name = "netns"
+
+    def __init__(self, *args: Any, runner_factory: Callable[..., Runner] = LocalRunner,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Makes every runner on this machine: ``runner_factory(host, prefix)``, for the
+        #: ``ip`` commands and each namespace's commands. Unit tests pass a recording fake.
+        self.runner_factory = runner_factory
+
+    def _ip(self, *args: str) -> None:
+        result = self.runner_factory("local").run(["ip", *args], check=False)
+        if not result.ok:
+            raise RunError(f"`ip {' '.join(args)}` failed: {result.stderr.strip()}")
 
     def preflight(self) -> None:
         if os.geteuid() != 0:
@@ -57,7 +60,7 @@ class NetnsBackend(Backend):
             raise InputError("iproute2 (`ip`) is missing: apt-get install iproute2")
 
     def namespace(self, host_name: str) -> str:
-        return f"tcplab-{short_id(self.run_id)}-{host_name}"
+        return object_name(self.run_id, host_name)
 
     def up(self, sysctls: Mapping[str, Mapping[str, str]]) -> dict[str, LabHost]:
         sid = short_id(self.run_id)
@@ -67,21 +70,21 @@ class NetnsBackend(Backend):
         for spec in (server, client):
             ns = self.namespace(spec.name)
             self.journal.record("netns", name=ns)
-            _ip("netns", "add", ns)
-            self.hosts[spec.name] = LabHost(spec, LocalRunner(spec.name, ["ip", "netns", "exec", ns]),
-                                            info={"netns": ns})
+            self._ip("netns", "add", ns)
+            runner = self.runner_factory(spec.name, ["ip", "netns", "exec", ns])
+            self.hosts[spec.name] = LabHost(spec, runner, info={"netns": ns})
         # A veth pair made in the root namespace, then each end moved into its host.
         ends = {server.name: f"tl{sid}s", client.name: f"tl{sid}c"}
         self.journal.record("link", name=ends[server.name])
-        _ip("link", "add", ends[server.name], "type", "veth", "peer", "name", ends[client.name])
+        self._ip("link", "add", ends[server.name], "type", "veth", "peer", "name", ends[client.name])
         for spec in (server, client):
             ns, dev = self.namespace(spec.name), ends[spec.name]
-            _ip("link", "set", dev, "netns", ns)
-            _ip("-n", ns, "link", "set", dev, "name", "eth0")
-            _ip("-n", ns, "addr", "add", f"{spec.address}/{prefix}", "dev", "eth0")
-            _ip("-n", ns, "addr", "add", f"{spec.address6}/{prefix6}", "dev", "eth0", "nodad")
-            _ip("-n", ns, "link", "set", "eth0", "up")
-            _ip("-n", ns, "link", "set", "lo", "up")
+            self._ip("link", "set", dev, "netns", ns)
+            self._ip("-n", ns, "link", "set", dev, "name", "eth0")
+            self._ip("-n", ns, "addr", "add", f"{spec.address}/{prefix}", "dev", "eth0")
+            self._ip("-n", ns, "addr", "add", f"{spec.address6}/{prefix6}", "dev", "eth0", "nodad")
+            self._ip("-n", ns, "link", "set", "eth0", "up")
+            self._ip("-n", ns, "link", "set", "lo", "up")
             self.hosts[spec.name].runner.run(LAB_QDISC_ARGV)
             self.hosts[spec.name].info["qdisc"] = LAB_QDISC
         for name, host in self.hosts.items():

@@ -156,7 +156,8 @@ class LabRun:
             lock.release()
             raise
         run_id = self.run_dir.name
-        self.backend = backend_class(plan.backend)(plan.lab, run_id, journal, self.root, self.ui.line)
+        self.backend = backend_class(plan.backend)(plan.lab, run_id, journal, self.root,
+                                                   self.ui.line, family=plan.options.family)
         old = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
         started = time.time()
         error: LabError | None = None

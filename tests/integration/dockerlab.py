@@ -15,15 +15,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from orchestrator.backends.docker import LABEL_RUN
 from orchestrator.journal import HostLock
 
+from . import netsysctls
+
 ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
 #: How long a run may wait for other runs to free the machine lock.
 LOCK_WAIT_S = 900
 #: After a run failed, teardown waits up to this long for the kernel to free the run's
@@ -80,36 +84,18 @@ def host_profile(tmp: Path) -> Path:
 
 
 def net_sysctls() -> dict[str, str]:
-    """Every writable value under /proc/sys/net. Read-only files are counters (such as
-    nf_conntrack_count, which any traffic on the machine moves), not settings."""
-    values = {}
-    for d, _, files in os.walk("/proc/sys/net"):
-        for f in files:
-            path = os.path.join(d, f)
-            try:
-                if os.stat(path).st_mode & 0o200:
-                    values[path] = Path(path).read_text()
-            except OSError:
-                pass
-    return values
+    """Every writable value under /proc/sys/net (see netsysctls.py)."""
+    return netsysctls.values()
 
 
-def sysctls_changed(before: dict[str, str]) -> dict[str, tuple[str, str | None]]:
-    after = net_sysctls()
-    changed = {}
-    for key, old in before.items():
-        new = after.get(key)
-        if new is None and not Path(key).exists():
-            # an interface that went away meanwhile (conf/<if>/, neigh/<if>/): a docker
-            # run creates its bridge and veths after this dump, so it was someone else's
-            continue
-        if new != old:
-            changed[key] = (old, new)
-    return changed
+def sysctls_changed(before: dict[str, str]) -> dict[str, tuple[str | None, str | None]]:
+    """What differs from ``before`` now, read while no other run holds the machine lock
+    (one that queued behind ours may be changing host sysctls the moment ours ends)."""
+    return netsysctls.changes(before, snapshot_when_idle())
 
 
-def snapshot_when_idle() -> dict[str, str]:
-    """The sysctl dump, taken while no run holds the machine lock.
+def snapshot_when_idle(read: Callable[[], T] = net_sysctls) -> T:  # type: ignore[assignment]
+    """The sysctl dump (or what ``read`` reads), taken while no run holds the machine lock.
 
     Another run changes host sysctls (--allow-host-sysctls) while it holds the lock and
     restores them at its end: a dump taken meanwhile would not be the host's own values.
@@ -128,7 +114,7 @@ def snapshot_when_idle() -> dict[str, str]:
                     pytest.fail("the machine lock stayed busy")
                 time.sleep(0.5)
         try:
-            return net_sysctls()
+            return read()
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
@@ -253,7 +239,7 @@ def assert_left_nothing(run: Run, client: object, before: dict[str, str] | None 
     assert not state_runs.exists() or not list(state_runs.iterdir()), list(state_runs.iterdir())
     if before is not None:
         changed = sysctls_changed(before)
-        assert not changed, changed
+        assert not changed, "host sysctls changed:\n" + netsysctls.shown(changed)
     return json.loads((run.run_dir / "result.json").read_text())
 
 

@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,8 +30,8 @@ docker = pytest.importorskip("docker")
 
 from orchestrator.backends.docker import LABEL_RUN  # noqa: E402 - after the importorskip
 
-from . import facts  # noqa: E402
-from .dockerlab import docker_client  # noqa: E402
+from . import facts, netsysctls  # noqa: E402
+from .dockerlab import docker_client, snapshot_when_idle  # noqa: E402
 from .facts import cache, checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,12 +42,6 @@ N = 1000
 N_CMP = 4000
 BUSY = "another tcplab run is measuring"
 LOCK_WAIT_S = 900  # how long to wait for other people's runs to free the machine lock
-#: Host-wide sysctls that must be the same before and after an interrupted run.
-HOST_SYSCTLS = ("net/ipv4/tcp_mem", "net/ipv4/tcp_rmem", "net/ipv4/tcp_wmem",
-                "net/ipv4/ip_local_port_range", "net/core/somaxconn", "net/ipv4/tcp_max_orphans",
-                "net/core/netdev_max_backlog", "net/ipv4/ip_forward",
-                "net/netfilter/nf_conntrack_max", "net/ipv4/tcp_max_tw_buckets")
-
 pytestmark = [pytest.mark.docker, pytest.mark.root, pytest.mark.slow]
 
 
@@ -142,12 +136,8 @@ def assert_clean(run_id: str, state: Path) -> None:
 
 
 def host_sysctls() -> dict[str, str]:
-    out = {}
-    for name in HOST_SYSCTLS:
-        path = Path("/proc/sys") / name
-        if path.exists():
-            out[name] = " ".join(path.read_text().split())
-    return out
+    """Every writable /proc/sys/net value, read while no run holds the machine lock."""
+    return snapshot_when_idle()
 
 
 # -- the runs shared by several tests -------------------------------------------------------
@@ -233,9 +223,40 @@ def test_timewait_sheds_socket_objects(tmp_path: Path) -> None:
     facts.timewait_sheds_socket_objects(run_ok("timewait", tmp_path, n=n), n)
 
 
-def test_ipv6_sockets_are_tcpv6(tmp_path: Path) -> None:
-    # The Docker network carries the lab's IPv6 range beside the IPv4 one.
-    result = run_ok("idle", tmp_path, "--family", "ipv6")
+FORWARDING6 = "net.ipv6.conf.all.forwarding"
+
+
+def _forwarding6() -> str:
+    return Path("/proc/sys/net/ipv6/conf/all/forwarding").read_text().strip()
+
+
+def test_ipv4_run_leaves_ipv6_forwarding_off(tmp_path: Path, daemon: object,
+                                             host_sysctl: Callable[[str, str], None]) -> None:
+    # A fresh machine has IPv6 forwarding off; an IPv4 lab network has no IPv6, so dockerd
+    # has no reason to turn it on (it did when every lab network had IPv6: issue 11).
+    host_sysctl(FORWARDING6, "0")
+    result = run_ok("idle", tmp_path, n=200)
+    assert result["status"] == "complete"
+    assert _forwarding6() == "0"
+
+
+def test_ipv6_refused_without_opt_in(tmp_path: Path) -> None:
+    results, state = tmp_path / "results", tmp_path / "state"
+    proc = tcplab("run", "--scenario", "idle", "-n", "10", "--backend", "docker",
+                  "--family", "ipv6", results=results, state=state)
+    assert proc.returncode == 2, proc.stderr
+    assert ("--family/FAMILY ipv6 on the docker backend: dockerd turns on IPv6 forwarding "
+            "for the whole host") in proc.stderr
+    assert not results.exists() or not list(results.iterdir())  # nothing created
+
+
+def test_ipv6_sockets_are_tcpv6(tmp_path: Path, host_sysctl: Callable[[str, str], None]
+                                ) -> None:
+    # The Docker network carries the lab's IPv6 range beside the IPv4 one. dockerd turns
+    # the host's IPv6 forwarding on for it: saved before, restored after the run.
+    host_sysctl(FORWARDING6, "0")
+    result = run_ok("idle", tmp_path, "--family", "ipv6", "--allow-host-sysctls")
+    assert _forwarding6() == "0"
     cp = checkpoint(result, "established")
     assert cp["states"] == {"server": {"ESTAB": N}, "client": {"ESTAB": N}}
     assert 1.8 <= cache(cp, "TCPv6")["objects_per_connection"] <= 2.2
@@ -288,7 +309,7 @@ def test_profile_sysctl_pinned_in_both_containers(tmp_path: Path, daemon: object
         meta = result["metadata"]["hosts"][host]
         assert meta["net_sysctls"]["net.ipv4.tcp_rmem"] == rmem
         assert meta["sysctls_pinned"]["net.ipv4.tcp_rmem"] == rmem
-    assert host_sysctls() == host_before  # the host's own value is untouched
+    assert netsysctls.changes(host_before, host_sysctls()) == {}  # the host's own: untouched
     assert_clean(run_dir.name, state)
 
 
@@ -306,7 +327,7 @@ def test_sigint_during_ramp_cleans_up(tmp_path: Path) -> None:
     result = json.loads((run_dir / "result.json").read_text())
     assert result["status"] == "incomplete"
     assert_clean(run_dir.name, state)
-    assert host_sysctls() == before
+    assert netsysctls.changes(before, host_sysctls()) == {}
 
 
 def test_wipe_after_sigkill(tmp_path: Path, daemon: object) -> None:
@@ -327,6 +348,24 @@ def test_wipe_after_sigkill(tmp_path: Path, daemon: object) -> None:
     assert wiped.returncode == 0, wiped.stderr
     assert run_dir.name in wiped.stdout, wiped.stdout
     assert_clean(run_dir.name, state)
+
+
+def test_wipe_restores_ipv6_forwarding_after_sigkill(
+        tmp_path: Path, daemon: object, host_sysctl: Callable[[str, str], None]) -> None:
+    host_sysctl(FORWARDING6, "0")
+    results, state = tmp_path / "results", tmp_path / "state"
+    proc, _ = start_until_ramp(["run", "--scenario", "idle", "-n", "40000", "--backend",
+                                "docker", "--family", "ipv6", "--allow-host-sysctls"],
+                               results, state, start_new_session=True)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert _forwarding6() == "1"  # dockerd's doing, for the run's IPv6 network
+    wiped = subprocess.run(_cli("wipe"), cwd=ROOT, env=_env(state), capture_output=True,
+                           text=True, timeout=300, check=False)
+    assert wiped.returncode == 0, wiped.stderr
+    (run_dir,) = list(results.iterdir())
+    assert_clean(run_dir.name, state)
+    assert _forwarding6() == "0"
 
 
 def test_undo_never_touches_unlabelled(daemon: object) -> None:

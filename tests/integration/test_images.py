@@ -19,7 +19,7 @@ import pytest
 docker = pytest.importorskip("docker")
 paramiko = pytest.importorskip("paramiko")
 
-from orchestrator.images import ImageInfo, ensure_image  # noqa: E402 - after the skips
+from orchestrator.backends.docker.image import ImageInfo, ensure_image  # noqa: E402 - after the skips
 
 from .dockerlab import docker_client  # noqa: E402
 

@@ -19,11 +19,13 @@ import pytest
 
 from orchestrator.backends.netns import short_id
 
+from . import netsysctls
 from .dockerlab import (  # one definition of each for both backends
     HOST_SYSCTL,
     SIDE_FAULTS,
     host_profile,
-    net_sysctls,
+    snapshot_when_idle,
+    sysctls_changed,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,16 +56,15 @@ def assert_left_nothing(tmp: Path, before: dict[str, str]) -> dict:
     assert procs.strip() == "", procs
     state_runs = tmp / "state" / "runs"
     assert not state_runs.exists() or not list(state_runs.iterdir())
-    after = net_sysctls()
-    changed = {k: (before[k], after.get(k)) for k in before if before[k] != after.get(k)}
-    assert not changed, changed
+    changed = sysctls_changed(before)
+    assert not changed, "host sysctls changed:\n" + netsysctls.shown(changed)
     return json.loads((runs[0] / "result.json").read_text())
 
 
 @pytest.mark.parametrize("phase", ["setup", "ramp", "checkpoint", "teardown"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_matrix(tmp_path: Path, phase: str, sig: signal.Signals) -> None:
-    before = net_sysctls()
+    before = snapshot_when_idle()
     proc = start(tmp_path, "--scenario", "idle", "-n", "1000", "--profile",
                  str(host_profile(tmp_path)), "--allow-host-sysctls",
                  env={"TCPLAB_PAUSE_AT": phase, "TCPLAB_PAUSE_SECONDS": "3"})
@@ -86,7 +87,7 @@ def test_interrupt_matrix(tmp_path: Path, phase: str, sig: signal.Signals) -> No
 
 @pytest.mark.parametrize("fault,message", SIDE_FAULTS)
 def test_side_failure_stops_run_and_saves_partial(tmp_path: Path, fault: str, message: str) -> None:
-    before = net_sysctls()
+    before = snapshot_when_idle()
     proc = start(tmp_path, "--scenario", "c2s", "-n", "500", "--stall", "3",
                  env={"TCPLAB_SIDE_FAULT": fault})
     _, err = proc.communicate(timeout=180)  # teardown may wait for the kernel to free sockets

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.backends.netns import short_id
+from orchestrator.backends.common import short_id
 
 from . import facts
 from .facts import cache, checkpoint

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.backends.netns import short_id
+from orchestrator.backends.common import short_id
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 400

@@ -280,6 +280,12 @@ CASES = [
          "or remove it",
          files=(("lab/mine.yaml", (LAB, "    sysctls:", ('    sysctls:\n      net.ipv4.tcp_mem: '
                                                        '"100000 150000 200000"'))),)),
+    Case("docker-ipv6-without-opt-in",
+         ("run", "-b", "docker", "-s", "idle", "--family", "ipv6"),
+         "--family/FAMILY ipv6 on the docker backend: dockerd turns on IPv6 forwarding for the "
+         "whole host (net.ipv6.conf.all.forwarding and every interface's) when it creates an "
+         "IPv6 network, and leaves it on; add --allow-host-sysctls to let tcplab save those "
+         "values and restore them after the run, or use --backend netns"),
     Case("subnet-outside-benchmark-range",
          (*RUN, "-s", "idle", "--lab", "{root}/lab/mine.yaml"),
          "{root}/lab/mine.yaml: network.subnet: expected a network inside 198.18.0.0/15 "

@@ -186,7 +186,7 @@ def test_export_manifest_and_checksums(env: Env, capsys: pytest.CaptureFixture) 
                 "setup/images/node/packages.txt"):
         assert rel in files
     assert manifest["setup"]["profile"]["matches_run"] is True
-    from orchestrator.images import recipe_hash
+    from orchestrator.backends.docker.image import recipe_hash
 
     assert manifest["setup"]["image"]["recipe_hash"] == recipe_hash(REPO / "images")
     assert manifest["rerun"] == {"scenario": "s2c", "profile": "default", "backend": "netns",

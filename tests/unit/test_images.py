@@ -1,4 +1,5 @@
-"""Unit tests of orchestrator.images that need no Docker daemon."""
+"""Unit tests of the node image (backends/docker/image.py, backends/recipe.py) that need
+no Docker daemon."""
 
 from __future__ import annotations
 
@@ -12,15 +13,16 @@ from typing import Any
 import docker.errors
 import pytest
 
-from orchestrator import images
-from orchestrator.errors import InputError, RunError
-from orchestrator.images import (
+from orchestrator.backends import recipe
+from orchestrator.backends.docker import image as images
+from orchestrator.backends.docker.image import ensure_image
+from orchestrator.backends.recipe import (
     debian_mirror,
-    ensure_image,
     parse_deb822_mirror,
     parse_sources_list_mirror,
     recipe_hash,
 )
+from orchestrator.errors import InputError, RunError
 
 REPO_IMAGES = Path(__file__).resolve().parents[2] / "images"
 
@@ -99,7 +101,7 @@ def test_recipe_hash_without_recipe_is_input_error(tmp_path: Path) -> None:
 
 
 def test_repository_recipe_lists_the_node_packages() -> None:
-    packages = images.recipe_packages(REPO_IMAGES)
+    packages = recipe.recipe_packages(REPO_IMAGES)
     assert set(packages) >= {"python3", "iproute2", "procps", "openssh-server"}
     lines = (REPO_IMAGES / "node" / "Dockerfile").read_text().splitlines()
     instructions = [line for line in lines if line.strip() and not line.startswith("#")]
@@ -276,5 +278,5 @@ def test_remove_rootfs_removes_plain_directory(tmp_path: Path) -> None:
     root = tmp_path / "rootfs"
     (root / "etc").mkdir(parents=True)
     (root / "etc" / "hostname").write_text("x\n")
-    images._remove_rootfs(root, log=lambda _m: None)
+    recipe.remove_rootfs(root, log=lambda _m: None)
     assert not root.exists()

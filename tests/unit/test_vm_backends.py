@@ -17,10 +17,10 @@ from orchestrator.backends.sshhost import (
     Target,
     filtered_sockdiag_argv,
 )
+from orchestrator.backends.vm import kernels, qemu
+from orchestrator.backends.vm.kernels import Kernel
 from orchestrator.errors import InputError
 from orchestrator.measure.probes import SOCKDIAG, sockdiag_argv
-from orchestrator.vm import kernels, qemu
-from orchestrator.vm.kernels import Kernel
 
 NAMES = [
     "linux-image-6.1.0-48-cloud-amd64", "linux-image-6.1.0-56-cloud-amd64",
@@ -186,7 +186,7 @@ def _lab(tmp_path: Path, extra: str = "", backend: str = "vm", subnet: str = "19
 def test_lab_keys_for_ssh_and_vm(tmp_path: Path) -> None:
     key = tmp_path / "id"
     key.write_text("k")
-    lab = config.load_lab(_lab(tmp_path, "    kernel: 6.1\n    cmdline: slab_nomerge  quiet\n"
+    lab = config.load_lab(_lab(tmp_path, "    kernel: \"6.1\"\n    cmdline: slab_nomerge  quiet\n"
                                          "    vm: {memory: 2048, cpus: 1}\n"
                                          "    ssh: {address: 10.0.0.5, port: 2200, key: id}"))
     server = lab.host("server")
@@ -205,6 +205,9 @@ def test_lab_keys_for_ssh_and_vm(tmp_path: Path) -> None:
     ("    ssh: {key: id}", "ssh.address"),
     ("    cmdline: tcplab.host=x", "cmdline: expected kernel command-line options"),
     ("    kernel: [6.1]", "kernel: expected a kernel version"),
+    ("    kernel: 6.10", 'hosts.server.kernel: YAML reads 6.1 as a number (6.10 would become '
+                       '6.1, 5.10 5.1); quote the version: kernel: "6.1"'),
+    ("    kernel: 5.10", 'hosts.server.kernel: YAML reads 5.1 as a number'),
     ("    vm: {memory: 10}", "vm.memory: expected an integer from 256"),
     ("    vm: {disk: 10}", "unknown key"),
 ])

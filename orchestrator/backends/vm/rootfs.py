@@ -1,6 +1,6 @@
 """The VM root filesystem: the node image's recipe, as an ext4 disk image.
 
-Built the way images.py builds the offline Docker base: ``debootstrap --variant=minbase``
+Built the way docker/image.py builds the offline Docker base: ``debootstrap --variant=minbase``
 of bookworm from the mirror apt is configured with, including the node recipe's
 packages (``images/node/packages.txt``) plus ``kmod`` (the VM loads its network
 driver). Then:
@@ -30,8 +30,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import InputError, RunError
-from . import cache_dir, cache_lock
+from ...errors import InputError, RunError
+from .cache import cache_dir, cache_lock
 
 FORMAT = "tcplab-vm-rootfs/1"
 EXTRA_PACKAGES = ("kmod",)
@@ -113,7 +113,7 @@ class RootfsImage:
 
 def recipe(images_dir: Path) -> tuple[str, list[str], str]:
     """(recipe hash, packages, sshd_config text) of the VM root filesystem."""
-    from ..images import DEBIAN_SUITE, node_recipe_dir, recipe_packages
+    from ..recipe import DEBIAN_SUITE, node_recipe_dir, recipe_packages
 
     packages = sorted(set(recipe_packages(images_dir)) | set(EXTRA_PACKAGES))
     sshd_config = (node_recipe_dir(images_dir) / "sshd_config").read_text()
@@ -139,7 +139,7 @@ def ensure(images_dir: Path, log: Log = print) -> RootfsImage:
 
 
 def _build(image: Path, full: str, packages: list[str], sshd_config: str, log: Log) -> RootfsImage:
-    from ..images import DEBOOTSTRAP_PARENT, _remove_rootfs, _run_debootstrap, debian_mirror
+    from ..recipe import DEBOOTSTRAP_PARENT, debian_mirror, remove_rootfs, run_debootstrap
 
     missing = [t for t in ("debootstrap", "mkfs.ext4") if shutil.which(t) is None]
     if missing:
@@ -152,7 +152,7 @@ def _build(image: Path, full: str, packages: list[str], sshd_config: str, log: L
     partial = image.with_suffix(".partial")
     try:
         log(f"rootfs {full[:16]}: debootstrap bookworm from {mirror} into {tree} (30-90 s)")
-        _run_debootstrap(tree, mirror, packages)
+        run_debootstrap(tree, mirror, packages)
         customise(tree, sshd_config)
         log(f"rootfs {full[:16]}: mkfs.ext4 -d ({IMAGE_SIZE})")
         partial.unlink(missing_ok=True)
@@ -170,7 +170,7 @@ def _build(image: Path, full: str, packages: list[str], sshd_config: str, log: L
         return RootfsImage(str(image), full, packages, False, seconds)
     finally:
         partial.unlink(missing_ok=True)
-        _remove_rootfs(tree, log)
+        remove_rootfs(tree, log)
 
 
 def customise(tree: Path, sshd_config: str) -> None:

@@ -33,8 +33,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import InputError, RunError
-from . import cache_dir, cache_lock
+from ...errors import InputError, RunError
+from .cache import cache_dir, cache_lock
 
 FLAVOR = "cloud-amd64"
 #: Config options a kernel needs to boot here without an initramfs.

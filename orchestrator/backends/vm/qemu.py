@@ -32,9 +32,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InputError, RunError
-from ..journal import process_start_time
-from . import cache_dir
+from ...errors import InputError, RunError
+from ...journal import process_start_time
+from .cache import cache_dir
 from .kernels import Kernel
 
 QEMU = "qemu-system-x86_64"

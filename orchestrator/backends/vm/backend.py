@@ -25,25 +25,24 @@ start time). Teardown, Ctrl-C and ``tcplab wipe`` stop the VMs and remove the fi
 from __future__ import annotations
 
 import socket
-import subprocess
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .. import resources
-from ..errors import InputError, RunError
-from ..journal import LOCAL_HANDLERS
-from ..vm import qemu
-from ..vm.kernels import Kernel
-from .base import LabHost
-from .netns import short_id
-from .sshhost import HostRunner, SshBackend, Target, probe
+from ... import resources
+from ...errors import InputError, RunError
+from ...journal import LOCAL_HANDLERS
+from ...runner import wait_for
+from ..base import LabHost
+from ..common import make_key, object_name, peer_address, read_fd_limits, short_id
+from ..sshhost import HostRunner, SshBackend, Target, probe
+from . import qemu
+from .kernels import Kernel
 
 DEFAULT_KERNEL = "6.1"
 DEFAULT_MEMORY_MB = 1024
 DEFAULT_CPUS = 2
-KEY_NAME = "id_ed25519"
 WORK_PARENT = Path("/var/tmp")
 
 
@@ -66,7 +65,7 @@ class VmBackend(SshBackend):
 
     # -- checks (nothing created) ----------------------------------------------------------
     def preflight(self) -> None:
-        from ..vm.kernels import is_path, resolve
+        from .kernels import is_path, resolve
 
         qemu.need_tools()
         for spec in self.lab.hosts:
@@ -77,7 +76,7 @@ class VmBackend(SshBackend):
 
     # -- lifecycle -------------------------------------------------------------------------
     def up(self, sysctls: Mapping[str, Mapping[str, str]]) -> dict[str, LabHost]:
-        from ..vm import kernels, rootfs
+        from . import kernels, rootfs
 
         started = time.monotonic()
         for spec in self.lab.hosts:
@@ -96,7 +95,7 @@ class VmBackend(SshBackend):
                                       lambda m: self.log(m))
         self.journal.record("path", path=str(self.workdir))
         self.workdir.mkdir(mode=0o700)
-        key = self._make_key()
+        key = make_key(self.journal.dir, self.run_id)
         public = key.with_suffix(".pub").read_text().split()[1]
         link = self.workdir / "lab.sock"
         prefix = self.lab.subnet.split("/")[1]
@@ -105,7 +104,7 @@ class VmBackend(SshBackend):
         for index, spec in enumerate((server, client), 1):
             size = spec.vm or {}
             config = qemu.VmConfig(
-                name=f"tcplab-{short_id(self.run_id)}-{spec.name}", host=spec.name,
+                name=object_name(self.run_id, spec.name), host=spec.name,
                 index=index, kernel=self.kernels_used[spec.name], rootfs=self.rootfs.path,
                 workdir=self.workdir, lab_address=f"{spec.address}/{prefix}", link=link,
                 link_server=spec is server, public_key=public, cmdline=spec.cmdline,
@@ -124,8 +123,7 @@ class VmBackend(SshBackend):
             _wait_banner(vm)
             target = Target("127.0.0.1", "root", vm.config.ssh_port, str(key))
             runner = HostRunner(spec.name, target, ctl_port=22,
-                                peer=next(h.address for h in self.lab.hosts
-                                          if h.name != spec.name), sudo=False)
+                                peer=peer_address(self.lab, spec.name), sudo=False)
             runner.wait_ready(timeout=30)
             self.runners[spec.name] = runner
             self.facts[spec.name] = probe(runner, spec.address)
@@ -142,32 +140,12 @@ class VmBackend(SshBackend):
         self.timings["boot"] = round(time.monotonic() - t0, 1)
         for name, host in self.hosts.items():
             host.sysctls = self.apply_sysctls(host, dict(sysctls.get(name, {})))
-            limits = host.runner.run(["sh", "-c", "ulimit -Sn; ulimit -Hn"], timeout=30).stdout
-            host.info["nofile"] = " ".join(limits.split())
+            read_fd_limits(host)
         self.timings["up"] = round(time.monotonic() - started, 1)
         return self.hosts
 
-    def _make_key(self) -> Path:
-        """An ed25519 key pair for this run only, in the run's journal directory."""
-        key = self.journal.dir / KEY_NAME
-        proc = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",
-                               f"tcplab-{self.run_id}", "-f", str(key)],
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RunError(f"ssh-keygen failed: {proc.stderr.strip()[-200:]}; "
-                           "apt-get install openssh-client")
-        return key
-
     def undo_handlers(self) -> dict[str, Callable[[dict], None]]:
         return {**LOCAL_HANDLERS, **vm_undo_handlers()}
-
-    def down(self) -> list[str]:
-        for runner in self.runners.values():  # before the VMs go: no half-dead connection
-            try:
-                runner.close()
-            except Exception:  # noqa: BLE001
-                pass
-        return super().down()
 
     def runners_reusable(self) -> bool:
         return False  # the VMs are gone after down()
@@ -194,23 +172,23 @@ def _wait_banner(vm: qemu.Vm, timeout: float = 30.0) -> None:
     user-mode networking accepts on 127.0.0.1 before sshd runs in the VM; waiting for
     the banner here keeps paramiko from logging failed attempts.
     """
-    deadline = time.monotonic() + timeout
-    while True:
+    def banner() -> bool:
         try:
             with socket.create_connection(("127.0.0.1", vm.config.ssh_port), timeout=2) as s:
                 s.settimeout(3)
                 if s.recv(4).startswith(b"SSH-"):
-                    return
+                    return True
         except OSError:
             pass
         if not vm.alive():
             raise RunError(f"{vm.config.host}: the VM stopped after booting: "
                            f"{qemu.tail(vm.config.console)}")
-        if time.monotonic() > deadline:
-            raise RunError(f"{vm.config.host}: sshd in the VM does not answer on 127.0.0.1:"
-                           f"{vm.config.ssh_port} after {timeout:.0f} s; console: "
-                           f"{qemu.tail(vm.config.console)}")
-        time.sleep(0.2)
+        return False
+
+    if not wait_for(banner, timeout, interval=0.2):
+        raise RunError(f"{vm.config.host}: sshd in the VM does not answer on 127.0.0.1:"
+                       f"{vm.config.ssh_port} after {timeout:.0f} s; console: "
+                       f"{qemu.tail(vm.config.console)}")
 
 
 def vm_undo_handlers() -> dict[str, Callable[[dict], None]]:

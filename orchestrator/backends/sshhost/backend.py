@@ -13,8 +13,8 @@ What differs from the local backends:
 
 * Commands run through :class:`HostRunner`, an :class:`~orchestrator.ssh.SshRunner`
   that adds ``sudo -n`` for a non-root user and leaves the SSH control connection out
-  of the socket counts (see :func:`filtered_sockdiag_argv`): on a real host it is a TCP
-  socket of the very kernel being measured.
+  of the socket counts (see :func:`filtered_sockdiag_argv`, transport.py): on a real
+  host it is a TCP socket of the very kernel being measured.
 * Preflight over SSH, creating nothing: python3 present, root or passwordless sudo,
   /proc/slabinfo readable, the kernel release, the lab address configured on the host.
 * Sysctls are host-wide on a real host: the plan allows them only with
@@ -22,7 +22,7 @@ What differs from the local backends:
   run's journal here (kind ``remote_sysctl``, with how to reach the host) and in a file
   on the host (``/run/tcplab/remote/<run>-<host>.json``), so ``tcplab wipe`` restores
   them from this machine's journal, and ``tcplab wipe --lab FILE`` from the hosts' own
-  files even when this machine's journal is lost.
+  files even when this machine's journal is lost (cleanup.py).
 * Each host is its own kernel (hosts sharing one, found by ``/proc/sys/kernel/random/
   boot_id``, are one kernel): ``kernels()`` gives one entry per machine, and every
   checkpoint snapshots each kernel's /proc/slabinfo and /proc/meminfo over SSH, so the
@@ -36,44 +36,20 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import socket
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-from .. import resources
-from ..errors import InputError, LabError, RunError
-from ..journal import LOCAL_HANDLERS, alive, process_start_time
-from ..runner import Command
-from ..ssh import SshRunner, quote
-from .base import Backend, LabHost
+from ... import resources
+from ...errors import InputError, RunError
+from ...journal import LOCAL_HANDLERS, process_start_time
+from ..base import Backend, LabHost
+from ..common import close_runners, peer_address
+from .cleanup import REMOTE_DIR, REMOTE_JOURNAL, make_remote_undo
+from .transport import HostRunner, Target
 
-REMOTE_DIR = "/run/tcplab/remote"
 SIDE = resources.side_script()
-
-
-@dataclass(frozen=True)
-class Target:
-    """How to log in to a lab host."""
-
-    address: str
-    user: str = "root"
-    port: int = 22
-    key: str = ""
-
-    @classmethod
-    def of(cls, data: Mapping[str, Any]) -> Target:
-        return cls(str(data["address"]), str(data.get("user", "root")),
-                   int(data.get("port", 22)), str(data.get("key", "")))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-# --- programs run on the lab hosts (python3 -c, standard library only) ---------------------
 
 #: Facts for preflight: {"uid", "release", "boot_id", "slabinfo", "address_local", ...}.
 PROBE = r"""
@@ -98,53 +74,6 @@ except OSError as exc:
 print(json.dumps(r))
 """
 
-#: The sysctl journal on a host: ``save PATH JSON`` | ``restore PATH [VALUES]`` | ``list DIR``.
-REMOTE_JOURNAL = r"""
-import json, os, sys
-op, path = sys.argv[1], sys.argv[2]
-def write(name, value):
-    with open("/proc/sys/" + name.replace(".", "/"), "w") as fh:
-        fh.write(value + "\n")
-if op == "save":
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        fh.write(sys.argv[3])
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.rename(tmp, path)
-    print(json.dumps({"saved": path}))
-elif op == "restore":
-    values = json.loads(sys.argv[3]) if len(sys.argv) > 3 else None
-    if values is None:
-        try:
-            values = json.load(open(path))["old"]
-        except (OSError, ValueError, KeyError):
-            values = {}
-    errors = {}
-    for name, value in values.items():
-        try:
-            write(name, value)
-        except OSError as exc:
-            errors[name] = exc.strerror or str(exc)
-    if not errors:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-    print(json.dumps({"restored": sorted(values), "errors": errors}))
-elif op == "list":
-    out = []
-    if os.path.isdir(path):
-        for name in sorted(os.listdir(path)):
-            if name.endswith(".json"):
-                try:
-                    out.append(dict(json.load(open(os.path.join(path, name))),
-                                    path=os.path.join(path, name)))
-                except (OSError, ValueError):
-                    pass
-    print(json.dumps(out))
-"""
 
 #: Reads the current value of each sysctl named in argv[1] (a JSON list).
 READ_SYSCTLS = r"""
@@ -157,41 +86,6 @@ for name in json.loads(sys.argv[1]):
         out[name] = None
 print(json.dumps(out))
 """
-
-def filtered_sockdiag_argv(cmd: Command, ctl_port: int, peer: str) -> Command:
-    """Add sockdiag's control-connection filter to a sock_diag summary command."""
-    from ..measure.probes import SOCKDIAG
-
-    if isinstance(cmd, str) or len(cmd) < 3 or list(cmd[:2]) != ["python3", "-c"]:
-        return cmd
-    if cmd[2] != SOCKDIAG.read_text():
-        return cmd
-    return [*cmd, "--skip-port", str(ctl_port), "--keep-peer", peer]
-
-
-class HostRunner(SshRunner):
-    """An SshRunner for a lab host: ``sudo -n`` for a non-root user, and the SSH control
-    connection left out of every sock_diag summary.
-
-    ``ctl_port``: the port sshd listens on *inside* the host (the local port of the
-    control connection there); ``peer``: the other lab host's address (a socket to it on
-    that port is lab traffic, kept).
-    """
-
-    def __init__(self, host: str, target: Target, *, ctl_port: int | None = None,
-                 peer: str = "", sudo: bool | None = None, **kwargs: Any) -> None:
-        super().__init__(host, target.address, target.key, user=target.user, port=target.port,
-                         **kwargs)
-        self.target = target
-        self.ctl_port = target.port if ctl_port is None else ctl_port
-        self.peer = peer
-        self.sudo = (target.user != "root") if sudo is None else sudo
-
-    def command(self, cmd: Command) -> str:
-        if self.peer:
-            cmd = filtered_sockdiag_argv(cmd, self.ctl_port, self.peer)
-        text = quote(cmd)
-        return f"sudo -n -- sh -c {shlex.quote(text)}" if self.sudo else text
 
 
 def probe(runner: HostRunner, address: str) -> dict[str, Any]:
@@ -254,8 +148,7 @@ class SshBackend(Backend):
         return out
 
     def make_runner(self, name: str, target: Target, ctl_port: int) -> HostRunner:
-        peer = next(h.address for h in self.lab.hosts if h.name != name)
-        return HostRunner(name, target, ctl_port=ctl_port, peer=peer)
+        return HostRunner(name, target, ctl_port=ctl_port, peer=peer_address(self.lab, name))
 
     # -- checks -----------------------------------------------------------------------------
     def preflight(self) -> None:
@@ -317,13 +210,18 @@ class SshBackend(Backend):
         return handlers
 
     def down(self) -> list[str]:
+        """Undo, then close the SSH connections (the undo of remote sysctls uses them).
+
+        Hosts that go away in the undo (VMs: ``runners_reusable`` False) have their
+        connections closed first: no half-dead connection to a stopped VM.
+        """
+        reusable = self.runners_reusable()
+        if not reusable:
+            close_runners(self.runners.values())
         problems = super().down()
         self._down = True
-        for runner in self.runners.values():
-            try:
-                runner.close()
-            except Exception:  # noqa: BLE001 - closing is best effort
-                pass
+        if reusable:
+            close_runners(self.runners.values())
         return problems
 
     # -- on the hosts ---------------------------------------------------------------------
@@ -348,7 +246,7 @@ class SshBackend(Backend):
     def kernel_runner(self) -> Any:
         """A probes.KernelSet over every measured kernel (made once: it caches each kernel's
         SLUB aliases); an empty one once the kernels went away with the run."""
-        from ..measure.probes import KernelSet
+        from ...measure.probes import KernelSet
 
         if self._down and not self.runners_reusable():
             return KernelSet({})  # the kernels are gone with the run: nothing to wait for
@@ -383,90 +281,3 @@ class SshBackend(Backend):
             out["kernel"] = {"release": " / ".join(releases), "version": None,
                              "machine": next(iter(kernels.values()))["machine"]}
         return out
-
-
-# --- undo and wipe ------------------------------------------------------------------------
-
-def _runner_for(entry: dict, runners: Mapping[str, HostRunner] | None = None) -> HostRunner:
-    name = entry["host"]
-    if runners and name in runners:
-        return runners[name]
-    target = Target.of(entry["target"])
-    return HostRunner(name, target, ctl_port=entry.get("ctl_port"))
-
-
-def restore(runner: HostRunner, path: str, old: Mapping[str, str] | None) -> list[str]:
-    """Write the old values back on the host and remove its journal file. Returns names."""
-    argv = ["python3", "-c", REMOTE_JOURNAL, "restore", path]
-    if old is not None:
-        argv.append(json.dumps(dict(old)))
-    data = json.loads(runner.run(argv, timeout=60).stdout)
-    if data["errors"]:
-        raise RunError(f"{runner.host}: could not restore "
-                       + ", ".join(f"{k} ({v})" for k, v in data["errors"].items()))
-    return list(data["restored"])
-
-
-def make_remote_undo(runners: Mapping[str, HostRunner] | None = None
-                     ) -> Callable[[dict], None]:
-    def undo_remote_sysctl(entry: dict) -> None:
-        runner = _runner_for(entry, runners)
-        try:
-            restore(runner, entry["path"], entry.get("old"))
-        finally:
-            if not runners or entry["host"] not in runners:
-                runner.close()
-
-    return undo_remote_sysctl
-
-
-def remote_undo_handlers() -> dict[str, Callable[[dict], None]]:
-    """For ``tcplab wipe``: journal entries of remote sysctls, restored over SSH."""
-    return {"remote_sysctl": make_remote_undo()}
-
-
-def wipe_remote(lab_path: Path, keep_runs: set[str]) -> list[str]:
-    """``tcplab wipe --lab FILE``: restore sysctls that runs journalled on the lab's ssh hosts.
-
-    A journal file of a run in ``keep_runs`` (live here), or whose orchestrator still runs
-    on this machine, is left alone.
-    """
-    from ..config import load_lab
-
-    lab = load_lab(Path(lab_path))
-    messages: list[str] = []
-    here = socket.gethostname()
-    for spec in lab.hosts:
-        if spec.ssh is None:
-            continue
-        runner = HostRunner(spec.name, Target.of(spec.ssh))
-        try:
-            try:
-                runner.sudo = runner.target.user != "root"
-                files = json.loads(runner.run(["python3", "-c", REMOTE_JOURNAL, "list",
-                                               REMOTE_DIR], timeout=60).stdout)
-            except LabError as exc:
-                messages.append(f"{spec.name}: not reachable over SSH ({exc}); its sysctls "
-                                "not checked")
-                continue
-            if not files:
-                messages.append(f"{spec.name}: no journalled sysctls")
-            for record in files:
-                run = record.get("run", "?")
-                owner = record.get("owner") or {}
-                live = run in keep_runs or (
-                    owner.get("hostname") == here and owner.get("pid")
-                    and alive(int(owner["pid"]), owner.get("start")))
-                if live:
-                    messages.append(f"{spec.name}: run {run} still running; its sysctls left "
-                                    "alone")
-                    continue
-                try:
-                    names = restore(runner, record["path"], None)
-                    messages.append(f"{spec.name}: restored {len(names)} sysctl(s) of run {run} "
-                                    f"({', '.join(names)})")
-                except LabError as exc:
-                    messages.append(f"{spec.name}: run {run}: {exc}")
-        finally:
-            runner.close()
-    return messages

@@ -1,0 +1,71 @@
+"""Helpers every backend shares: names, the run's SSH key, fd limits, peers, runners.
+
+One definition each, so the backends mirror each other instead of repeating each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from ..config import Lab
+from ..errors import RunError
+from .base import LabHost
+
+KEY_NAME = "id_ed25519"
+
+
+def short_id(run_id: str) -> str:
+    """Six hex digits naming a run's objects (namespaces, containers, VMs, links)."""
+    return hashlib.sha256(run_id.encode()).hexdigest()[:6]
+
+
+def object_name(run_id: str, host: str = "") -> str:
+    """``tcplab-<short id>-<host>`` (``tcplab-<short id>`` without a host): the name of
+    what a backend makes for a run's host (namespace, container, VM) or for the run."""
+    base = f"tcplab-{short_id(run_id)}"
+    return f"{base}-{host}" if host else base
+
+
+def make_key(directory: Path, run_id: str) -> Path:
+    """An ed25519 key pair for this run only, in ``directory`` (the run's journal
+    directory), both files 0600. It goes away with the directory when the run's undo
+    succeeds. Returns the private key's path."""
+    key = directory / KEY_NAME
+    proc = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",
+                           f"tcplab-{run_id}", "-f", str(key)],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          check=False)
+    if proc.returncode != 0:
+        raise RunError(f"ssh-keygen failed: {proc.stderr.strip()[-200:]}; "
+                       "apt-get install openssh-client")
+    for path in (key, key.with_suffix(".pub")):
+        path.chmod(0o600)
+    return key
+
+
+def read_fd_limits(host: LabHost) -> str:
+    """The open-file limits (soft, hard) a side starts with on the host, kept in
+    ``host.info["nofile"]`` as "soft hard"; the side shards over workers when it must."""
+    limits = host.runner.run(["sh", "-c", "ulimit -Sn; ulimit -Hn"], timeout=30).stdout
+    host.info["nofile"] = " ".join(limits.split())
+    return host.info["nofile"]
+
+
+def peer_address(lab: Lab, host: str) -> str:
+    """The lab address of the other host (a two-host lab: server and client)."""
+    return next(h.address for h in lab.hosts if h.name != host)
+
+
+def close_runners(runners: Iterable[Any], log: Callable[[str], None] | None = None) -> None:
+    """Close every runner's connection, best effort: a failure is logged (when a log is
+    given) and the next runner is closed all the same."""
+    for runner in runners:
+        try:
+            runner.close()
+        except Exception as exc:  # noqa: BLE001 - the hosts go away next anyway
+            if log is not None:
+                log(f"cleanup: closing SSH to {runner.host}: {exc}")
