@@ -32,7 +32,7 @@ RUN_ARGS = --scenario $(SCENARIO) \
   $(if $(FAMILY),--family $(FAMILY)) \
   $(if $(SERVER),--server $(SERVER)) $(ARGS)
 
-.PHONY: help lab test unit images clean wipe lint install
+.PHONY: help lab test unit images clean wipe lint install wheel
 
 help: ## list targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -57,6 +57,11 @@ unit: $(STAMP) ## run the unit tests only (no root needed)
 
 images: $(STAMP) ## build the lab node image (offline with debootstrap when no registry answers)
 	$(BIN)/tcplab images
+
+wheel: $(STAMP) ## build the installable package into dist/ (pip install dist/tcplab-*.whl)
+	rm -rf build  # setuptools never empties build/lib: a removed module would stay in the wheel
+	$(BIN)/python -m pip wheel --no-deps --disable-pip-version-check -q . -w dist
+	rm -rf build
 
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check .

@@ -9,20 +9,8 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from . import __version__, config, scenario
+from . import __version__, config, resources, scenario
 from .errors import InputError, LabError
-
-
-def project_root() -> Path:
-    """The checkout holding lab/ and scenarios/: $TCPLAB_ROOT, the cwd, or the package's parent."""
-    env = os.environ.get("TCPLAB_ROOT")
-    if env:
-        return Path(env).resolve()
-    for candidate in (Path.cwd(), Path(__file__).resolve().parent.parent):
-        if (candidate / "scenarios").is_dir() and (candidate / "lab").is_dir():
-            return candidate
-    raise InputError("cannot find the tcplab project (lab/ and scenarios/): run from the "
-                     "checkout or set TCPLAB_ROOT")
 
 
 class Parser(argparse.ArgumentParser):
@@ -149,7 +137,7 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     from .run.labrun import run_plan
     from .ui import UI
 
-    root = project_root()
+    root = Path.cwd()  # the user's own files: results/ lands here unless --results
     _refuse_stale()
     profiles = args.profile or [None]
     kernels = _kernel_list(args)
@@ -311,7 +299,7 @@ def cmd_compare(args: argparse.Namespace, out: Callable[[str], None]) -> int:
 def cmd_export(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     from .bundle import export
 
-    manifest = export(args.runs, args.output, project_root())
+    manifest = export(args.runs, args.output, Path.cwd())
     runs = manifest["runs"]
     out(f"{_shown(args.output)}: {len(runs)} run{'s' if len(runs) != 1 else ''} "
         f"({', '.join(r['run_id'] for r in runs)}), setup of {manifest['setup']['from_run']}, "
@@ -323,7 +311,7 @@ def cmd_export(args: argparse.Namespace, out: Callable[[str], None]) -> int:
 def cmd_scenarios(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     from tabulate import tabulate
 
-    rows = scenario.list_scenarios(project_root() / "scenarios")
+    rows = scenario.list_scenarios(resources.scenarios_dir())
     out(tabulate(rows, ["scenario", "description"], tablefmt="plain"))
     return 0
 
@@ -331,7 +319,7 @@ def cmd_scenarios(args: argparse.Namespace, out: Callable[[str], None]) -> int:
 def cmd_profiles(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     from tabulate import tabulate
 
-    pdir = project_root() / "lab" / "profiles"
+    pdir = resources.profiles_dir()
     if args.action == "show":
         if not args.name:
             raise InputError("tcplab profiles show: expected a profile name")
@@ -350,7 +338,7 @@ def cmd_images(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     from .backends.docker.image import ensure_image
 
     client = connect()
-    info = ensure_image(client, project_root() / "images", log=out)
+    info = ensure_image(client, resources.images_dir(), log=out)
     out(f"tag {info.tag}")
     out(f"digest {info.digest}")
     out(f"method {info.method}")

@@ -13,6 +13,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import resources
 from .errors import InputError
 
 
@@ -88,8 +89,7 @@ def _docker() -> list[Check]:
     try:
         from .backends.docker.image import recipe_hash
 
-        root = Path(__file__).resolve().parent.parent
-        tag = f"tcplab/node:{recipe_hash(root / 'images')[:12]}"
+        tag = f"tcplab/node:{recipe_hash(resources.images_dir())[:12]}"
         try:
             client.images.get(tag)
             checks.append(Check("node image", True, f"{tag} built"))

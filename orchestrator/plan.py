@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import sysctls
+from . import resources, sysctls
 from .config import Lab, Profile, load_lab, load_profile
 from .errors import InputError, LabError
 from .scenario import Scenario, load_scenario
@@ -24,7 +24,7 @@ PORT_SHARE = 0.5  # use at most half the ephemeral range per (client, server por
 @dataclass
 class RunOptions:
     scenario: str
-    root: Path
+    root: Path  # the working directory (results/ by default); tcplab's own files: resources
     profile: str | None = None
     backend: str | None = None
     connections: int | None = None
@@ -42,7 +42,7 @@ class RunOptions:
 
     @property
     def lab_path(self) -> Path:
-        return self.lab_file or self.root / "lab" / "default.yaml"
+        return self.lab_file or resources.default_lab()
 
 
 @dataclass
@@ -90,10 +90,9 @@ def choose_backend(requested: str) -> tuple[str, str]:
 
 
 def make_plan(opts: RunOptions) -> Plan:
-    root = opts.root
     lab = load_lab(opts.lab_path)
-    profile = load_profile(opts.profile or lab.profile, root / "lab" / "profiles")
-    scenario = load_scenario(opts.scenario, root / "scenarios")
+    profile = load_profile(opts.profile or lab.profile, resources.profiles_dir())
+    scenario = load_scenario(opts.scenario, resources.scenarios_dir())
     if opts.connections is not None and opts.connections < 1:
         raise InputError(f"-n/N: expected a number of connections >= 1, got {opts.connections}")
     if opts.nbytes is not None and opts.nbytes < 0:

@@ -54,7 +54,7 @@ class Backend(ABC):
         self.family = family  # ipv4 | ipv6: the address family the lab's sockets use
         self.run_id = run_id
         self.journal = journal
-        self.root = root  # the project checkout: scenarios/, images/
+        self.root = root  # the working directory; tcplab's own files: orchestrator/resources.py
         self.log = log
         self.hosts: dict[str, LabHost] = {}
 

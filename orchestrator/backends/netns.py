@@ -12,6 +12,7 @@ import subprocess
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .. import resources
 from ..errors import InputError, RunError
 from ..journal import LOCAL_HANDLERS
 from ..runner import LocalRunner, Runner
@@ -102,7 +103,7 @@ class NetnsBackend(Backend):
 
     def side_command(self, host: LabHost) -> list[str]:
         # The run id on the command line names the processes of this run (ps, tests).
-        return ["python3", str(self.root / "scenarios" / "side.py"), "--run", self.run_id]
+        return ["python3", str(resources.side_script()), "--run", self.run_id]
 
     def metadata(self) -> dict:
         return {"backend": self.name, "image": None,

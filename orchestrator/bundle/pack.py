@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from .. import __version__
+from .. import __version__, resources
 from ..errors import InputError, LabError
 from ..results.model import Result
 from .layout import (
@@ -219,7 +219,7 @@ def _setup_members(result: Result, root: Path, tmp: Path
     members.append(_Member(SCENARIO_FILE, data=data))
 
     image: dict[str, Any] = {"recipe": None, "recipe_hash": None}
-    recipe_root = root / "images" / "node"
+    recipe_root = resources.images_dir() / "node"
     if (recipe_root / "Dockerfile").is_file():
         from ..backends.docker.image import recipe_hash
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Iterable
 from functools import cache
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from .. import resources
 from .parsers import SsSocket, SsSummary
 
-SOCKDIAG = Path(__file__).resolve().parents[2] / "scenarios" / "sockdiag.py"
+SOCKDIAG = resources.sockdiag_script()
 
 
 def sockdiag_argv(with_mem: bool = True) -> list[str]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import jinja2
 
+from .. import resources
 from ..errors import LabError
 from ..measure.analysis import CGROUP_CAVEAT
 from ..results import load_result
@@ -23,7 +24,7 @@ from . import charts, findings
 from . import kernels as kernels_compare
 from . import text as report_text
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
+TEMPLATES = resources.templates_dir()
 REPORT_FILE = "report.html"
 
 

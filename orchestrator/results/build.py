@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__, sysctls
+from .. import __version__, resources, sysctls
 from ..measure import analysis
 
 if TYPE_CHECKING:  # types only: loading results must not load the backends
@@ -52,7 +52,7 @@ def build_result(*, plan: Plan, run_id: str, started: float, error: LabError | N
         "lab": plan.lab.to_dict(),
         "metadata": {
             "tool_version": __version__,
-            "git_commit": _git_commit(plan.options.root),
+            "git_commit": _git_commit(resources.checkout()) if resources.checkout() else None,
             "kernel": {"release": platform.release(), "version": platform.version(),
                        "machine": platform.machine()},
             "hostname": socket.gethostname(),

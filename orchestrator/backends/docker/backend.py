@@ -32,7 +32,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ... import faults, sysctls
+from ... import faults, resources, sysctls
 from ...errors import InputError, RunError
 from ...journal import LOCAL_HANDLERS, process_start_time, state_root
 from ...runner import LocalRunner
@@ -92,13 +92,13 @@ class DockerBackend(Backend):
         # Fault point for the interrupt tests: the phase in which the image would be built.
         # Before the check, so a test reaches it without forcing a (90 s) rebuild.
         faults.pause("image")
-        self.image = ensure_image(client, self.root / "images", lambda m: self.log(f"      {m}"))
+        self.image = ensure_image(client, resources.images_dir(), lambda m: self.log(f"      {m}"))
         key = make_key(self.journal.dir, self.run_id)
         public = key.with_suffix(".pub").read_text().strip()
         if self.family == "ipv6":
             self._journal_ipv6_forwarding()
         network = self._create_network()
-        side_tar = _side_archive(self.root / "scenarios" / "side.py")
+        side_tar = _side_archive(resources.side_script())
         server, client_spec = self.lab.host("server"), self.lab.host("client")
         for spec in (server, client_spec):
             container = self._create_container(spec, network, sysctls.get(spec.name, {}), public)

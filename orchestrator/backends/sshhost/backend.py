@@ -39,9 +39,9 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
+from ... import resources
 from ...errors import InputError, RunError
 from ...journal import LOCAL_HANDLERS, process_start_time
 from ..base import Backend, LabHost
@@ -49,7 +49,7 @@ from ..common import close_runners, peer_address
 from .cleanup import REMOTE_DIR, REMOTE_JOURNAL, make_remote_undo
 from .transport import HostRunner, Target
 
-SIDE = Path(__file__).resolve().parents[3] / "scenarios" / "side.py"
+SIDE = resources.side_script()
 
 #: Facts for preflight: {"uid", "release", "boot_id", "slabinfo", "address_local", ...}.
 PROBE = r"""

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ... import resources
 from ...errors import InputError, RunError
 from ...journal import LOCAL_HANDLERS
 from ...runner import wait_for
@@ -88,7 +89,7 @@ class VmBackend(SshBackend):
                 kernel = next(k for k in self.kernels_used.values() if k.label == label)
             self.kernels_used[spec.name] = kernel
         t0 = time.monotonic()
-        self.rootfs = rootfs.ensure(self.root / "images", lambda m: self.log(f"      {m}"))
+        self.rootfs = rootfs.ensure(resources.images_dir(), lambda m: self.log(f"      {m}"))
         self.timings["rootfs"] = round(time.monotonic() - t0, 1)
         self.accel = qemu.accelerator(next(iter(self.kernels_used.values())),
                                       lambda m: self.log(m))
