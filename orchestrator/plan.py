@@ -39,6 +39,7 @@ class RunOptions:
     family: str = "ipv4"
     kernel: str | None = None  # vm backend: boot every host with this kernel (--kernels)
     bundle: dict[str, Any] | None = None  # run --bundle: the setup's origin (metadata.bundle)
+    ledger: bool = False  # --ledger: trace live allocations per host (orchestrator/ledger)
 
     @property
     def lab_path(self) -> Path:
@@ -108,6 +109,10 @@ def make_plan(opts: RunOptions) -> Plan:
                          f"got {requested!r}")
     backend, why = choose_backend(requested)
     _check_capabilities(backend, scenario)
+    if opts.ledger:
+        from .ledger.tracer import refuse_unless_ready
+
+        refuse_unless_ready(backend)
     if backend in ("ssh", "vm"):
         return _remote_plan(opts, lab, profile, scenario, backend, why)
 

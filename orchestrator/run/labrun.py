@@ -18,6 +18,7 @@ from .. import faults, sysctls
 from ..backends import Backend, LabHost, backend_class
 from ..errors import LabError, RunError
 from ..journal import HostLock, Journal
+from ..ledger.session import LedgerSession
 from ..measure import probes
 from ..measure.kernel import read_slab_aliases
 from ..measure.timeline import Sampler
@@ -47,6 +48,7 @@ class LabRun:
         self.state: StepState | None = None  # what the steps share, once the sides run
         self.hosts: dict[str, LabHost] = {}
         self.events: dict[str, Any] = {}
+        self.ledger: LedgerSession | None = None
 
     def execute(self) -> Path:
         plan = self.plan
@@ -89,6 +91,8 @@ class LabRun:
         """Sides told to exit, the journal undone, then the kernel given time to free."""
         if self.sides is not None:
             self.sides.close()
+        if self.ledger is not None:
+            self.ledger.close()
         faults.pause("teardown")
         problems = backend.down()
         snapshots = self.state.checkpoints.snapshots if self.state else []
@@ -128,8 +132,11 @@ class LabRun:
         sides.hello()
         workers = sides.prepare()
         self.events["workers"] = {sides.label(h): w for h, w in workers.items()}
+        if opts.ledger:
+            self.ledger = LedgerSession(backend.journal, run_dir / "raw", hosts,
+                                        plan.scenario.connections)
         checkpoints = Checkpoints(self.ui, backend, hosts, kernel, sides, run_dir / "raw",
-                                  opts.stall, self.sampler)
+                                  opts.stall, self.sampler, self.ledger)
         self.state = StepState(plan, self.ui, backend, hosts, sides, checkpoints, self.events,
                                plan.scenario.expectations())
 
