@@ -28,7 +28,7 @@ TRACEPOINTS = ("kmem/kmem_cache_alloc", "kmem/kmem_cache_free", "kmem/kmalloc", 
 MAGIC_BASE = 0x7A000000  # getpgid(MAGIC_BASE + pid of tcplab) asks for a dump
 
 
-def _tracefs_mounted() -> bool:
+def tracefs_mounted() -> bool:
     return (TRACEFS / "events").is_dir()
 
 
@@ -41,7 +41,7 @@ def readiness() -> list[str]:
         missing.append(f"the kernel has no BTF ({BTF} missing; CONFIG_DEBUG_INFO_BTF)")
     if os.geteuid() != 0:
         missing.append("the ledger needs root (BPF programs)")
-    if not _tracefs_mounted():
+    if not tracefs_mounted():
         if not TRACEFS.is_dir() or "tracefs" not in Path("/proc/filesystems").read_text():
             missing.append("the kernel has no tracefs (CONFIG_FTRACE)")
         return missing  # tracepoints cannot be listed before the mount (done by the run)
@@ -90,7 +90,7 @@ class Tracer:
         """Mount tracefs if needed (journalled), start bpftrace, wait until attached.
         Returns the seconds it took."""
         started = time.monotonic()
-        if not _tracefs_mounted():
+        if not tracefs_mounted():
             self.journal.record("mount", path=str(TRACEFS))
             subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS)], check=True,
                            capture_output=True)
