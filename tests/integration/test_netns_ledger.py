@@ -52,7 +52,7 @@ def test_idle_each_end_holds_one_tcp_object(tmp_path: Path) -> None:
     check = cp["ledger"]["crosscheck"]
     assert abs(check["difference_pct"]) <= 1.0, check
     tcp = next(c for c in check["by_cache"] if c["cache"] == "TCP")
-    assert tcp["ledger"] == tcp["slabinfo"], tcp
+    assert abs(tcp["ledger"] - tcp["slabinfo"]) <= 0.01 * tcp["ledger"], tcp
     led = cp["ledger"]
     assert led["bytes"] == sum(h["bytes"] for h in led["hosts"].values())
 
