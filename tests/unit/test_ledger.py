@@ -119,3 +119,27 @@ def test_ledger_refused_when_bpftrace_is_missing(monkeypatch):
         "--ledger/LEDGER: not possible here: bpftrace is not installed (apt-get install "
         "bpftrace)")
     assert str(err.value).endswith("`tcplab doctor` shows ledger readiness")
+
+
+def test_reports_show_the_ledger(live, symbols):
+    """A stored c2s result with the captured dump's ledger added to its unread checkpoint:
+    the terminal and HTML reports show totals, call sites and the cross-check."""
+    import json
+
+    from orchestrator.report.html import render_html
+    from orchestrator.report.text import render
+    from orchestrator.results.model import Result
+
+    run = DATA.parent / "results" / "20261126-045545-c2s-default" / "result.json"
+    data = json.loads(run.read_text())
+    cp = next(c for c in data["checkpoints"] if c["name"] == "unread")
+    cp["ledger"] = ledger_section(live, HOSTS, symbols, cp["connections"], socket_caches(cp))
+    cp["ledger"].update(dump_seconds=0.9, start_seconds=3.0)
+    result = Result.from_dict(data)
+    text = render(result)
+    assert "Allocation ledger" in text and "Ledger at unread" in text
+    assert "skbuff_small_head  kmalloc_reserve" in text
+    assert "unread: ledger " in text and "B/connection in the socket caches" in text
+    assert "bpftrace attached in 3.0 s, dumps took 0.9-0.9 s" in text
+    html = render_html(result)
+    assert 'id="ledger"' in html and "<h3>Call sites at unread</h3>" in html
