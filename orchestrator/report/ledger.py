@@ -94,6 +94,16 @@ def overhead_line(result: Result) -> str:
             f"{min(dumps):.1f}-{max(dumps):.1f} s per checkpoint (docs/performance.md)")
 
 
+HEADER_NOTE = ("ledger on: bpftrace traced every slab allocation during this run; the ramp "
+               "ran at about half its rate without it and each checkpoint took a few seconds "
+               "more (docs/performance.md): compare rates only with runs that had it too")
+
+
+def header_note(result: Result) -> list[str]:
+    """The header line a --ledger run gets: its overhead is not small."""
+    return [HEADER_NOTE] if ledgered(result) else []
+
+
 def ledger_context(result: Result) -> dict[str, Any] | None:
     """What the HTML template shows (None without --ledger)."""
     cps = ledgered(result)
@@ -106,4 +116,5 @@ def ledger_context(result: Result) -> dict[str, Any] | None:
         "crosscheck": [crosscheck_line(cp.name, section(cp)["crosscheck"])  # type: ignore[index]
                        for cp in cps],
         "overhead": overhead_line(result),
+        "header_note": HEADER_NOTE,
     }

@@ -9,7 +9,7 @@ from tabulate import tabulate
 from ..measure.analysis import CGROUP_CAVEAT
 from ..results.model import Checkpoint, Result
 from . import findings
-from .ledger import ledger_text
+from .ledger import header_note, ledger_text
 
 TOP_CACHES = 7
 
@@ -115,7 +115,7 @@ def ends(result: Result) -> str:
 
 
 def render(result: Result, fmt: str = "simple") -> str:
-    parts = [header(result), ""]
+    parts = [header(result), *header_note(result), ""]
     if not result.measured():
         parts.append("no checkpoint was measured")
         return "\n".join(parts)

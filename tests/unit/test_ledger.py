@@ -137,9 +137,10 @@ def test_reports_show_the_ledger(live, symbols):
     cp["ledger"].update(dump_seconds=0.9, start_seconds=3.0)
     result = Result.from_dict(data)
     text = render(result)
+    assert text.splitlines()[1].startswith("ledger on: bpftrace traced every slab allocation")
     assert "Allocation ledger" in text and "Ledger at unread" in text
     assert "skbuff_small_head  kmalloc_reserve" in text
     assert "unread: ledger " in text and "B/connection in the socket caches" in text
     assert "bpftrace attached in 3.0 s, dumps took 0.9-0.9 s" in text
     html = render_html(result)
-    assert 'id="ledger"' in html and "<h3>Call sites at unread</h3>" in html
+    assert "ledger on: bpftrace traced" in html and 'id="ledger"' in html and "<h3>Call sites at unread</h3>" in html
