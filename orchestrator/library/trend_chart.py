@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..report.charts import INK, MUTED, SPARE, _STYLE, _style_axes, plt, to_svg
+from ..report.charts import _STYLE, INK, MUTED, SPARE, _style_axes, plt, to_svg
 from .trends import ScenarioTrend
 
 SERIES_COLOURS = ["#3b6fb6", "#e08a3c", "#4a9d6b", "#c9504f", "#8470b8", "#4fb3c8",

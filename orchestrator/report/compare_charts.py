@@ -20,10 +20,10 @@ from typing import Any
 from ..results.model import Result
 from . import text as report_text
 from .charts import (
+    _STYLE,
     INK,
     MUTED,
     OTHER,
-    _STYLE,
     FuncFormatter,
     MaxNLocator,
     _bytes,
