@@ -16,6 +16,7 @@ Every test checks that no qemu process, run directory or journal is left behind.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -178,3 +179,39 @@ def test_kernel_comparison_of_6_1_and_this_machine(tmp_path: Path) -> None:
     assert vm["sides"]["server"] and vm["sides"]["client"]
     for run in data["runs"]:
         assert_clean(tmp_path, Path(run).name)
+
+
+@in_ci_or_opt_in
+def test_kernel_sweep_survives_a_kernel_that_cannot_boot(tmp_path: Path) -> None:
+    # A "kernel" qemu refuses at start (a 100-byte file: "qemu: invalid kernel header").
+    bogus = tmp_path / "bogus" / "vmlinuz"
+    bogus.parent.mkdir()
+    bogus.write_bytes(b"not a kernel\n" * 8)
+    cache = Path(os.environ.get("TCPLAB_CACHE_DIR", "/var/cache/tcplab")) / "kernels"
+    copied = cache / hashlib.sha256(bogus.read_bytes()).hexdigest()[:16]
+    try:
+        proc = tcplab(tmp_path, "run", "--scenario", "idle", "--kernels", f"{bogus} host",
+                      "-n", "200", "--results", str(tmp_path / "results"),
+                      env={"TCPLAB_VM_ACCEL": "tcg"})  # no KVM probe with a bogus kernel
+    finally:
+        shutil.rmtree(copied, ignore_errors=True)
+    assert proc.returncode == 1, proc.stderr[-3000:] + proc.stdout[-2000:]
+    # the host run was measured and compared; the failure is named with its cause
+    assert "Kernel comparison" in proc.stdout
+    assert f"not measured: kernel {bogus}: its run failed: server: qemu exited at start: " \
+           "qemu: invalid kernel header" in proc.stdout
+    assert f"tcplab: error: kernel {bogus} · profile " in proc.stderr
+    assert " failed: server: qemu exited at start: qemu: invalid kernel header" in proc.stderr
+    assert "tcplab: error: 1 of 2 runs failed" in proc.stderr
+    md = next((tmp_path / "results").glob("kernels-*-idle-host.md"))
+    data = json.loads(md.parent.joinpath(md.name[:-3] + ".json").read_text())
+    assert [k["label"] for k in data["kernels"]] == ["host"]
+    assert data["failed"][0]["kernel"] == str(bogus)
+    runs = sorted(p for p in (tmp_path / "results").iterdir() if p.is_dir())
+    states = {json.loads((r / "result.json").read_text())["status"] for r in runs}
+    assert states == {"incomplete", "complete"}
+    complete = next(r for r in runs
+                    if json.loads((r / "result.json").read_text())["status"] == "complete")
+    assert (complete / "report.html").exists()  # the completed run keeps its report
+    for run in runs:
+        assert_clean(tmp_path, run.name)
