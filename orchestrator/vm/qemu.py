@@ -261,8 +261,7 @@ def wait_booted(vm: Vm, timeout: float = BOOT_TIMEOUT_S) -> float:
                            f"{tail(vm.config.console)}")
         if "Kernel panic" in text:
             raise RunError(f"{vm.config.host}: kernel panic while booting "
-                           f"{vm.config.kernel.release}: {panic_cause(text)}; console: "
-                           f"{vm.config.console}")
+                           f"{vm.config.kernel.release}: {panic_cause(text)}")
         if time.monotonic() > deadline:
             raise RunError(f"{vm.config.host}: no '{READY_MARK}' on the console within "
                            f"{timeout:.0f} s ({vm.config.accel}); console: "
