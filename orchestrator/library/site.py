@@ -201,7 +201,7 @@ def render_trend(trend: trends.ScenarioTrend, links: dict[str, list[tuple[str, s
     rows = []
     for i, s in enumerate(trend.series):
         for e in s.entries:
-            rows.append({"e": e, "series": s.name, "colour": trend_chart.colour(i),
+            rows.append({"e": e, "series": trend_chart.series_name(trend, s.name), "colour": trend_chart.colour(i),
                          "href": "../" + report_href(e),
                          "values": [e.figures.get(cp) for cp in trend.checkpoints]})
     steps = {(st.path, st.checkpoint) for st in trend.steps}
