@@ -227,7 +227,7 @@ def timeline_overlay(groups: list[tuple[str, list[Result]]]) -> str | None:
                 top.text(mark["t"], 1.0, f" {letter}:{mark['name']}", transform=top.get_xaxis_transform(),
                          rotation=90, va="top", ha="left", fontsize=6.5, color=colour)
         top.set_ylabel("TCP mem (MiB)")
-        bottom.set_ylabel("sockets in use")
+        bottom.set_ylabel("sockets in use (all hosts)")
         bottom.set_xlabel("seconds since each run started")
         top.set_ylim(bottom=0)
         bottom.set_ylim(bottom=0)
