@@ -5,8 +5,8 @@ The site is built from the stored runs in tests/data/results plus one imported b
 (two of those runs exported and imported as a colleague's): no lab run is needed. The
 index lists every run, a filter given in the address narrows it (the page's own script
 runs), the trend chart is drawn, every link of every page resolves inside the site, and
-loading the pages makes no request. About 85 s on a busy 2-core machine (the site
-renders ten reports first, then nine Chromium page loads).
+loading the pages makes no request. 45 s here, 85 s while other runs share the 2 cores
+(the site renders ten reports first, then nine Chromium page loads).
 """
 
 from __future__ import annotations
