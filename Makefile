@@ -19,6 +19,8 @@ REPEAT ?=
 KERNELS ?=
 LEDGER ?=
 ARGS ?=
+RESULTS ?= results
+SITE ?= site
 
 RUN_ARGS = --scenario $(SCENARIO) \
   $(if $(PROFILE),--profile $(PROFILE)) \
@@ -34,7 +36,7 @@ RUN_ARGS = --scenario $(SCENARIO) \
   $(if $(SERVER),--server $(SERVER)) \
   $(if $(LEDGER),--ledger) $(ARGS)
 
-.PHONY: help lab test unit images clean wipe lint install wheel
+.PHONY: help lab test unit images clean wipe lint install wheel site
 
 help: ## list targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -56,6 +58,9 @@ test: $(STAMP) ## run the whole test suite (root: namespaces; docker tests need 
 
 unit: $(STAMP) ## run the unit tests only (no root needed)
 	$(BIN)/python -m pytest -q tests/unit
+
+site: $(STAMP) ## publish every run as one static site: make site [RESULTS=results] [SITE=site]
+	$(BIN)/tcplab site $(RESULTS) -o $(SITE)
 
 images: $(STAMP) ## build the lab node image (offline with debootstrap when no registry answers)
 	$(BIN)/tcplab images

@@ -97,6 +97,36 @@ def build_parser() -> Parser:
     exp.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
                      help="the bundle to write (.tar.gz); an existing file is never overwritten")
 
+    runs = sub.add_parser("runs", help="list saved runs (local and imported), with filters")
+    runs.add_argument("results", nargs="?", type=Path, default=Path("results"),
+                      help="the results folder (default results/)")
+    for name in ("scenario", "profile", "backend", "kernel", "origin", "status"):
+        runs.add_argument(f"--{name}", action="append", metavar=name.upper(),
+                          help=f"only runs of this {name} (repeat, or a,b, for any of several)"
+                          + ("; 6.1 matches 6.1.0-56-cloud-amd64, not 6.18" if name == "kernel"
+                             else ""))
+    runs.add_argument("--since", metavar="DATE", help="runs started on or after DATE (UTC, "
+                      "2026-11-26 or '2026-11-26 04:14')")
+    runs.add_argument("--until", metavar="DATE", help="runs started before the end of DATE")
+    runs.add_argument("--format", choices=["table", "json"], default="table")
+
+    imp = sub.add_parser("import", help="add a colleague's bundle's runs to the library "
+                                        "(results/imported/<origin>/; checked, never executed)")
+    imp.add_argument("bundles", nargs="+", type=Path, metavar="BUNDLE")
+    imp.add_argument("--results", type=Path, default=Path("results"),
+                     help="the library (default results/)")
+    imp.add_argument("--origin", help="the folder under results/imported/ (default: the "
+                                      "bundle's file name)")
+
+    site = sub.add_parser("site", help="publish every run as one static, self-contained site "
+                                       "(index, reports, trends, comparisons)")
+    site.add_argument("results", nargs="?", type=Path, default=Path("results"),
+                      help="the results folder (default results/)")
+    site.add_argument("-o", "--output", type=Path, default=Path("site"), metavar="DIR",
+                      help="where to write the site (default site/); rebuilding renders only "
+                           "what changed")
+    site.add_argument("--force", action="store_true", help="render every page again")
+
     sub.add_parser("scenarios", help="list scenarios")
     prof = sub.add_parser("profiles", help="list sysctl profiles, or show one resolved")
     prof.add_argument("action", nargs="?", choices=["show"])
@@ -137,7 +167,7 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     from .report import text as report_text
     from .report.html import write_report
     from .results import load_result
-    from .run.labrun import run_plan
+    from .run.labrun import Interrupted, run_plan
     from .ui import UI
 
     root = Path.cwd()  # the user's own files: results/ lands here unless --results
@@ -159,25 +189,38 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
             opts.kernel = kernel
         plans.append(make_plan(opts))
     run_dirs: list[Path] = []
+    failed: list[tuple[str, str, LabError]] = []  # (kernel label, what, error)
     for plan in plans:
         for rep in range(args.repeat):
             ui = UI(phases=4)
             sc = plan.scenario
             tag = f" · run {rep + 1}/{args.repeat}" if args.repeat > 1 else ""
-            kernel_shown = (plan.lab.hosts[0].kernel or "6.1") if plan.backend == "vm" \
-                else os.uname().release
+            label = (plan.lab.hosts[0].kernel or "6.1") if plan.backend == "vm" else "host"
+            kernel_shown = label if plan.backend == "vm" else os.uname().release
             ui.line(f"tcplab {__version__} · backend {plan.backend} · kernel {kernel_shown} · "
                     f"profile {plan.profile.name} · {sc.name} · N={sc.connections:,} · "
                     f"BYTES={sc.bytes:,}{tag}")
-            run_dir = run_plan(plan, ui)
+            try:
+                run_dir = run_plan(plan, ui)
+            except LabError as exc:  # one run of several failing: the others still run
+                if len(plans) * args.repeat == 1 or isinstance(exc, Interrupted):
+                    raise
+                what = f"kernel {label} · profile {plan.profile.name}{tag}"
+                failed.append((label, what, exc))
+                ui.line(f"! {what} failed: {exc}")
+                ui.line("  going on with the other runs")
+                continue
             ui.phase("report", str(run_dir / "result.json"))
             run_dirs.append(run_dir)
+    if failed and not run_dirs:
+        raise failed[0][2]
     results = [load_result(d) for d in run_dirs]
     if len(kernels) > 1:  # KERNELS="6.1 6.12 host": one comparison of the kernels
         from .report import kernels as kernels_compare
 
         out("")
-        text, written = kernels_compare.report(results, run_dirs, args.results or root / "results")
+        text, written = kernels_compare.report(results, run_dirs, args.results or root / "results",
+                                               {k: str(e) for k, _w, e in failed})
         out(text)
         out("runs: " + " ".join(str(d) for d in run_dirs))
         out(f"comparison: {_shown(written)}")
@@ -204,11 +247,19 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
             stamp = run_dirs[0].name.split("-", 2)
             name = f"compare-{'-'.join(stamp[:2])}-{plans[0].scenario.name}.html"
             written = (args.results or root / "results") / name
-            write_text_atomic(written, compare.render(cmp, "html"))
+            from .report.compare_charts import render_html as compare_html
+
+            write_text_atomic(written, compare_html(results))
             out(f"comparison: {_shown(written)}")
         out("runs: " + " ".join(str(d) for d in run_dirs))
     for run_dir in run_dirs:
         out(f"report: {_shown(write_report(run_dir))}")
+    for _label, what, exc in failed:
+        print(f"tcplab: error: {what} failed: {exc}", file=sys.stderr)
+    if failed:
+        print(f"tcplab: error: {len(failed)} of {len(failed) + len(run_dirs)} runs failed; "
+              "the others completed and are compared above", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -291,7 +342,12 @@ def cmd_compare(args: argparse.Namespace, out: Callable[[str], None]) -> int:
             raise InputError(f"tcplab compare: found {len(runs)} result; pass at least two runs "
                              "(or a folder or bundle holding several)")
         results = [load_result(r) for r in runs]
-    text = compare.render(compare.compare(results), args.format)
+    if args.format == "html":  # with the side-by-side charts, drawn from the results
+        from .report.compare_charts import render_html as compare_html
+
+        text = compare_html(results)
+    else:
+        text = compare.render(compare.compare(results), args.format)
     if args.output:
         write_text_atomic(args.output, text if text.endswith("\n") else text + "\n")
         out(_shown(args.output))
@@ -309,6 +365,49 @@ def cmd_export(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         f"({', '.join(r['run_id'] for r in runs)}), setup of {manifest['setup']['from_run']}, "
         f"{len(manifest['files']) + 1} files")
     out(f"rerun: tcplab run --bundle {_shown(args.output)}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    import json
+
+    from .library import catalog
+
+    filters = catalog.Filters(
+        scenario=catalog.split_values(args.scenario), profile=catalog.split_values(args.profile),
+        backend=catalog.split_values(args.backend), kernel=catalog.split_values(args.kernel),
+        origin=catalog.split_values(args.origin), status=catalog.split_values(args.status),
+        since=catalog.parse_date(args.since, "--since") if args.since else None,
+        until=catalog.until_value(args.until) if args.until else None)
+    entries = catalog.scan(args.results)
+    shown = filters.apply(entries)
+    if args.format == "json":
+        out(json.dumps([e.to_json() for e in shown], indent=1))
+    else:
+        out(catalog.render_table(shown, len(entries)))
+    return 0
+
+
+def cmd_import(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    from .library.importing import import_bundle
+
+    for path in args.bundles:
+        done = import_bundle(path, args.results, args.origin)
+        new = [d for d in done if not d.skipped]
+        out(f"{_shown(path)}: {len(new)} run{'s' if len(new) != 1 else ''} imported"
+            + (f", {len(done) - len(new)} already there" if len(done) > len(new) else "")
+            + " (checksums verified)")
+        for d in done:
+            out(f"  {_shown(d.path)}{'  (already imported)' if d.skipped else ''}")
+    return 0
+
+
+def cmd_site(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    from .library.site import build_site
+
+    stats = build_site(args.results, args.output, force=args.force)
+    out(stats.summary())
+    out(f"site: {_shown(args.output / 'index.html')}")
     return 0
 
 
@@ -367,6 +466,7 @@ def cmd_wipe(args: argparse.Namespace, out: Callable[[str], None]) -> int:
 
 
 COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "export": cmd_export,
+            "runs": cmd_runs, "import": cmd_import, "site": cmd_site,
             "scenarios": cmd_scenarios, "profiles": cmd_profiles, "images": cmd_images,
             "wipe": cmd_wipe, "doctor": cmd_doctor}
 
