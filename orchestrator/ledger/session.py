@@ -51,6 +51,7 @@ class LedgerSession:
         section = ledger_section(parse_dump(text), self.hosts, self.symbols,
                                  int(record.get("connections") or 0), socket_caches(record))
         section["dump_seconds"] = round(seconds, 3)
+        section["missed_events"] = self.tracer.missed()
         section["start_seconds"] = round(self.start_seconds, 3)
         return section
 

@@ -139,6 +139,26 @@ class Tracer:
         text = self._wait_for(f"LEDGER END {self.seq}\n", timeout)
         return text, time.monotonic() - started
 
+    def missed(self) -> int:
+        """Tracepoint events the kernel did not run the program for, since the start.
+
+        A BPF program on a tracepoint does not run while another BPF program runs on the
+        same CPU (a softirq interrupting one, say); each skip is counted in the program's
+        ``recursion_misses`` (its fdinfo). A missed alloc or free is an object the ledger
+        lacks or still counts."""
+        if self.proc is None:
+            return 0
+        total = 0
+        for info in Path(f"/proc/{self.proc.pid}/fdinfo").glob("*"):
+            try:
+                text = info.read_text()
+            except OSError:
+                continue
+            for line in text.splitlines():
+                if line.startswith("recursion_misses:"):
+                    total += int(line.split()[1])
+        return total
+
     def stop(self) -> None:
         """Stop bpftrace now (the journal's undo would too, later)."""
         if self.proc is not None and self.proc.poll() is None:

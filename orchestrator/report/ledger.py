@@ -24,14 +24,21 @@ def ledgered(result: Result) -> list[Checkpoint]:
     return [cp for cp in result.measured() if section(cp)]
 
 
-def crosscheck_line(name: str, check: dict[str, Any]) -> str:
+def missed(cp: Checkpoint) -> int:
+    return int((section(cp) or {}).get("missed_events") or 0)
+
+
+def crosscheck_line(name: str, check: dict[str, Any], missed_events: int = 0) -> str:
     pct = check.get("difference_pct")
     apart = [f"{c['cache']} {c['ledger'] - c['slabinfo']:+,.0f}" for c in check["by_cache"]
              if abs(c["ledger"] - c["slabinfo"]) >= 1]
     return (f"{name}: ledger {check['ledger_per_connection']:,.0f} vs slabinfo "
             f"{check['slabinfo_per_connection']:,.0f} B/connection in the socket caches"
             + (f" ({pct:+.1f}%)" if pct is not None else "")
-            + (f"; apart: {', '.join(apart)}" if apart else ""))
+            + (f"; apart: {', '.join(apart)}" if apart else "")
+            + (f"; {missed_events:,} tracepoint events missed since the start (BPF programs "
+               "do not nest on a CPU): the ledger may lack or keep that many objects"
+               if missed_events else ""))
 
 
 def totals_rows(result: Result) -> list[list[Any]]:
@@ -77,7 +84,7 @@ def ledger_text(result: Result, fmt: str = "simple") -> list[str]:
         parts += [f"Ledger at {cp.name}: top call sites per host, per connection",
                   tabulate(site_rows(cp), SITES_HEAD, tablefmt=fmt), ""]
     parts += ["Cross-check (ledger vs slabinfo objects x objsize):"]
-    parts += [crosscheck_line(cp.name, section(cp)["crosscheck"]) for cp in cps]  # type: ignore[index]
+    parts += [crosscheck_line(cp.name, section(cp)["crosscheck"], missed(cp)) for cp in cps]  # type: ignore[index]
     overhead = overhead_line(result)
     if overhead:
         parts.append(overhead)
@@ -113,8 +120,8 @@ def ledger_context(result: Result) -> dict[str, Any] | None:
         "head": TOTALS_HEAD, "totals": totals_rows(result), "caveat": CAVEAT,
         "sites_head": SITES_HEAD,
         "sites": [{"name": cp.name, "rows": site_rows(cp)} for cp in cps],
-        "crosscheck": [crosscheck_line(cp.name, section(cp)["crosscheck"])  # type: ignore[index]
-                       for cp in cps],
+        "crosscheck": [crosscheck_line(cp.name, section(cp)["crosscheck"],  # type: ignore[index]
+                                       missed(cp)) for cp in cps],
         "overhead": overhead_line(result),
         "header_note": HEADER_NOTE,
     }

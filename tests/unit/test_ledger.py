@@ -134,7 +134,7 @@ def test_reports_show_the_ledger(live, symbols):
     data = json.loads(run.read_text())
     cp = next(c for c in data["checkpoints"] if c["name"] == "unread")
     cp["ledger"] = ledger_section(live, HOSTS, symbols, cp["connections"], socket_caches(cp))
-    cp["ledger"].update(dump_seconds=0.9, start_seconds=3.0)
+    cp["ledger"].update(dump_seconds=0.9, start_seconds=3.0, missed_events=1608)
     result = Result.from_dict(data)
     text = render(result)
     assert text.splitlines()[1].startswith("ledger on: bpftrace traced every slab allocation")
@@ -142,5 +142,6 @@ def test_reports_show_the_ledger(live, symbols):
     assert "skbuff_small_head  kmalloc_reserve" in text
     assert "unread: ledger " in text and "B/connection in the socket caches" in text
     assert "bpftrace attached in 3.0 s, dumps took 0.9-0.9 s" in text
+    assert "; 1,608 tracepoint events missed since the start (BPF programs do not nest" in text
     html = render_html(result)
     assert "ledger on: bpftrace traced" in html and 'id="ledger"' in html and "<h3>Call sites at unread</h3>" in html
