@@ -17,7 +17,9 @@ CAVEAT = ("host = the namespace of the task that allocated, or in the receive so
 
 
 def section(cp: Checkpoint) -> dict[str, Any] | None:
-    return cp.raw.get("ledger") or None
+    """The checkpoint's ledger, if it has one of this shape (a later one is ignored)."""
+    led = cp.raw.get("ledger")
+    return led if isinstance(led, dict) and "hosts" in led and "crosscheck" in led else None
 
 
 def ledgered(result: Result) -> list[Checkpoint]:
