@@ -96,11 +96,15 @@ def crosscheck(per_host: Mapping[str, list[Live]], n: int,
     ledger_pc = sum(ledger.values()) / n
     slab_pc = sum(socket_caches.values())
     diff = ledger_pc - slab_pc
+    # the caches the lab allocated in: slabinfo's growth of the others is other processes'
+    lab_slab = sum(v for c, v in socket_caches.items() if ledger.get(c))
     return {
+        "lab_caches_difference_pct":
+            round(100 * (ledger_pc - lab_slab) / lab_slab, 2) if lab_slab > 0 else None,
         "ledger_per_connection": round(ledger_pc, 1),
         "slabinfo_per_connection": round(slab_pc, 1),
         "difference": round(diff, 1),
-        "difference_pct": round(100 * diff / slab_pc, 2) if slab_pc else None,
+        "difference_pct": round(100 * diff / slab_pc, 2) if slab_pc > 0 else None,
         "by_cache": [{"cache": c, "ledger": round(ledger.get(c, 0) / n, 1),
                       "slabinfo": round(v, 1)} for c, v in sorted(socket_caches.items())],
     }

@@ -32,11 +32,14 @@ def missed(cp: Checkpoint) -> int:
 
 def crosscheck_line(name: str, check: dict[str, Any], missed_events: int = 0) -> str:
     pct = check.get("difference_pct")
+    lab = check.get("lab_caches_difference_pct")
     apart = [f"{c['cache']} {c['ledger'] - c['slabinfo']:+,.0f}" for c in check["by_cache"]
              if abs(c["ledger"] - c["slabinfo"]) >= 1]
     return (f"{name}: ledger {check['ledger_per_connection']:,.0f} vs slabinfo "
             f"{check['slabinfo_per_connection']:,.0f} B/connection in the socket caches"
-            + (f" ({pct:+.1f}%)" if pct is not None else "")
+            + (f" ({pct:+.1f}%" + (f"; {lab:+.1f}% on the caches the lab allocated in)"
+                                    if lab is not None and lab != pct else ")")
+               if pct is not None else "")
             + (f"; apart: {', '.join(apart)}" if apart else "")
             + (f"; {missed_events:,} tracepoint events missed since the start (BPF programs "
                "do not nest on a CPU): the ledger may lack or keep that many objects"

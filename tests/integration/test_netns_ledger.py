@@ -50,7 +50,8 @@ def test_idle_each_end_holds_one_tcp_object(tmp_path: Path) -> None:
     sites = {(r["cache"], r["site"]) for r in cp["ledger"]["hosts"]["server"]["by_site"]}
     assert ("TCP", "sk_prot_alloc") in sites
     check = cp["ledger"]["crosscheck"]
-    assert abs(check["difference_pct"]) <= 1.0, check
+    # on the caches the lab allocated in (slabinfo's other lines move with other processes)
+    assert abs(check["lab_caches_difference_pct"]) <= 1.0, check
     tcp = next(c for c in check["by_cache"] if c["cache"] == "TCP")
     assert abs(tcp["ledger"] - tcp["slabinfo"]) <= 0.01 * tcp["ledger"], tcp
     led = cp["ledger"]

@@ -93,6 +93,7 @@ def test_crosscheck_against_slabinfo(live, symbols):
     assert check["ledger_per_connection"] == 4736.0
     assert check["slabinfo_per_connection"] == 4776.0
     assert check["difference"] == -40.0 and check["difference_pct"] == -0.84
+    assert check["lab_caches_difference_pct"] == 0.0  # extent_status: not the lab's
     assert check["by_cache"][0] == {"cache": "TCP", "ledger": 4736.0, "slabinfo": 4736.0}
 
 
