@@ -49,8 +49,6 @@ from ..common import close_runners, peer_address
 from .cleanup import REMOTE_DIR, REMOTE_JOURNAL, make_remote_undo
 from .transport import HostRunner, Target
 
-SIDE = resources.side_script()
-
 #: Facts for preflight: {"uid", "release", "boot_id", "slabinfo", "address_local", ...}.
 PROBE = r"""
 import json, os, platform, resource, socket, sys
@@ -226,7 +224,7 @@ class SshBackend(Backend):
 
     # -- on the hosts ---------------------------------------------------------------------
     def side_command(self, host: LabHost) -> list[str]:
-        return ["python3", "-c", SIDE.read_text(), "--run", self.run_id]
+        return ["python3", "-c", resources.side_program(), "--run", self.run_id]
 
     def netns_pid(self, host: LabHost, side: Any) -> int | None:
         return None  # not on this machine: no sockstat sampling from here
