@@ -254,7 +254,8 @@ def main() -> int:
     cfg = json.loads(first)
     side = Side(cfg)
     side.emit({"hello": {"pid": os.getpid(), "role": cfg["role"], "kernel": os.uname().release,
-                         "python": sys.version.split()[0]}})
+                         "python": sys.version.split()[0],
+                         "page_size": os.sysconf("SC_PAGE_SIZE")}})
     try:
         side.run()
     finally:
