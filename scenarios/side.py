@@ -7,7 +7,8 @@ by the orchestrator over stdin/stdout, one JSON object per line:
     stdin, first line: {"role": "server"|"client", "address": ..., "peer": ...,
                         "shards": [[port, count], ...], "stall": seconds}
     then operations:   {"op": "prepare"} {"op": "connect"} {"op": "send", "bytes": B}
-                       {"op": "read", "bytes": B} {"op": "close"} {"op": "exit"}
+                       {"op": "read", "bytes": B} {"op": "close"} {"op": "abort"}
+                       {"op": "exit"}
     stdout:            {"hello": {...}} once, then for each operation any number of
                        {"progress": done, "op": ...} and one {"ok": true|false, ...}
 

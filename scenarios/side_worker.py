@@ -11,11 +11,13 @@ import json
 import os
 import select
 import socket
+import struct
 import threading
 import time
 
 PROGRESS_EVERY = 2000
 CHUNK = b"x" * (1 << 20)  # what senders write, sliced: no per-connection payload copies
+LINGER_ZERO = struct.pack("ii", 1, 0)  # struct linger {l_onoff 1, l_linger 0}: close resets
 
 
 def family_of(address: str) -> int:
@@ -251,6 +253,12 @@ class Worker:
             error, self.background_error = self.background_error, None
             raise RuntimeError(error)
         return {"pending": sum(self.pending.values())}
+
+    def op_abort(self, msg: dict) -> dict:
+        """Close every connection with a reset (SO_LINGER 0): no FIN, no TIME-WAIT."""
+        for s in self.socks:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ZERO)
+        return self.op_close(msg)
 
     def op_close(self, msg: dict) -> dict:
         count = len(self.fds)
