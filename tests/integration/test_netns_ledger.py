@@ -1,8 +1,8 @@
 """The allocation ledger (--ledger) on network namespaces, N=2,000: who holds what.
 
-Each test runs one scenario with bpftrace attached (about 2.5 min each here, most of it
-the settle waits every run has) and checks that bpftrace and any tracefs mount it needed
-are gone afterwards.
+Each test runs one scenario with bpftrace attached (about 1 min each here: 12-25 s of run,
+the rest the settle and release waits every run has) and checks that bpftrace and any
+tracefs mount it needed are gone afterwards.
 """
 
 from __future__ import annotations
