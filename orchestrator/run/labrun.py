@@ -30,11 +30,19 @@ from .steps import StepState, run_step
 
 
 class Interrupted(RunError):
-    """SIGINT or SIGTERM arrived; the run stops and cleans up."""
+    """SIGINT or SIGTERM arrived; the run stops and cleans up.
+
+    Exits 128 + the signal's number, as a shell reports a process the signal ended:
+    130 for Ctrl-C, 143 for SIGTERM, so make, loops and CI see an interrupt, not a failure.
+    """
+
+    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
 
 
 def _raise_interrupt(signum: int, _frame: Any) -> None:
-    raise Interrupted(f"interrupted by {signal.Signals(signum).name}; cleaned up")
+    raise Interrupted(f"interrupted by {signal.Signals(signum).name}; cleaned up", signum)
 
 
 class LabRun:
