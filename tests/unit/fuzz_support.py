@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 
 from orchestrator.cli import main
 from orchestrator.run import labrun
@@ -99,6 +99,7 @@ class Project:
         finally:
             os.chdir(cwd)
         outcome = Outcome(code, out.getvalue(), err.getvalue())
+        event(f"exit {code}")  # pytest --hypothesis-show-statistics: accepted vs refused
         try:
             check(outcome, argv)
             created = self.created(set(inputs))
