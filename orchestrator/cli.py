@@ -378,6 +378,15 @@ COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "expor
             "wipe": cmd_wipe, "doctor": cmd_doctor}
 
 
+def _one_line(message: str) -> str:
+    """Control characters a user's input brought into a message (a path with a newline or
+    a carriage return) escaped, so an error stays one line."""
+    if message.isprintable():
+        return message
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in message)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere on the line
@@ -388,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     except LabError as exc:
         if debug:
             traceback.print_exc()
-        print(f"tcplab: error: {exc}", file=sys.stderr)
+        print(f"tcplab: error: {_one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("tcplab: interrupted", file=sys.stderr)

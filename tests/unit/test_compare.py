@@ -230,3 +230,33 @@ def test_cli_compare_and_report(tmp_path, capsys):
     assert len(groups) == len(runs) - 1
     assert cli.main(["compare", str(RESULTS / C2S)]) == 2
     assert "at least two" in capsys.readouterr().err
+
+
+REPEATS = Path(__file__).resolve().parents[1] / "data" / "repeats"
+
+
+def _p_values(runs: list[Path]) -> dict[tuple[str, str], tuple[str, float]]:
+    cmp = compare.compare([load_result(r) for r in runs])
+    return {(cp["name"], row["figure"]): (row["vs_first"][1]["significance"],
+                                          row["vs_first"][1]["p_value"])
+            for cp in cmp["checkpoints"] for row in cp["rows"]}
+
+
+def test_stored_repeated_runs_p_values():
+    """The pair in docs/report.md: s2c 64 KiB, default vs small-buffers, 4 runs each."""
+    runs = sorted(REPEATS.iterdir())
+    assert len(runs) == 8
+    p = _p_values(runs)
+    significant = (compare.SIGNIFICANT, pytest.approx(2 / 70))
+    assert p[("unread", "total")] == significant
+    assert p[("unread", "rmem_receiver")] == significant
+    assert p[("unread", "wmem_sender")] == significant
+    assert p[("established", "total")] == significant  # 7,892 vs 7,930: 4 apart of 4
+    assert p[("established", "meminfo_slab")] == (compare.NOT_SIGNIFICANT, pytest.approx(24 / 70))
+    assert p[("read", "total")] == (compare.NOT_SIGNIFICANT, pytest.approx(34 / 70))
+    assert p[("read", "meminfo_slab")] == (compare.NOT_SIGNIFICANT, pytest.approx(4 / 70))
+    # the first three runs of each (--repeat 3): the same clean split cannot go below 0.1
+    three = [r for r in runs if "default" in r.name][:3] + \
+        [r for r in runs if "small-buffers" in r.name][:3]
+    assert _p_values(three)[("unread", "total")] == (compare.NOT_SIGNIFICANT,
+                                                     pytest.approx(0.1))
