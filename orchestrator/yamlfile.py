@@ -6,6 +6,7 @@ an error always reads ``FILE: KEY: expected WHAT, got VALUE``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,12 +88,13 @@ _StrictLoader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
 def show(value: Any) -> str:
     """Render a user value for an error message, short."""
     written = getattr(value, "yaml_text", "")
-    text = value if isinstance(value, str) else written or repr(value)
+    shown = written if written and math.isfinite(value) else repr(value)  # .inf: inf
+    text = value if isinstance(value, str) else shown
     if not text.isprintable():  # a newline or a control character: one line, visible
         text = text.encode("unicode_escape").decode("ascii")
     text = f'"{text}"' if isinstance(value, str) else text
     text = text if len(text) <= 60 else text[:57] + "..."
-    if written and written != repr(value):  # 6.10: say what YAML made of it
+    if written and math.isfinite(value) and written != repr(value):  # 6.10: YAML made 6.1
         text += f" (YAML reads it as the number {float(value)!r}; quote it to keep the text)"
     return text
 

@@ -186,7 +186,7 @@ def test_huge_n_is_refused_without_building_the_ports(proj: Project) -> None:
     """Found by the fuzzer: -n 2**70 built a list of 4 * 10**16 server ports first."""
     outcome = proj.run(["run", "-b", "netns", "-s", "idle", "-n", str(10**30)])
     assert outcome.code == 2
-    assert "connections need 31,001,984,126,984,126,984,126,985 server ports" in outcome.err
+    assert "connections need 31001984126984126984126985 server ports" in outcome.err
 
 
 def test_the_good_bundle_is_accepted(proj: Project) -> None:

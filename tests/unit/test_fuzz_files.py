@@ -190,7 +190,7 @@ def _message(proj: Project, argv: list[str], rel: str, text: str) -> str:
            "keep the text"),
     ("yes", "FILE:2: YAML 1.1 reads yes as true; write true or false, or quote it (\"yes\") "
             "to keep the text"),
-])
+], ids=["060", "1:30", "on", "yes"])
 def test_yaml_traps_in_sysctl_values_are_refused(proj: Project, value: str, message: str) -> None:
     text = f"sysctls:\n  net.ipv4.tcp_fin_timeout: {value}\n"
     assert _message(proj, ["-s", "idle", "-p"], "in/p.yaml", text) == message
