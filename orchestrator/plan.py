@@ -160,12 +160,13 @@ def _shards(lab: Lab, host_sysctls: dict[str, dict[str, str]],
     client = lab.host("client")
     low, high = port_range(host_sysctls[client.name], defaults)
     per_port = max(1, int((high - low + 1) * PORT_SHARE))
-    shards = make_shards(scenario.connections, per_port)
-    if len(shards) > 2000:
+    ports = -(-scenario.connections // per_port)  # counted before the list is built, in ints:
+    if ports > 2000:                                    # N=10**20 must not fill the memory
         raise InputError(
-            f"{scenario.connections:,} connections need {len(shards)} server ports with the "
+            f"{scenario.connections:,} connections need {ports} server ports with the "
             f"client's ip_local_port_range {low} {high}; widen it in {lab.path} "
             f"(hosts.{client.name}.sysctls) or lower N")
+    shards = make_shards(scenario.connections, per_port)
     _check_backlog(lab, host_sysctls, defaults, scenario)
     return shards
 
