@@ -38,8 +38,9 @@ def _raise_interrupt(signum: int, _frame: Any) -> None:
 
 
 class LabRun:
-    def __init__(self, plan: Plan, ui: UI) -> None:
+    def __init__(self, plan: Plan, ui: UI, followed: bool = False) -> None:
         self.plan, self.ui = plan, ui
+        self.followed = followed  # another run of this command follows on the same hosts
         self.results_dir = plan.options.results_dir or plan.options.root / "results"
         self.backend: Backend | None = None
         self.sides: Sides | None = None
@@ -92,12 +93,39 @@ class LabRun:
         faults.pause("teardown")
         problems = backend.down()
         snapshots = self.state.checkpoints.snapshots if self.state else []
-        if snapshots and not problems and not probes.wait_released(
-                snapshots[0].slab, backend.measured_kernel()):
-            self.ui.line("note: the kernel is still freeing this run's sockets; "
-                         "a run started now would count them")
+        if snapshots and not problems:
+            self._release(backend, snapshots[0].slab)
         if problems:
             self.ui.line(f"cleanup left problems; run `tcplab wipe` ({problems[0]})")
+
+    def _release(self, backend: Backend, baseline: dict[str, Any]) -> None:
+        """Wait for the kernel to free this run's sockets only where a run depends on it:
+        this machine's kernel (any run here), a remote kernel when another run of this
+        command follows (``followed``); ``--no-release-wait`` never waits. Said while waiting.
+        """
+        ended = getattr(backend, "end_time_wait", None)
+        if ended is not None:
+            ended()  # ssh: this run's own TIME_WAIT sockets closed at once (ss -K)
+        kernel = backend.measured_kernel()
+        wait = self.plan.options.release_wait and (kernel.local or self.followed)
+
+        def say(excess: dict[str, int]) -> None:
+            held = ", ".join(f"{c} {n:,}" for c, n in sorted(excess.items())) or "a few"
+            if wait:
+                self.ui.line(f"waiting up to 60 s for the kernel to free this run's sockets "
+                             f"({held} objects above the baseline; a TIME_WAIT socket lives "
+                             "60 s): the next run's baseline would count them "
+                             "(--no-release-wait skips this)")
+            else:
+                self.ui.line(f"note: not waiting for the kernel to free this run's sockets "
+                             f"({held} objects above the baseline): nothing later in this "
+                             "command measures that kernel; a run started there within 60 s "
+                             "waits for them at its baseline")
+
+        if not probes.wait_released(baseline, kernel, on_wait=say, check_only=not wait) \
+                and wait:
+            self.ui.line("note: the kernel is still freeing this run's sockets; "
+                         "a run started now would count them")
 
     def _explained(self, error: LabError) -> LabError:
         """The error, led by what the backend knows of hosts that died (a killed container):
@@ -155,8 +183,9 @@ class LabRun:
             kernel_local=kernel.local if kernel else True, timeline=timeline)
 
 
-def run_plan(plan: Plan, ui: UI, on_done: Callable[[Path], None] | None = None) -> Path:
-    run_dir = LabRun(plan, ui).execute()
+def run_plan(plan: Plan, ui: UI, on_done: Callable[[Path], None] | None = None,
+             followed: bool = False) -> Path:
+    run_dir = LabRun(plan, ui, followed).execute()
     if on_done:
         on_done(run_dir)
     return run_dir
