@@ -113,14 +113,15 @@ class LabRun:
             held = ", ".join(f"{c} {n:,}" for c, n in sorted(excess.items())) or "a few"
             if wait:
                 self.ui.line(f"waiting up to 60 s for the kernel to free this run's sockets "
-                             f"({held} objects above the baseline; a TIME_WAIT socket lives "
-                             "60 s): the next run's baseline would count them "
-                             "(--no-release-wait skips this)")
+                             f"({held} objects above the baseline): a run started before "
+                             "then would count them at its baseline (--no-release-wait "
+                             "skips this)")
             else:
+                why = ("nothing later in this command measures that kernel"
+                       if self.plan.options.release_wait else "--no-release-wait")
                 self.ui.line(f"note: not waiting for the kernel to free this run's sockets "
-                             f"({held} objects above the baseline): nothing later in this "
-                             "command measures that kernel; a run started there within 60 s "
-                             "waits for them at its baseline")
+                             f"({held} objects above the baseline): {why}; a run started "
+                             "there within 60 s waits for them at its baseline")
 
         if not probes.wait_released(baseline, kernel, on_wait=say, check_only=not wait) \
                 and wait:
