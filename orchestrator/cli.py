@@ -68,6 +68,9 @@ def build_parser() -> Parser:
                           "only where a later run depends on it")
     run.add_argument("--stall", type=float, default=30.0,
                      help="seconds without progress before a side is declared stalled")
+    run.add_argument("--ledger", action="store_true",
+                     help="trace live kernel allocations per host, cache and call site with "
+                          "bpftrace (LEDGER=1; netns and docker backends)")
     run.add_argument("--family", choices=["ipv4", "ipv6"],
                      help="address family of the lab's connections (FAMILY=ipv6; default ipv4)")
     run.add_argument("--server", choices=["blocking", "epoll"], dest="server_model",
@@ -187,6 +190,7 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
                           stall=args.stall, per_worker=args.per_worker, levels=args.levels or 1,
                           family=args.family or "ipv4",
                           server_model=args.server_model or "blocking",
+                          ledger=getattr(args, "ledger", False),
                           bundle=getattr(args, "bundle_info", None),
                           release_wait=getattr(args, "release_wait", True))
         if kernel not in (None, "host"):

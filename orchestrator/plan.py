@@ -39,6 +39,7 @@ class RunOptions:
     family: str = "ipv4"
     kernel: str | None = None  # vm backend: boot every host with this kernel (--kernels)
     bundle: dict[str, Any] | None = None  # run --bundle: the setup's origin (metadata.bundle)
+    ledger: bool = False  # --ledger: trace live allocations per host (orchestrator/ledger)
     release_wait: bool = True  # --no-release-wait: never wait for the kernel to free sockets
 
     @property
@@ -109,6 +110,10 @@ def make_plan(opts: RunOptions) -> Plan:
                          f"got {requested!r}")
     backend, why = choose_backend(requested)
     _check_capabilities(backend, scenario)
+    if opts.ledger:
+        from .ledger.tracer import refuse_unless_ready
+
+        refuse_unless_ready(backend)
     if backend in ("ssh", "vm"):
         return _remote_plan(opts, lab, profile, scenario, backend, why)
 

@@ -16,10 +16,8 @@ from pathlib import Path
 from ...config import load_lab
 from ...doctor import Check
 from ...errors import LabError
-from .backend import PROBE
+from .backend import OLDEST_PYTHON, PROBE
 from .transport import HostRunner, Target
-
-MIN_PYTHON = (3, 7)
 
 
 def _unreachable(exc: OSError, target: Target) -> str:
@@ -70,10 +68,11 @@ def _checks(name: str, target: Target, address: str, lab_path: Path) -> list[Che
                                    else f"the probe failed: {first.stderr.strip()[-200:]}",
                                    "apt-get install python3-minimal on that host")]
         facts = json.loads(first.stdout)
-        version = tuple(int(x) for x in facts["python"].split(".")[:2])
-        checks.append(Check(f"{name}: python3", version >= MIN_PYTHON,
+        oldest = ".".join(map(str, OLDEST_PYTHON))
+        checks.append(Check(f"{name}: python3",
+                            tuple(facts.get("python_version") or (0,)) >= OLDEST_PYTHON,
                             f"python {facts['python']}",
-                            "the side script needs python 3.7 or newer on the host"))
+                            f"the side script needs python {oldest} or newer on the host"))
         if facts["uid"] != 0:
             sudo = runner.run(["sudo", "-n", "true"], check=False, timeout=30).ok
             checks.append(Check(f"{name}: root", sudo,
