@@ -39,6 +39,7 @@ class RunOptions:
     family: str = "ipv4"
     kernel: str | None = None  # vm backend: boot every host with this kernel (--kernels)
     bundle: dict[str, Any] | None = None  # run --bundle: the setup's origin (metadata.bundle)
+    lock_wait: float | None = None  # --wait: seconds to queue for the machine-wide lock
 
     @property
     def lab_path(self) -> Path:

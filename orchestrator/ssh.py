@@ -35,7 +35,7 @@ from fabric import Config, Connection
 from invoke.exceptions import CommandTimedOut
 
 from .errors import CommandError, RunError
-from .runner import Command, QueueChannel, Result, Runner, timed_out
+from .runner import Command, QueueChannel, Result, Runner, timed_out, trace
 
 #: Errors that mean the SSH transport itself failed (not the remote command).
 TRANSPORT_ERRORS = (paramiko.SSHException, OSError, EOFError)
@@ -130,8 +130,11 @@ class SshRunner(Runner):
             self.connection.close()
 
     def command(self, cmd: Command) -> str:
-        """The remote command line: argv quoted with shlex.join, a string as given."""
-        return quote(cmd)
+        """The remote command line: argv quoted with shlex.join, a string as given; also
+        reported to ``tcplab -v`` (every run, spawn and stream passes here first)."""
+        command = quote(cmd)
+        trace(self.host, command)
+        return command
 
     # -- Runner ------------------------------------------------------------------------------
     def run(self, cmd: Command, *, check: bool = True, timeout: float | None = 60,

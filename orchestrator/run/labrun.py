@@ -8,6 +8,7 @@ saves what it measured, marked incomplete.
 
 from __future__ import annotations
 
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -50,7 +51,8 @@ class LabRun:
 
     def execute(self) -> Path:
         plan = self.plan
-        lock = HostLock(f"{plan.scenario.name}/{plan.profile.name}")
+        lock = HostLock(f"{plan.scenario.name}/{plan.profile.name}",
+                        wait=plan.options.lock_wait, note=self.ui.note)
         lock.acquire()  # before anything is created: a refused run leaves nothing behind
         try:
             run_dir = new_run_dir(self.results_dir, plan.scenario.name, plan.profile.name)
@@ -75,15 +77,35 @@ class LabRun:
             for s in old:
                 signal.signal(s, signal.SIG_IGN)  # teardown must finish
             try:
-                write_json_atomic(run_dir / "result.json", self._result(run_dir, started, error))
+                self._save(run_dir, started, error)
             finally:
                 self._teardown(backend)
                 lock.release()
                 for s, handler in old.items():
                     signal.signal(s, handler)
         if error is not None:
+            self._incomplete_report(run_dir)
             raise error
         return run_dir
+
+    def _save(self, run_dir: Path, started: float, error: LabError | None) -> None:
+        """result.json, or no run directory at all: one the result could not be written
+        into (a full disk) would be a partial result no command reads."""
+        try:
+            write_json_atomic(run_dir / "result.json", self._result(run_dir, started, error))
+        except LabError as exc:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise RunError(f"{exc}; {run_dir.name} was removed"
+                           + (f" (the run had already failed: {error})" if error else "")) from None
+
+    def _incomplete_report(self, run_dir: Path) -> None:
+        """report.html of a failed run, with the INCOMPLETE banner; never hides the error."""
+        from ..report.html import write_report
+
+        try:
+            self.ui.line(f"report: {write_report(run_dir)} (incomplete run)")
+        except Exception as exc:  # noqa: BLE001 - the run's own error is the one to show
+            self.ui.line(f"note: no report.html for this incomplete run: {exc}")
 
     def _teardown(self, backend: Backend) -> None:
         """Sides told to exit, the journal undone, then the kernel given time to free."""
