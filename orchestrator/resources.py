@@ -102,6 +102,15 @@ def templates_dir() -> Path:
     return templates
 
 
+def result_schema() -> Path:
+    """The JSON Schema of result.json: package data of ``orchestrator.results``."""
+    schema = _importlib_resources.files(PACKAGE) / "results" / "result.schema.json"
+    if not isinstance(schema, Path):
+        raise LabError("tcplab's result schema is inside a zip: install tcplab unzipped "
+                       "(pip install tcplab-*.whl)")
+    return schema
+
+
 def side_script() -> Path:
     return path("scenarios/side.py")
 
