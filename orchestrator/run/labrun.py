@@ -18,7 +18,7 @@ from typing import Any
 from .. import faults, sysctls
 from ..backends import Backend, LabHost, backend_class
 from ..errors import LabError, RunError
-from ..journal import HostLock, Journal
+from ..journal import HostLock, Journal, state_root
 from ..measure import probes
 from ..measure.kernel import read_slab_aliases
 from ..measure.timeline import Sampler
@@ -56,7 +56,14 @@ class LabRun:
         lock.acquire()  # before anything is created: a refused run leaves nothing behind
         try:
             run_dir = new_run_dir(self.results_dir, plan.scenario.name, plan.profile.name)
-            journal = Journal.create(run_dir.name)
+            try:
+                journal = Journal.create(run_dir.name)
+            except OSError as exc:  # nothing exists yet: no journal, no run directory
+                run_dir.rmdir()
+                raise RunError(f"cannot create the run's journal in {state_root()}: "
+                               f"{exc.strerror}; tcplab records there what it creates so that "
+                               "it can always remove it: make it writable, or set "
+                               "TCPLAB_STATE_DIR to a writable directory") from None
         except BaseException:
             lock.release()
             raise
@@ -73,6 +80,10 @@ class LabRun:
             error = self._explained(exc)
         except KeyboardInterrupt:
             error = Interrupted("interrupted; cleaned up")
+        except OSError as exc:  # the run's own files (raw snapshots): a full disk, say
+            error = RunError(f"cannot write the run's files in {run_dir}: {exc.strerror}; "
+                             "free some disk space or choose another results directory "
+                             "(--results DIR)")
         finally:
             for s in old:
                 signal.signal(s, signal.SIG_IGN)  # teardown must finish
