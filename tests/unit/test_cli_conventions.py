@@ -150,3 +150,25 @@ def test_wait_takes_the_lock_when_it_is_released(held_lock: HostLock) -> None:
         os.close(fd)
     finally:
         waiter.release()
+
+
+def test_verbose_traces_ssh_commands_before_connecting(tmp_path: Path) -> None:
+    """ssh, vm and docker hosts run commands through SshRunner (or HostRunner, which
+    adapts the command line): traced with the line actually sent, as it starts."""
+    from orchestrator.backends.sshhost.transport import HostRunner, Target
+    from orchestrator.errors import LabError
+    from orchestrator.ssh import SshRunner
+
+    key = tmp_path / "key"
+    key.write_text("not a key")
+    seen: list[tuple[str, str]] = []
+    runner.TRACE = lambda host, command: seen.append((host, command))
+    try:
+        for r in (SshRunner("server", "127.0.0.1", str(key), port=1),
+                  HostRunner("client", Target("127.0.0.1", "tcplab", 1, str(key)))):
+            with pytest.raises(LabError):
+                r.run(["cat", "/proc/net/sockstat"], timeout=2)
+    finally:
+        runner.TRACE = None
+    assert seen == [("server", "cat /proc/net/sockstat"),
+                    ("client", "sudo -n -- sh -c 'cat /proc/net/sockstat'")]
