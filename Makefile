@@ -18,6 +18,8 @@ SERVER ?=
 REPEAT ?=
 KERNELS ?=
 ARGS ?=
+RESULTS ?= results
+SITE ?= site
 
 RUN_ARGS = --scenario $(SCENARIO) \
   $(if $(PROFILE),--profile $(PROFILE)) \
@@ -32,7 +34,7 @@ RUN_ARGS = --scenario $(SCENARIO) \
   $(if $(FAMILY),--family $(FAMILY)) \
   $(if $(SERVER),--server $(SERVER)) $(ARGS)
 
-.PHONY: help lab test unit images clean wipe lint install wheel
+.PHONY: help lab test unit images clean wipe lint install wheel site
 
 help: ## list targets and variables
 	@grep -E '^[a-z][a-z ]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -68,6 +70,9 @@ test: $(STAMP) ## run the whole test suite (root: namespaces; docker tests need 
 
 unit: $(STAMP) ## run the unit tests only (no root needed)
 	$(BIN)/python -m pytest -q tests/unit
+
+site: $(STAMP) ## publish every run as one static site: make site [RESULTS=results] [SITE=site]
+	$(BIN)/tcplab site $(RESULTS) -o $(SITE)
 
 images: $(STAMP) ## build the lab node image (offline with debootstrap when no registry answers)
 	$(BIN)/tcplab images
