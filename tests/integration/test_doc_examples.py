@@ -41,7 +41,26 @@ ELSEWHERE = {
         "a syntax summary; README's literal form runs here",
     ".venv/bin/tcplab compare results/<run-a> results/<run-b> [--format table|markdown|json|html] [-o FILE]":
         "a syntax summary; README's literal form runs here",
+    ".venv/bin/tcplab import alice-idle.tar.gz": "tests/unit/test_library.py (a colleague's bundle)",
+    ".venv/bin/tcplab import bob.tar.gz --origin bob --results lab-results":
+        "tests/unit/test_library.py (a colleague's bundle)",
+    "make site": "tests/unit/test_site_build.py, tests/integration/test_site_browser.py",
+    "make site RESULTS=results SITE=site": "tests/unit/test_site_build.py",
+    ".venv/bin/tcplab site": "tests/unit/test_site_build.py, tests/integration/test_site_browser.py",
+    ".venv/bin/tcplab site lab-results -o /srv/www/tcplab": "tests/unit/test_site_build.py",
+    ".venv/bin/tcplab runs other/results --origin alice --format json":
+        "tests/unit/test_library.py (imported runs)",
 }
+
+#: Read-only examples, run on a copy of tests/data/results (no root, seconds).
+READ_ONLY = [
+    ".venv/bin/tcplab runs --scenario idle --kernel 6.1 --since 2026-11-20",
+    ".venv/bin/tcplab runs",
+    ".venv/bin/tcplab runs --scenario idle,c2s --backend docker",
+    ".venv/bin/tcplab runs --kernel 6.1 --since 2026-11-20 --until '2026-11-30 12:00'",
+    ".venv/bin/tcplab runs --status incomplete --status failed",
+    ".venv/bin/tcplab runs --scenario c2s",
+]
 
 #: The examples run here, in this order (later ones use the runs of earlier ones).
 RUN_HERE = [
@@ -79,7 +98,27 @@ def examples() -> list[str]:
 
 
 def test_every_example_is_accounted_for() -> None:
-    assert sorted(examples()) == sorted([*ELSEWHERE, *RUN_HERE])
+    assert sorted(examples()) == sorted([*ELSEWHERE, *RUN_HERE, *READ_ONLY])
+
+
+def test_no_example_assumes_tcplab_on_path() -> None:
+    """A checkout's tcplab is .venv/bin/tcplab: an example saying `tcplab ...` fails there."""
+    for page in PAGES:
+        for line in (ROOT / page).read_text().splitlines():
+            assert not re.match(r"(    |\$ )tcplab (run|report|compare|export|runs|import|site|"
+                                r"wipe|doctor|images|profiles|scenarios)\b", line), (page, line)
+
+
+def test_read_only_examples(tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(ROOT / "tests/data/results", tmp_path / "results",
+                    ignore=shutil.ignore_patterns("golden", "*.py", "*.md"))
+    for example in READ_ONLY:
+        command = example.replace(".venv/bin/tcplab", str(ROOT / ".venv/bin/tcplab"))
+        proc = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, f"{example}\n{proc.stdout}\n{proc.stderr}"
 
 
 def test_examples_run_as_written(tmp_path: Path) -> None:
