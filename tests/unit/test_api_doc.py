@@ -72,6 +72,7 @@ def test_compare_needs_two_runs() -> None:
 def test_import_keeps_matplotlib_backend() -> None:
     code = ("import matplotlib; b = matplotlib.get_backend(); import orchestrator, "
             "orchestrator.api, orchestrator.report.html, orchestrator.report.charts, "
+            "orchestrator.report.compare_charts, orchestrator.library.site, "
             "orchestrator.cli; assert matplotlib.get_backend() == b, matplotlib.get_backend(); "
             "import sys; assert 'matplotlib.pyplot' not in sys.modules; print(b)")
     for backend in ("pdf", "svg"):  # a notebook's choice, which Agg must not replace
