@@ -165,8 +165,8 @@ def test_examples_run_as_written(tmp_path: Path) -> None:
     sample = outputs["make lab SCENARIO=idle"]
     assert "Kernel memory per connection (client + server ends, one kernel), bytes" in sample
     assert "Socket buffers per host" in sample and "report: " in sample
-    assert "| checkpoint" in outputs[".venv/bin/tcplab compare results/RUN_A results/RUN_B "
-                                     "--format markdown"]
+    assert "| total per connection (attributed)" in outputs[
+        ".venv/bin/tcplab compare results/RUN_A results/RUN_B --format markdown"]
     assert (results / runs[0] / "report.html").is_file()
     assert (tmp_path / "idle.tar.gz").is_file()
     assert len([r for r in runs if "-idle-" in r]) == 1 + 1 + 5 + 1  # + the bundle's rerun
