@@ -17,6 +17,7 @@ FAMILY ?=
 SERVER ?=
 REPEAT ?=
 KERNELS ?=
+LEDGER ?=
 ARGS ?=
 RESULTS ?= results
 SITE ?= site
@@ -32,7 +33,8 @@ RUN_ARGS = --scenario $(SCENARIO) \
   $(if $(REPEAT),--repeat $(REPEAT)) \
   $(if $(KERNELS),--kernels "$(KERNELS)") \
   $(if $(FAMILY),--family $(FAMILY)) \
-  $(if $(SERVER),--server $(SERVER)) $(ARGS)
+  $(if $(SERVER),--server $(SERVER)) \
+  $(if $(LEDGER),--ledger) $(ARGS)
 
 .PHONY: help lab test unit images clean wipe lint install wheel site
 

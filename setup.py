@@ -14,7 +14,7 @@ from setuptools import find_namespace_packages, setup
 
 # orchestrator._data.<name> -> top-level folder, and the files of each to carry.
 DATA_TREES = {
-    "scenarios": ["*.yaml"],  # side.py and sockdiag.py go in as the package's modules
+    "scenarios": ["*.yaml"],  # side*.py and sockdiag.py go in as the package's modules
     "lab": ["*.yaml"],
     "lab.profiles": ["*.yaml"],
     "images.node": ["*"],
@@ -28,6 +28,7 @@ setup(
     package_data={
         "orchestrator.report.templates": ["*"],
         "orchestrator.results": ["*.json"],  # result.schema.json
+        "orchestrator.ledger": ["*.bt"],
         **{f"orchestrator._data.{name}": globs for name, globs in DATA_TREES.items()},
     },
 )

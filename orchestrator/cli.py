@@ -18,8 +18,8 @@ EXIT_CODES = """exit codes:
   0    success
   1    the run failed (a lab host, a side or a checkpoint went wrong; cleaned up)
   2    bad input, or another run holds the machine-wide lock: nothing was created
-  130  interrupted by Ctrl-C (SIGINT); cleaned up
-  143  stopped by SIGTERM; cleaned up"""
+  130  interrupted by Ctrl-C (SIGINT); a run cleans up first
+  143  stopped by SIGTERM; a run cleans up first"""
 
 EXAMPLES = {
     "tcplab": """examples:
@@ -146,6 +146,9 @@ def build_parser() -> Parser:
                      help="let a profile change host-wide sysctls (saved first, restored after)")
     run.add_argument("--stall", type=float, default=30.0, metavar="SECONDS",
                      help="seconds without progress before a side is declared stalled")
+    run.add_argument("--ledger", action="store_true",
+                     help="trace live kernel allocations per host, cache and call site with "
+                          "bpftrace (LEDGER=1; netns and docker backends)")
     run.add_argument("--family", choices=["ipv4", "ipv6"],
                      help="address family of the lab's connections (FAMILY=ipv6; default ipv4)")
     run.add_argument("--server", choices=["blocking", "epoll"], dest="server_model",
@@ -278,6 +281,7 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
                           stall=args.stall, per_worker=args.per_worker, levels=args.levels or 1,
                           family=args.family or "ipv4",
                           server_model=args.server_model or "blocking",
+                          ledger=getattr(args, "ledger", False),
                           bundle=getattr(args, "bundle_info", None), lock_wait=args.wait)
         if kernel not in (None, "host"):
             opts.kernel = kernel
@@ -596,6 +600,15 @@ COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "expor
             "wipe": cmd_wipe, "doctor": cmd_doctor}
 
 
+def _one_line(message: str) -> str:
+    """Control characters a user's input brought into a message (a path with a newline or
+    a carriage return) escaped, so an error stays one line."""
+    if message.isprintable():
+        return message
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in message)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere on the line
@@ -606,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
     except LabError as exc:
         if debug:
             traceback.print_exc()
-        print(f"tcplab: error: {exc}", file=sys.stderr)
+        print(f"tcplab: error: {_one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("tcplab: interrupted", file=sys.stderr)

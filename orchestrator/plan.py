@@ -40,6 +40,7 @@ class RunOptions:
     kernel: str | None = None  # vm backend: boot every host with this kernel (--kernels)
     bundle: dict[str, Any] | None = None  # run --bundle: the setup's origin (metadata.bundle)
     lock_wait: float | None = None  # --wait: seconds to queue for the machine-wide lock
+    ledger: bool = False  # --ledger: trace live allocations per host (orchestrator/ledger)
 
     @property
     def lab_path(self) -> Path:
@@ -109,6 +110,10 @@ def make_plan(opts: RunOptions) -> Plan:
                          f"got {requested!r}")
     backend, why = choose_backend(requested)
     _check_capabilities(backend, scenario)
+    if opts.ledger:
+        from .ledger.tracer import refuse_unless_ready
+
+        refuse_unless_ready(backend)
     if backend in ("ssh", "vm"):
         return _remote_plan(opts, lab, profile, scenario, backend, why)
 
@@ -156,12 +161,13 @@ def _shards(lab: Lab, host_sysctls: dict[str, dict[str, str]],
     client = lab.host("client")
     low, high = port_range(host_sysctls[client.name], defaults)
     per_port = max(1, int((high - low + 1) * PORT_SHARE))
-    shards = make_shards(scenario.connections, per_port)
-    if len(shards) > 2000:
+    ports = -(-scenario.connections // per_port)  # counted before the list is built, in ints:
+    if ports > 2000:                                    # N=10**20 must not fill the memory
         raise InputError(
-            f"{scenario.connections:,} connections need {len(shards)} server ports with the "
+            f"{scenario.connections:,} connections need {ports} server ports with the "
             f"client's ip_local_port_range {low} {high}; widen it in {lab.path} "
             f"(hosts.{client.name}.sysctls) or lower N")
+    shards = make_shards(scenario.connections, per_port)
     _check_backlog(lab, host_sysctls, defaults, scenario)
     return shards
 

@@ -16,6 +16,7 @@ from typing import Any
 from .. import faults
 from ..backends import Backend, LabHost
 from ..errors import LabError, RunError
+from ..ledger.session import LedgerSession
 from ..measure import analysis, probes
 from ..measure.kernel import MeasuredKernel
 from ..measure.parsers import SsSummary
@@ -100,9 +101,21 @@ def unmet(wanted: Wanted, quick: dict[str, SsSummary], queued: dict[str, int],
     return problems
 
 
+def found(quick: dict[str, SsSummary], labels: dict[str, str]) -> str:
+    """What the sockets are in: a count per state, per host ("no socket" for none)."""
+    parts = []
+    for host, summary in quick.items():
+        states = ", ".join(f"{st} {c:,}" for st, c in sorted(summary.states.items())
+                           if c and st != "LISTEN")
+        parts.append(f"{labels.get(host, host)}: {states or 'no socket'}")
+    return "; ".join(parts)
+
+
 def wait_for(name: str, check: Callable[[], list[str]], stall: float, settled: bool = True,
-             poll: Callable[[], Any] | None = None, interval: float = 0.1) -> None:
-    """Poll ``check`` until it reports nothing; after ``stall`` s fail with what is unmet.
+             poll: Callable[[], Any] | None = None, interval: float = 0.1,
+             explain: Callable[[], str] | None = None) -> None:
+    """Poll ``check`` until it reports nothing; after ``stall`` s fail with what is unmet
+    (and ``explain()``: where the model expected the states from, what there is instead).
 
     ``settled`` False (the application still holds data): once nothing is unmet, also wait
     until ``poll`` (the hosts' queues) gives the same value three times running.
@@ -121,7 +134,7 @@ def wait_for(name: str, check: Callable[[], list[str]], stall: float, settled: b
             return
         if time.monotonic() > deadline:
             raise RunError(f"checkpoint {name}: not reached after {stall:.0f} s: "
-                           f"{'; '.join(problems[:4])}")
+                           f"{'; '.join(problems[:4])}" + (f"; {explain()}" if explain else ""))
         time.sleep(interval)
 
 
@@ -130,8 +143,9 @@ class Checkpoints:
 
     def __init__(self, ui: UI, backend: Backend, hosts: dict[str, LabHost],
                  kernel: MeasuredKernel, sides: Sides, raw_dir: Path, stall: float,
-                 sampler: Sampler | None) -> None:
+                 sampler: Sampler | None, ledger: LedgerSession | None = None) -> None:
         self.ui = ui
+        self.ledger = ledger  # --ledger: started after the baseline, dumped at each checkpoint
         self.backend = backend
         self.hosts = hosts
         self.kernel = kernel
@@ -164,8 +178,12 @@ class Checkpoints:
             return unmet(wanted, quick, {} if app_pending else expect.queued, self.roles,
                          labels, n)
 
+        def explain() -> str:
+            cause = f"expected from {expect.cause}; " if expect.cause else ""
+            return f"{cause}the sockets are in {found(quick, labels)}"
+
         wait_for(name, check, self.stall, settled=not app_pending,
-                 poll=lambda: [(q.states, q.sums) for q in quick.values()])
+                 poll=lambda: [(q.states, q.sums) for q in quick.values()], explain=explain)
         if self.sampler:
             self.sampler.mark(name)
         faults.pause("checkpoint")
@@ -188,10 +206,27 @@ class Checkpoints:
                          + "; ".join(changed[:4]))
         record["tw_overflow"] = {h.name: netstat(h, "TCPTimeWaitOverflow")
                                  for h in self.hosts.values()}
+        if self.ledger is not None:
+            self._ledger(name, record)
         self.records.append(record)
         total = record.get("per_connection_bytes", {}).get("total")
         shown = f"{total:,.0f} B/connection" if total is not None else "reference"
         self.ui.note(f"{name:<12} ✓ {shown} ({snap.seconds:.2f} s to collect)")
+
+    def _ledger(self, name: str, record: dict[str, Any]) -> None:
+        assert self.ledger is not None
+        if len(self.snapshots) == 1:  # after the baseline: what it holds is not the lab's
+            self.ledger.start()
+            self.ui.note(f"ledger: bpftrace attached ({self.ledger.start_seconds:.1f} s)")
+            return
+        section = record["ledger"] = self.ledger.checkpoint(name, record)
+        check = section["crosscheck"]
+        pct = check["difference_pct"]
+        self.ui.note(f"{name:<12}   ledger {section['bytes_per_connection']:,.0f} B/connection"
+                     f" (slab vs slabinfo {check['ledger_per_connection']:,.0f} / "
+                     f"{check['slabinfo_per_connection']:,.0f}"
+                     + (f", {pct:+.1f}%" if pct is not None else "")
+                     + f"; dump {section['dump_seconds']:.1f} s)")
 
     def _record(self, snap: Snapshot, connections: int) -> dict[str, Any]:
         if self.snapshots[0] is not snap:

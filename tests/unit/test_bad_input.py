@@ -215,7 +215,7 @@ CASES = [
     Case("scenario-unknown-action",
          (*RUN, "-s", "{root}/scenarios/mine.yaml"),
          '{root}/scenarios/mine.yaml: steps[2]: expected one of connect, accept, send, read, '
-         'join, close, wait, block_acks, checkpoint, got "shutdown"',
+         'join, close, abort, wait, block_acks, checkpoint, got "shutdown"',
          files=(("scenarios/mine.yaml",
                  "steps:\n  - checkpoint: baseline\n  - connect: {}\n  - shutdown: client\n"),)),
     Case("unknown-scenario",
@@ -367,6 +367,10 @@ CASES = [
          ("run", "-b", "ssh", "-s", "synrecv"),
          "{root}/scenarios/synrecv.yaml: steps: block_acks filters packets on a lab host, which "
          "the ssh backend cannot do; run this scenario with BACKEND=netns or BACKEND=docker"),
+    Case("ledger-on-ssh",
+         ("run", "-b", "ssh", "-s", "idle", "--ledger"),
+         "--ledger/LEDGER: the ssh backend's hosts run on kernels of their own, which the "
+         "ledger cannot trace yet; use --backend netns or docker, or run without --ledger"),
     Case("profiles-show-unknown",
          ("profiles", "show", "larg-buffers"),
          "unknown profile 'larg-buffers': no {root}/lab/profiles/larg-buffers.yaml; known "

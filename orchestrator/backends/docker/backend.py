@@ -98,7 +98,7 @@ class DockerBackend(Backend):
         if self.family == "ipv6":
             self._journal_ipv6_forwarding()
         network = self._create_network()
-        side_tar = _side_archive(resources.side_script())
+        side_tar = _side_archive(resources.side_program().encode())
         server, client_spec = self.lab.host("server"), self.lab.host("client")
         for spec in (server, client_spec):
             container = self._create_container(spec, network, sysctls.get(spec.name, {}), public)
@@ -347,9 +347,8 @@ def container_down(client: Any, container_id: str, name: str, host_name: str) ->
     return f"container {name} ({host_name}) is not running: {detail}"
 
 
-def _side_archive(side: Path) -> bytes:
-    """A tar holding opt/tcplab/side.py, for put_archive to /."""
-    data = side.read_bytes()
+def _side_archive(data: bytes) -> bytes:
+    """A tar holding opt/tcplab/side.py (the one side program), for put_archive to /."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         folder = tarfile.TarInfo("opt/tcplab")
