@@ -38,9 +38,23 @@ RUN_ARGS = --scenario $(SCENARIO) \
 
 .PHONY: help lab test unit images clean wipe lint install wheel site
 
-help: ## list targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
-	@echo "  variables: SCENARIO=idle|c2s|s2c|timewait PROFILE=NAME BACKEND=netns|docker|auto N=10000 BYTES=13 LAB=FILE KERNELS=\"6.1 6.12 host\""
+help: ## list targets and variables
+	@grep -E '^[a-z][a-z ]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@echo "variables of make lab (tcplab run --help has the options they set):"
+	@echo "  SCENARIO=NAME       a scenario in scenarios/ (default idle; tcplab scenarios lists them)"
+	@echo "  PROFILE=NAME        a sysctl profile in lab/profiles/ (default: the lab file's)"
+	@echo "  PROFILES=\"A B\"      one run per profile, compared side by side"
+	@echo "  BACKEND=NAME        netns, docker, auto (docker when a daemon answers), ssh, vm"
+	@echo "  N=COUNT             connections (default: the scenario's)"
+	@echo "  BYTES=COUNT         bytes per connection (c2s, s2c, orphan, bulk)"
+	@echo "  LEVELS=K            ramp in K steps: bytes per connection as a slope"
+	@echo "  REPEAT=K            K runs, fresh hosts each: median, range, spread"
+	@echo "  FAMILY=ipv4|ipv6    address family (default ipv4)"
+	@echo "  SERVER=blocking|epoll  server model (default blocking)"
+	@echo "  KERNELS=\"6.1 host\"  boot these kernels in VMs, one run each, compared"
+	@echo "  LAB=FILE            lab file (default lab/default.yaml); also read by make clean"
+	@echo "  ARGS=\"--flags\"      more tcplab run options, e.g. ARGS=\"--wait 600 -v\""
+	@echo "commands: .venv/bin/tcplab (or . .venv/bin/activate, then tcplab); tests: .venv/bin/python -m pytest"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

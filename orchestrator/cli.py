@@ -1,22 +1,88 @@
-"""The ``tcplab`` command. Exit codes: 0 success, 1 failed run, 2 bad input (nothing
-created), 130 Ctrl-C and 143 SIGTERM (after cleaning up), as shells report signals."""
+"""The ``tcplab`` command. Exit codes: see ``EXIT_CODES`` (shown by ``tcplab --help``)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from . import __version__, config, resources, scenario
+from . import __version__, config, resources, runner, scenario
 from .errors import InputError, LabError
+
+EXIT_CODES = """exit codes:
+  0    success
+  1    the run failed (a lab host, a side or a checkpoint went wrong; cleaned up)
+  2    bad input, or another run holds the machine-wide lock: nothing was created
+  130  interrupted by Ctrl-C (SIGINT); a run cleans up first
+  143  stopped by SIGTERM; a run cleans up first"""
+
+EXAMPLES = {
+    "tcplab": """examples:
+  tcplab run -s idle -n 2000               # one run: report on stdout, progress on stderr
+  tcplab run -s c2s --json | jq .runs[0].result
+  tcplab report results/RUN --format csv   # tidy rows: one per checkpoint, host and cache
+  tcplab compare results/RUN_A results/RUN_B --format markdown
+  tcplab -v run -s idle -n 100             # each command with its host, as it runs""",
+    "run": """examples:
+  tcplab run -s idle                       # the scenario's N, the lab's backend (auto)
+  tcplab run -s s2c -n 2000 --bytes 65536 -b netns
+  tcplab run -s idle -p default -p small-buffers       # one run per profile, compared
+  tcplab run -s idle --levels 4 --repeat 3
+  tcplab run -s idle --json                # stdout: the result path and headline figures
+  tcplab run -s idle --wait 600            # queue behind a run holding the lock""",
+    "report": """examples:
+  tcplab report results/RUN                # the text report again
+  tcplab report results/RUN --format html  # (re)write results/RUN/report.html
+  tcplab report results/RUN --format csv > run.csv   # pandas.read_csv takes it as is""",
+    "compare": """examples:
+  tcplab compare results/RUN_A results/RUN_B
+  tcplab compare results/ -o compare.html --format html""",
+}
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's layout and shows each option's default where it has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" not in text and "(default" not in text and action.option_strings
+                and default not in (None, False, argparse.SUPPRESS)
+                and not isinstance(action, (argparse._HelpAction, argparse._VersionAction))):
+            text += " (default: %(default)s)"
+        return text
 
 
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
     def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
         raise InputError(f"{self.prog}: {message}; see {self.prog} --help")
+
+
+def _wait_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
+    return value
+
+
+def _output_options(parser: argparse.ArgumentParser, default: object) -> None:
+    """-v/-q, accepted before the subcommand and after it (``tcplab run -v``)."""
+    parser.add_argument("-v", "--verbose", action="store_true", default=default,
+                        help="print each command run on a lab host, with the host, as it runs")
+    parser.add_argument("-q", "--quiet", action="store_true", default=default,
+                        help="no progress lines on stderr: only results and errors")
 
 
 def _positive_int(text: str) -> int:
@@ -36,23 +102,24 @@ def _at_least_one(text: str) -> int:
     return value
 
 
-EXIT_CODES = """exit codes:
-  0    success
-  1    a run failed after it started (cleaned up; what it measured saved as incomplete)
-  2    bad input: nothing was created
-  130  interrupted by Ctrl-C (SIGINT); a run cleans up first
-  143  stopped by SIGTERM; a run cleans up first"""
-
-
 def build_parser() -> Parser:
-    p = Parser(prog="tcplab", description="Measure what a TCP connection costs the Linux kernel.",
-               epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="tcplab", description="Measure what a TCP connection costs the Linux kernel. "
+               "Progress goes to stderr, results to stdout; NO_COLOR=1 turns colour off.",
+               epilog=EXAMPLES["tcplab"] + "\n\n" + EXIT_CODES)
     p.add_argument("--version", action="version", version=f"tcplab {__version__}")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    p.add_argument("--debug", action="store_true", help="show tracebacks (anywhere on the line)")
+    _output_options(p, False)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser,
+                           metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    _output_options(common, argparse.SUPPRESS)
 
-    run = sub.add_parser("run", help="run a scenario, print and save a report",
-                         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    def add(name: str, text: str, **kwargs: Any) -> Parser:
+        epilog = (EXAMPLES[name] + "\n\n" if name in EXAMPLES else "") + EXIT_CODES
+        return sub.add_parser(name, help=text, description=text, epilog=epilog,
+                              parents=[common], **kwargs)
+
+    run = add("run", "run a scenario, print and save a report")
     run.add_argument("--scenario", "-s", help="a name in scenarios/ or a path (required unless "
                      "--bundle gives it)")
     run.add_argument("--bundle", type=Path, metavar="FILE",
@@ -61,23 +128,27 @@ def build_parser() -> Parser:
     run.add_argument("--profile", "-p", action="append",
                      help="a name in lab/profiles/ or a path (default: the lab's); repeat it to "
                           "run the scenario once per profile and compare")
-    run.add_argument("--backend", "-b", choices=["netns", "docker", "auto", "ssh", "vm"])
+    run.add_argument("--backend", "-b", choices=["netns", "docker", "auto", "ssh", "vm"],
+                     help="where the lab hosts run (default: the lab file's, auto: docker when "
+                          "a daemon answers, else netns)")
     run.add_argument("--kernels", metavar="LIST",
                      help="vm backend: boot the hosts with these kernels, one run each, and "
                           "compare them (KERNELS=\"6.1 6.12 host\": a Debian cloud kernel "
                           "version, a path to a vmlinuz, or host = this machine)")
-    run.add_argument("-n", "--connections", type=_at_least_one,
+    run.add_argument("-n", "--connections", type=_at_least_one, metavar="N",
                      help="connections (default: the scenario's)")
-    run.add_argument("--bytes", type=_positive_int, dest="nbytes", help="bytes per connection")
-    run.add_argument("--lab", type=Path, help="lab file (default lab/default.yaml)")
-    run.add_argument("--results", type=Path, help="results directory (default results/)")
+    run.add_argument("--bytes", type=_positive_int, dest="nbytes", metavar="BYTES", help="bytes per connection")
+    run.add_argument("--lab", type=Path, metavar="FILE",
+                     help="lab file (default lab/default.yaml)")
+    run.add_argument("--results", type=Path, metavar="DIR",
+                     help="results directory (default results/)")
     run.add_argument("--allow-host-sysctls", action="store_true",
                      help="let a profile change host-wide sysctls (saved first, restored after)")
     run.add_argument("--no-release-wait", action="store_false", dest="release_wait",
                      help="after a run, do not wait for the kernel to free its sockets "
                           "(TIME_WAIT lasts 60 s on a real host); by default the wait happens "
                           "only where a later run depends on it")
-    run.add_argument("--stall", type=float, default=30.0,
+    run.add_argument("--stall", type=float, default=30.0, metavar="SECONDS",
                      help="seconds without progress before a side is declared stalled")
     run.add_argument("--ledger", action="store_true",
                      help="trace live kernel allocations per host, cache and call site with "
@@ -87,32 +158,46 @@ def build_parser() -> Parser:
     run.add_argument("--server", choices=["blocking", "epoll"], dest="server_model",
                      help="server model: epoll registers every accepted socket, as real servers "
                           "do (default blocking)")
-    run.add_argument("--repeat", type=_at_least_one, default=1,
+    run.add_argument("--repeat", type=_at_least_one, default=1, metavar="K",
                      help="run the whole scenario this many times, fresh hosts each time")
-    run.add_argument("--levels", type=_at_least_one,
+    run.add_argument("--levels", type=_at_least_one, metavar="K",
                      help="ramp in this many steps with a checkpoint after each; fits bytes "
                           "per connection as a slope (LEVELS=4)")
-    run.add_argument("--per-worker", type=_positive_int, default=0,
+    run.add_argument("--per-worker", type=_positive_int, default=0, metavar="K",
                      help="sockets per side worker process (default: as the fd limit allows)")
+    run.add_argument("--json", action="store_true",
+                     help="print only JSON on stdout: each run's result path, report path, "
+                          "status and bytes per connection at each checkpoint")
+    run.add_argument("--wait", type=_wait_seconds, nargs="?", const=float("inf"),
+                     metavar="SECONDS",
+                     help="when another run holds the machine-wide lock, wait for it (up to "
+                          "SECONDS; no value: as long as it takes) instead of exiting 2")
 
-    rep = sub.add_parser("report", help="re-render the report of a saved run")
-    rep.add_argument("run_dir", type=Path)
-    rep.add_argument("--format", choices=["table", "markdown", "json", "html"], default="table",
-                     help="html: write report.html into the run directory and print its path")
+    rep = add("report", "re-render the report of a saved run")
+    rep.add_argument("run_dir", type=Path, metavar="RUN", help="a run directory (results/ID)")
+    rep.add_argument("--format", choices=["table", "markdown", "json", "html", "csv"],
+                     default="table",
+                     help="html: write report.html into the run directory and print its path; "
+                          "csv: tidy rows (run, checkpoint, host, cache, bytes and objects per "
+                          "connection)")
 
-    cmp = sub.add_parser("compare", help="compare saved runs (a folder of runs, or a bundle "
-                                         "file, expands to its runs)")
-    cmp.add_argument("runs", nargs="+", type=Path, metavar="RUN_OR_DIR")
-    cmp.add_argument("--format", choices=["table", "markdown", "json", "html"], default="table")
-    cmp.add_argument("-o", "--output", type=Path, help="write to FILE instead of printing")
+    cmp = add("compare", "compare saved runs (a folder of runs, or a bundle file, expands to "
+                         "its runs)")
+    cmp.add_argument("runs", nargs="+", type=Path, metavar="RUN_OR_DIR",
+                     help="run directories, folders of runs or bundles")
+    cmp.add_argument("--format", choices=["table", "markdown", "json", "html"], default="table",
+                     help="output format")
+    cmp.add_argument("-o", "--output", type=Path, metavar="FILE",
+                     help="write to FILE instead of printing")
 
-    exp = sub.add_parser("export", help="pack runs and their setup into a bundle to share "
-                                        "(rerun it with tcplab run --bundle)")
-    exp.add_argument("runs", nargs="+", type=Path, metavar="RUN_OR_DIR")
+    exp = add("export", "pack runs and their setup into a bundle to share (rerun it with "
+                        "tcplab run --bundle)")
+    exp.add_argument("runs", nargs="+", type=Path, metavar="RUN_OR_DIR",
+                     help="run directories or folders of runs")
     exp.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
                      help="the bundle to write (.tar.gz); an existing file is never overwritten")
 
-    runs = sub.add_parser("runs", help="list saved runs (local and imported), with filters")
+    runs = add("runs", "list saved runs (local and imported), with filters")
     runs.add_argument("results", nargs="?", type=Path, default=Path("results"),
                       help="the results folder (default results/)")
     for name in ("scenario", "profile", "backend", "kernel", "origin", "status"):
@@ -123,18 +208,20 @@ def build_parser() -> Parser:
     runs.add_argument("--since", metavar="DATE", help="runs started on or after DATE (UTC, "
                       "2026-11-26 or '2026-11-26 04:14')")
     runs.add_argument("--until", metavar="DATE", help="runs started before the end of DATE")
-    runs.add_argument("--format", choices=["table", "json"], default="table")
+    runs.add_argument("--format", choices=["table", "json"], default="table",
+                      help="output format")
 
-    imp = sub.add_parser("import", help="add a colleague's bundle's runs to the library "
-                                        "(results/imported/<origin>/; checked, never executed)")
-    imp.add_argument("bundles", nargs="+", type=Path, metavar="BUNDLE")
+    imp = add("import", "add a colleague's bundle's runs to the library "
+                        "(results/imported/<origin>/; checked, never executed)")
+    imp.add_argument("bundles", nargs="+", type=Path, metavar="BUNDLE",
+                     help="bundles written by tcplab export")
     imp.add_argument("--results", type=Path, default=Path("results"),
                      help="the library (default results/)")
     imp.add_argument("--origin", help="the folder under results/imported/ (default: the "
                                       "bundle's file name)")
 
-    site = sub.add_parser("site", help="publish every run as one static, self-contained site "
-                                       "(index, reports, trends, comparisons)")
+    site = add("site", "publish every run as one static, self-contained site "
+                       "(index, reports, trends, comparisons)")
     site.add_argument("results", nargs="?", type=Path, default=Path("results"),
                       help="the results folder (default results/)")
     site.add_argument("-o", "--output", type=Path, default=Path("site"), metavar="DIR",
@@ -142,19 +229,19 @@ def build_parser() -> Parser:
                            "what changed")
     site.add_argument("--force", action="store_true", help="render every page again")
 
-    sub.add_parser("scenarios", help="list scenarios")
-    prof = sub.add_parser("profiles", help="list sysctl profiles, or show one resolved")
-    prof.add_argument("action", nargs="?", choices=["show"])
-    prof.add_argument("name", nargs="?")
+    add("scenarios", "list scenarios")
+    prof = add("profiles", "list sysctl profiles, or show one resolved")
+    prof.add_argument("action", nargs="?", choices=["show"], help="show: one profile resolved")
+    prof.add_argument("name", nargs="?", help="the profile to show")
 
-    sub.add_parser("images", help="build the lab node image, or find it (docker backend)")
+    add("images", "build the lab node image, or find it (docker backend)")
 
-    doc = sub.add_parser("doctor", help="check this machine is ready for lab runs, with fixes")
-    doc.add_argument("--lab", type=Path,
+    doc = add("doctor", "check this machine is ready for lab runs, with fixes")
+    doc.add_argument("--lab", type=Path, metavar="FILE",
                      help="also check the ssh hosts of this lab file (reachable, key accepted, "
                           "python3, root, slabinfo, lab address)")
 
-    wipe = sub.add_parser("wipe", help="remove everything tcplab runs left behind")
+    wipe = add("wipe", "remove everything tcplab runs left behind")
     wipe.add_argument("--all", action="store_true",
                       help="also runs whose owner still runs (stop them first)")
     wipe.add_argument("--lab", type=Path,
@@ -202,16 +289,19 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
                           family=args.family or "ipv4",
                           server_model=args.server_model or "blocking",
                           ledger=getattr(args, "ledger", False),
-                          bundle=getattr(args, "bundle_info", None),
+                          bundle=getattr(args, "bundle_info", None), lock_wait=args.wait,
                           release_wait=getattr(args, "release_wait", True))
         if kernel not in (None, "host"):
             opts.kernel = kernel
         plans.append(make_plan(opts))
     run_dirs: list[Path] = []
     failed: list[tuple[str, str, LabError]] = []  # (kernel label, what, error)
+    if args.json:  # stdout carries the JSON alone; the tables stay unprinted
+        out = _silent
     for index, plan in enumerate(plans):
         for rep in range(args.repeat):
-            ui = UI(phases=4)
+            ui = UI(phases=4, quiet=args.quiet, verbose=args.verbose)
+            runner.TRACE = ui.command if ui.verbose else None
             sc = plan.scenario
             tag = f" · run {rep + 1}/{args.repeat}" if args.repeat > 1 else ""
             label = (plan.lab.hosts[0].kernel or "6.1") if plan.backend == "vm" else "host"
@@ -272,8 +362,11 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
             write_text_atomic(written, compare_html(results))
             out(f"comparison: {_shown(written)}")
         out("runs: " + " ".join(str(d) for d in run_dirs))
-    for run_dir in run_dirs:
-        out(f"report: {_shown(write_report(run_dir))}")
+    reports = [write_report(run_dir) for run_dir in run_dirs]
+    for report in reports:
+        out(f"report: {_shown(report)}")
+    if args.json:
+        print(json.dumps(headline(results, run_dirs, reports), indent=1))
     for _label, what, exc in failed:
         print(f"tcplab: error: {what} failed: {exc}", file=sys.stderr)
     if failed:
@@ -281,6 +374,28 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
               "the others completed and are compared above", file=sys.stderr)
         return 1
     return 0
+
+
+def _silent(_text: str) -> None:
+    pass
+
+
+def headline(results: list[Any], run_dirs: list[Path], reports: list[Path]) -> dict[str, Any]:
+    """``tcplab run --json``: where each run's files are and its headline figures."""
+    runs = []
+    for result, run_dir, report in zip(results, run_dirs, reports, strict=True):
+        runs.append({
+            "run_id": result.run_id, "status": result.status,
+            "result": _shown(run_dir / "result.json"), "report": _shown(report),
+            "backend": result.metadata.backend, "kernel": result.metadata.kernel.release,
+            "scenario": result.scenario.name, "profile": result.profile.name,
+            "connections": result.scenario.connections, "bytes": result.scenario.bytes,
+            "checkpoints": [{"name": c.name, "connections": c.connections,
+                             "bytes_per_connection": round(c.per_connection().total, 1)}
+                            for c in result.measured()],
+            "slope": ((result.slope or {}).get("total") or {}).get("slope"),
+        })
+    return {"runs": runs}
 
 
 def _kernel_list(args: argparse.Namespace) -> list[str | None]:
@@ -325,8 +440,6 @@ def _refuse_stale() -> None:
 
 
 def cmd_report(args: argparse.Namespace, out: Callable[[str], None]) -> int:
-    import json
-
     from .report import text as report_text
     from .results import load_result
 
@@ -336,6 +449,11 @@ def cmd_report(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         out(str(_shown(write_report(args.run_dir))))
         return 0
     result = load_result(args.run_dir)
+    if args.format == "csv":
+        from .api import rows_csv
+
+        out(rows_csv([result]).rstrip("\n"))
+        return 0
     if args.format == "json":
         out(json.dumps(result.to_dict(), indent=1))
     else:
@@ -519,6 +637,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tcplab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `tcplab report ... | head`: the reader has what it wanted
+        sys.stdout = None  # type: ignore[assignment]  # no second error at exit's flush
+        return 0
 
 
 if __name__ == "__main__":

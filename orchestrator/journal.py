@@ -208,8 +208,13 @@ class HostLock:
     cannot leave it stuck.
     """
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, wait: float | None = None,
+                 note: Callable[[str], None] | None = None) -> None:
         self.label = label
+        # --wait SECONDS (inf: no limit); else TCPLAB_LOCK_WAIT, the older spelling
+        self.wait = wait if wait is not None else float(os.environ.get("TCPLAB_LOCK_WAIT", "0")
+                                                         or 0)
+        self.note = note
         self.fd: int | None = None
 
     @staticmethod
@@ -221,21 +226,26 @@ class HostLock:
         path = self.path()
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        # TCPLAB_LOCK_WAIT: seconds to wait for a running measurement (test suites, scripts).
-        deadline = time.monotonic() + float(os.environ.get("TCPLAB_LOCK_WAIT", "0") or 0)
+        deadline = time.monotonic() + self.wait
+        told = False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another run"
                 if time.monotonic() < deadline:
+                    if not told and self.note is not None:
+                        self.note(f"waiting for the machine-wide lock ({holder})")
+                        told = True
                     time.sleep(0.5)
                     continue
-            holder = os.read(fd, 200).decode(errors="replace").strip() or "another run"
             os.close(fd)
+            waited = f" (waited {self.wait:g} s)" if self.wait else ""
             raise InputError(
-                f"another tcplab run is measuring on this machine ({holder}); slab counters "
-                "are machine-wide, so wait for it to finish"
+                f"another tcplab run is measuring on this machine ({holder}){waited}; slab "
+                "counters are machine-wide: wait for it to finish, or pass --wait [SECONDS] "
+                "to queue behind it"
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{self.label}, pid {os.getpid()}".encode())

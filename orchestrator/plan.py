@@ -39,6 +39,7 @@ class RunOptions:
     family: str = "ipv4"
     kernel: str | None = None  # vm backend: boot every host with this kernel (--kernels)
     bundle: dict[str, Any] | None = None  # run --bundle: the setup's origin (metadata.bundle)
+    lock_wait: float | None = None  # --wait: seconds to queue for the machine-wide lock
     ledger: bool = False  # --ledger: trace live allocations per host (orchestrator/ledger)
     release_wait: bool = True  # --no-release-wait: never wait for the kernel to free sockets
 

@@ -93,13 +93,24 @@ def default_lab() -> Path:
     return path("lab/default.yaml")
 
 
+def _in_package(relative: str, what: str) -> Path:
+    """A file shipped inside the package itself (not a data tree): real on disk, or an
+    error saying a zipped install cannot serve it."""
+    found = _importlib_resources.files(PACKAGE).joinpath(*relative.split("/"))
+    if not isinstance(found, Path):
+        raise LabError(f"tcplab's {what} are inside a zip: install tcplab unzipped "
+                       "(pip install tcplab-*.whl)")
+    return found
+
+
 def templates_dir() -> Path:
     """The report's HTML templates: inside the package itself, in a checkout and a wheel."""
-    templates = _importlib_resources.files(PACKAGE) / "report" / "templates"
-    if not isinstance(templates, Path):
-        raise LabError("tcplab's report templates are inside a zip: install tcplab unzipped "
-                       "(pip install tcplab-*.whl)")
-    return templates
+    return _in_package("report/templates", "report templates")
+
+
+def result_schema() -> Path:
+    """The JSON Schema of result.json: package data of ``orchestrator.results``."""
+    return _in_package("results/result.schema.json", "result schema files")
 
 
 def side_script() -> Path:

@@ -29,6 +29,17 @@ def render(cmd: Command) -> str:
     return cmd if isinstance(cmd, str) else shlex.join(cmd)
 
 
+#: ``tcplab -v``: called with (host, command line) as each command on a lab host starts,
+#: whatever the transport (LocalRunner here, SshRunner in ssh.py). None: silent.
+TRACE: Callable[[str, str], None] | None = None
+
+
+def trace(host: str, cmd: Command) -> None:
+    """Report one command about to run on ``host`` to the ``-v`` hook, if any."""
+    if TRACE is not None:
+        TRACE(host, render(cmd))
+
+
 @dataclass(frozen=True)
 class Result:
     command: str
@@ -213,6 +224,7 @@ class LocalRunner(Runner):
     def run(self, cmd: Command, *, check: bool = True, timeout: float | None = 60,
             stdin: str | None = None) -> Result:
         argv = self._argv(cmd)
+        trace(self.host, cmd)
         try:
             proc = subprocess.run(argv, input=stdin, capture_output=True, text=True,
                                   timeout=timeout)
@@ -225,10 +237,12 @@ class LocalRunner(Runner):
         return result.check() if check else result
 
     def spawn(self, cmd: Command) -> LocalChannel:
+        trace(self.host, cmd)
         return LocalChannel(self.host, self._argv(cmd))
 
     def stream(self, cmd: Command) -> Iterator[str]:
         argv = self._argv(cmd)
+        trace(self.host, cmd)
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             yield from proc.stdout

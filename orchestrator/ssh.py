@@ -36,7 +36,7 @@ from fabric import Config, Connection
 from invoke.exceptions import CommandTimedOut
 
 from .errors import CommandError, RunError
-from .runner import Command, QueueChannel, Result, Runner, timed_out
+from .runner import Command, QueueChannel, Result, Runner, timed_out, trace
 
 #: Errors that mean the SSH transport itself failed (not the remote command).
 TRANSPORT_ERRORS = (paramiko.SSHException, OSError, EOFError)
@@ -135,10 +135,17 @@ class SshRunner(Runner):
         """The remote command line: argv quoted with shlex.join, a string as given."""
         return quote(cmd)
 
+    def _traced(self, cmd: Command) -> str:
+        """The remote command line (``command``, which subclasses adapt), reported to
+        ``tcplab -v`` as it starts: every run, spawn and stream passes here."""
+        command = self.command(cmd)
+        trace(self.host, command)
+        return command
+
     # -- Runner ------------------------------------------------------------------------------
     def run(self, cmd: Command, *, check: bool = True, timeout: float | None = 60,
             stdin: str | None = None) -> Result:
-        command = self.command(cmd)
+        command = self._traced(cmd)
         self.connect()
         in_stream: Any = io.StringIO(stdin) if stdin is not None else False
         seconds = int(timeout) if timeout else None
@@ -173,11 +180,11 @@ class SshRunner(Runner):
         return channel
 
     def spawn(self, cmd: Command) -> SshChannel:
-        command = self.command(cmd)
+        command = self._traced(cmd)
         return SshChannel(self, command, self._session(command))
 
     def stream(self, cmd: Command) -> Iterator[str]:
-        command = self.command(cmd)
+        command = self._traced(cmd)
         channel = self._session(command)
         stderr: list[bytes] = []
         drain = threading.Thread(target=_drain, args=(channel.makefile_stderr("rb"), stderr),

@@ -1,22 +1,49 @@
 """What a run prints while it works: numbered phases, a progress bar on a terminal,
-plain log lines otherwise (CI logs, pipes)."""
+plain log lines otherwise (CI logs, pipes).
+
+Everything goes to one stream, stderr by default, so stdout carries only the report (or,
+with ``--json``, only the JSON): the rich progress bar is given a console on that same
+stream (rich's ``Progress()`` alone would draw on stdout). ``NO_COLOR`` (any value, see
+no-color.org) turns colour off; ``quiet`` keeps the stream silent but for errors;
+``verbose`` echoes every command run on a lab host, with the host, as it starts.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TextIO
+from typing import Any, TextIO
 
 
 class UI:
-    def __init__(self, stream: TextIO | None = None, phases: int = 5, quiet: bool = False) -> None:
+    def __init__(self, stream: TextIO | None = None, phases: int = 5, quiet: bool = False,
+                 verbose: bool = False) -> None:
         self.stream = stream or sys.stderr
         self.phases = phases
         self.phase_no = 0
         self.quiet = quiet
+        self.verbose = verbose and not quiet
         self.tty = self.stream.isatty()
+
+    @staticmethod
+    def color() -> bool:
+        """False when ``NO_COLOR`` is set to anything non-empty (no-color.org)."""
+        return not os.environ.get("NO_COLOR")
+
+    def console(self) -> Any:
+        """A rich console drawing on this UI's stream, colour as ``NO_COLOR`` says."""
+        from rich.console import Console
+
+        return Console(file=self.stream, no_color=not self.color(),
+                       color_system="auto" if self.color() else None)
+
+    def command(self, host: str, command: str) -> None:
+        """``-v``: one line per command run on a lab host, as it starts."""
+        if self.verbose:
+            self.line(f"      $ [{host}] {command}")
 
     def line(self, text: str) -> None:
         if not self.quiet:
@@ -59,7 +86,8 @@ class Ticker:
             )
 
             self.bar = Progress(TextColumn(f"      {label}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), transient=True)
+                                TimeElapsedColumn(), transient=True,
+                                console=ui.console())
             self.bar.start()
             self.task = self.bar.add_task(label, total=self.total)
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..report.charts import _STYLE, INK, MUTED, SPARE, _style_axes, plt, to_svg
+from matplotlib.ticker import FuncFormatter
+
+from ..report.charts import INK, MUTED, SPARE, _style_axes, style, subplots, to_svg
 from .trends import ScenarioTrend
 
 SERIES_COLOURS = ["#3b6fb6", "#e08a3c", "#4a9d6b", "#c9504f", "#8470b8", "#4fb3c8",
@@ -32,8 +34,8 @@ def trend_svg(trend: ScenarioTrend) -> str | None:
     steps = {(st.setup, st.checkpoint, st.path) for st in trend.steps}
     ncols = min(len(cps), 2)
     nrows = (len(cps) + ncols - 1) // ncols
-    with plt.rc_context(_STYLE):
-        fig, axes = plt.subplots(nrows, ncols, figsize=(11, 2.9 * nrows + 0.4), squeeze=False)
+    with style():
+        fig, axes = subplots(nrows, ncols, figsize=(11, 2.9 * nrows + 0.4), squeeze=False)
         for k, ax in enumerate(axes.flat):
             if k >= len(cps):
                 ax.set_visible(False)
@@ -57,7 +59,7 @@ def trend_svg(trend: ScenarioTrend) -> str | None:
             low, high = ax.get_ylim()  # not from 0: a step of a few % must show
             pad = max((high - low) * 0.15, 40.0)
             ax.set_ylim(low - pad, high + pad)
-            ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _p: f"{v:,.0f}"))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:,.0f}"))
             every = max(1, (len(runs) + MAX_TICKS - 1) // MAX_TICKS)
             ticks = list(range(0, len(runs), every))
             ax.set_xticks(ticks, [_stamp(runs[t][0]) for t in ticks], rotation=35, ha="right",

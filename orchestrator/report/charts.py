@@ -1,4 +1,8 @@
-"""Charts for the HTML report: matplotlib (Agg), returned as inline SVG strings.
+"""Charts for the HTML report: matplotlib ``Figure`` objects, returned as inline SVG strings.
+
+Figures are made with ``matplotlib.figure.Figure`` and never through pyplot: importing
+tcplab leaves matplotlib's backend and pyplot's figure list alone (a notebook keeps its
+inline plotting), and nothing here needs a GUI or the Agg backend to write SVG.
 
 Every chart is drawn from a saved result alone. The SVG carries no external reference:
 the XML prologue, DOCTYPE and RDF metadata matplotlib writes are dropped, text stays
@@ -13,10 +17,7 @@ import re
 from typing import Any
 
 import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from ..results.model import Result
@@ -93,6 +94,18 @@ def _bytes(value: float, _pos: Any = None) -> str:
     return f"{value:,.0f}"
 
 
+def subplots(*grid: int, figsize: tuple[float, float], **kwargs: Any) -> tuple[Any, Any]:
+    """``pyplot.subplots`` without pyplot: a ``Figure`` and its axes, nothing global touched
+    (no backend switched, no figure registered). Draw inside ``style()``."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid, **kwargs)
+
+
+def style() -> Any:
+    """The charts' rc settings, for drawing and saving a figure."""
+    return matplotlib.rc_context(_STYLE)
+
+
 # -- SVG plumbing --------------------------------------------------------------------------
 
 def to_svg(fig: Any, prefix: str, title: str = "") -> str:
@@ -100,7 +113,6 @@ def to_svg(fig: Any, prefix: str, title: str = "") -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight", pad_inches=0.08,
                 metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
-    plt.close(fig)
     return clean_svg(buf.getvalue(), prefix, title)
 
 
@@ -148,9 +160,9 @@ def memory_bars(result: Result) -> str | None:
     caches = report_text.top_caches(cps)
     aliases = result.metadata.slab_aliases
     names = [cp.name for cp in cps]
-    with plt.rc_context(_STYLE):
-        fig, (ax, side) = plt.subplots(1, 2, figsize=(11, 3.9),
-                                       gridspec_kw={"width_ratios": [4.2, 1], "wspace": 0.12})
+    with style():
+        fig, (ax, side) = subplots(1, 2, figsize=(11, 3.9),
+                                   gridspec_kw={"width_ratios": [4.2, 1], "wspace": 0.12})
         for a in (ax, side):
             _style_axes(a)
         x = list(range(len(cps)))
@@ -232,8 +244,8 @@ def buffer_bars(result: Result) -> str | None:
     hosts = list(cps[0].buffers)
     metrics = [("rmem_alloc", "rmem_alloc (receive)"), ("wmem_queued", "wmem_queued (send)"),
                ("fwd_alloc", "fwd_alloc (forward allocation)")]
-    with plt.rc_context(_STYLE):
-        fig, axes = plt.subplots(1, len(hosts), figsize=(11, 3.4), sharey=True, squeeze=False)
+    with style():
+        fig, axes = subplots(1, len(hosts), figsize=(11, 3.4), sharey=True, squeeze=False)
         peak = max([getattr(cp.buffers[h], m).median for cp in cps for h in hosts
                     for m, _ in metrics] + [1.0])
         limits = {}
@@ -293,9 +305,9 @@ def timeline_chart(result: Result) -> str | None:
                    key=lambda h: known.index(h) if h in known else 99)
     mem_col = next((cols[f"{h}.mem"] for h in hosts if f"{h}.mem" in cols), None)
     slab = cols.get("slab_kb") or []
-    with plt.rc_context(_STYLE):
-        fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 4.6), sharex=True,
-                                          gridspec_kw={"height_ratios": [1.15, 1], "hspace": 0.12})
+    with style():
+        fig, (top, bottom) = subplots(2, 1, figsize=(11, 4.6), sharex=True,
+                                      gridspec_kw={"height_ratios": [1.15, 1], "hspace": 0.12})
         for ax in (top, bottom):
             _style_axes(ax)
         if mem_col:

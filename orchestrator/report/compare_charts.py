@@ -20,7 +20,6 @@ from typing import Any
 from ..results.model import Result
 from . import text as report_text
 from .charts import (
-    _STYLE,
     INK,
     MUTED,
     OTHER,
@@ -29,7 +28,8 @@ from .charts import (
     _bytes,
     _style_axes,
     cache_colour,
-    plt,
+    style,
+    subplots,
     to_svg,
 )
 from .compare import group_key
@@ -70,8 +70,8 @@ def memory_bars(groups: list[tuple[str, list[Result]]]) -> str | None:
     caches = report_text.top_caches(all_cps, limit=MAX_CACHES)
     n = len(groups)
     width = min(0.8 / n, 0.3)
-    with plt.rc_context(_STYLE):
-        fig, ax = plt.subplots(figsize=(11, 3.9))
+    with style():
+        fig, ax = subplots(figsize=(11, 3.9))
         _style_axes(ax)
         seen: set[str] = set()
         peak = 1.0
@@ -128,8 +128,8 @@ def buffer_bars(groups: list[tuple[str, list[Result]]]) -> str | None:
                ("wmem_queued", "tcp_wmem", "send: wmem_queued")]
     n = len(groups)
     width = min(0.8 / n, 0.3)
-    with plt.rc_context(_STYLE):
-        fig, axes = plt.subplots(2, 2, figsize=(11, 5.6), squeeze=False, sharex=True)
+    with style():
+        fig, axes = subplots(2, 2, figsize=(11, 5.6), squeeze=False, sharex=True)
         for row, (metric, sysctl, title) in enumerate(metrics):
             for col, side in enumerate(SIDES):
                 ax = axes[row][col]
@@ -202,8 +202,8 @@ def timeline_overlay(groups: list[tuple[str, list[Result]]]) -> str | None:
               if len(runs[0].timeline.columns.get("t") or []) >= 2]
     if not firsts:
         return None
-    with plt.rc_context(_STYLE):
-        fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 4.8), sharex=True,
+    with style():
+        fig, (top, bottom) = subplots(2, 1, figsize=(11, 4.8), sharex=True,
                                           gridspec_kw={"hspace": 0.14})
         for ax in (top, bottom):
             _style_axes(ax)

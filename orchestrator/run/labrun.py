@@ -9,6 +9,7 @@ saves what it measured, marked incomplete.
 
 from __future__ import annotations
 
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -17,8 +18,8 @@ from typing import Any
 
 from .. import faults, sysctls
 from ..backends import Backend, LabHost, backend_class
-from ..errors import LabError
-from ..journal import HostLock, Journal
+from ..errors import LabError, RunError
+from ..journal import HostLock, Journal, state_root
 from ..ledger.session import LedgerSession
 from ..measure.kernel import read_slab_aliases
 from ..measure.timeline import Sampler
@@ -50,11 +51,19 @@ class LabRun:
 
     def execute(self) -> Path:
         plan = self.plan
-        lock = HostLock(f"{plan.scenario.name}/{plan.profile.name}")
+        lock = HostLock(f"{plan.scenario.name}/{plan.profile.name}",
+                        wait=plan.options.lock_wait, note=self.ui.note)
         lock.acquire()  # before anything is created: a refused run leaves nothing behind
         try:
             run_dir = new_run_dir(self.results_dir, plan.scenario.name, plan.profile.name)
-            journal = Journal.create(run_dir.name)
+            try:
+                journal = Journal.create(run_dir.name)
+            except OSError as exc:  # nothing exists yet: no journal, no run directory
+                run_dir.rmdir()
+                raise RunError(f"cannot create the run's journal in {state_root()}: "
+                               f"{exc.strerror}; tcplab records there what it creates so that "
+                               "it can always remove it: make it writable, or set "
+                               "TCPLAB_STATE_DIR to a writable directory") from None
         except BaseException:
             lock.release()
             raise
@@ -71,11 +80,15 @@ class LabRun:
             error = explained(exc, self.backend)
         except KeyboardInterrupt:
             error = Interrupted("interrupted; cleaned up")
+        except OSError as exc:  # the run's own files (raw snapshots): a full disk, say
+            error = RunError(f"cannot write the run's files in {run_dir}: {exc.strerror}; "
+                             "free some disk space or choose another results directory "
+                             "(--results DIR)")
         finally:
             for s in old:
                 signal.signal(s, signal.SIG_IGN)  # teardown must finish
             try:
-                write_json_atomic(run_dir / "result.json", self._result(run_dir, started, error))
+                self._save(run_dir, started, error)
             finally:
                 snapshots = self.state.checkpoints.snapshots if self.state else []
                 if self.ledger is not None:
@@ -86,8 +99,28 @@ class LabRun:
                 for s, handler in old.items():
                     signal.signal(s, handler)
         if error is not None:
+            self._incomplete_report(run_dir)
             raise error
         return run_dir
+
+    def _save(self, run_dir: Path, started: float, error: LabError | None) -> None:
+        """result.json, or no run directory at all: one the result could not be written
+        into (a full disk) would be a partial result no command reads."""
+        try:
+            write_json_atomic(run_dir / "result.json", self._result(run_dir, started, error))
+        except LabError as exc:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise RunError(f"{exc}; {run_dir.name} was removed"
+                           + (f" (the run had already failed: {error})" if error else "")) from None
+
+    def _incomplete_report(self, run_dir: Path) -> None:
+        """report.html of a failed run, with the INCOMPLETE banner; never hides the error."""
+        from ..report.html import write_report
+
+        try:
+            self.ui.line(f"report: {write_report(run_dir)} (incomplete run)")
+        except Exception as exc:  # noqa: BLE001 - the run's own error is the one to show
+            self.ui.line(f"note: no report.html for this incomplete run: {exc}")
 
     def _up(self, run_dir: Path) -> None:
         plan, backend, opts = self.plan, self.backend, self.plan.options

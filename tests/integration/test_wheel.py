@@ -107,6 +107,19 @@ def test_every_module_imports_with_the_declared_dependencies(
     assert imported == here, f"imported {imported} modules, the checkout has {here} files"
 
 
+def test_import_keeps_matplotlib_backend_and_ships_the_schema(
+        installed: tuple[Path, Path, dict]) -> None:
+    """pip install of the wheel, then import: matplotlib's backend is the user's still
+    (charts use Figure, never pyplot); result.schema.json is package data."""
+    bin_dir, tmp, env = installed
+    code = ("import matplotlib, sys; b = matplotlib.get_backend(); import orchestrator, "
+            "orchestrator.api, orchestrator.report.html; assert matplotlib.get_backend() == b; "
+            "assert 'matplotlib.pyplot' not in sys.modules; "
+            "from orchestrator.results.schema import load_schema; print(b, load_schema()['title'])")
+    out = _check([str(bin_dir / "python"), "-c", code], tmp, {**env, "MPLBACKEND": "pdf"}, 120)
+    assert out.stdout.split() == ["pdf", "tcplab.result/1"]
+
+
 def test_doctor_scenarios_profiles_from_root_dir(installed: tuple[Path, Path, dict]) -> None:
     bin_dir, _tmp, env = installed
     tcplab = str(bin_dir / "tcplab")

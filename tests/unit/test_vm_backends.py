@@ -276,3 +276,27 @@ def test_ssh_labs_may_use_real_addresses(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="198.18.0.0/15"):
         config.load_lab(_lab(tmp_path, backend="vm", subnet="10.20.0.0/24",
                              server="10.20.0.2", client="10.20.0.3"))
+
+
+def test_diagnose_names_a_killed_vm() -> None:
+    """A VM killed during a run: the error leads with it, not with the SSH refusal that
+    follows (checked by hand too: docs/errors.md, faults)."""
+    import signal as _signal
+    import subprocess as _subprocess
+    from types import SimpleNamespace
+
+    from orchestrator.backends.vm.backend import VmBackend
+
+    dead = _subprocess.Popen(["sleep", "30"])
+    dead.send_signal(_signal.SIGKILL)
+    dead.wait()
+    alive = _subprocess.Popen(["sleep", "30"])
+    try:
+        backend = VmBackend.__new__(VmBackend)
+        backend.vms = {"server": SimpleNamespace(proc=dead, pid=dead.pid),
+                       "client": SimpleNamespace(proc=alive, pid=alive.pid)}
+        assert backend.diagnose() == [
+            f"server: its VM (qemu pid {dead.pid}) was killed by SIGKILL during the run"]
+    finally:
+        alive.kill()
+        alive.wait()

@@ -24,6 +24,7 @@ start time). Teardown, Ctrl-C and ``tcplab wipe`` stop the VMs and remove the fi
 
 from __future__ import annotations
 
+import signal
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -143,6 +144,18 @@ class VmBackend(SshBackend):
             read_fd_limits(host)
         self.timings["up"] = round(time.monotonic() - started, 1)
         return self.hosts
+
+    def diagnose(self) -> list[str]:
+        """VMs whose qemu exited during the run (killed, crashed, powered off): the cause
+        a side's lost SSH connection is only the symptom of."""
+        notes = []
+        for name, vm in self.vms.items():
+            code = vm.proc.poll()
+            if code is not None:
+                how = (f"was killed by {signal.Signals(-code).name}" if code < 0
+                       and -code in signal.valid_signals() else f"exited with status {code}")
+                notes.append(f"{name}: its VM (qemu pid {vm.pid}) {how} during the run")
+        return notes
 
     def undo_handlers(self) -> dict[str, Callable[[dict], None]]:
         return {**LOCAL_HANDLERS, **vm_undo_handlers()}
