@@ -17,6 +17,8 @@ FAMILY ?=
 SERVER ?=
 REPEAT ?=
 KERNELS ?=
+CLIENTS ?=
+ROUTER ?=
 ARGS ?=
 
 RUN_ARGS = --scenario $(SCENARIO) \
@@ -30,13 +32,15 @@ RUN_ARGS = --scenario $(SCENARIO) \
   $(if $(REPEAT),--repeat $(REPEAT)) \
   $(if $(KERNELS),--kernels "$(KERNELS)") \
   $(if $(FAMILY),--family $(FAMILY)) \
+  $(if $(CLIENTS),--clients $(CLIENTS)) \
+  $(if $(ROUTER),--router $(ROUTER)) \
   $(if $(SERVER),--server $(SERVER)) $(ARGS)
 
 .PHONY: help lab test unit images clean wipe lint install wheel
 
 help: ## list targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
-	@echo "  variables: SCENARIO=idle|c2s|s2c|timewait PROFILE=NAME BACKEND=netns|docker|auto N=10000 BYTES=13 LAB=FILE KERNELS=\"6.1 6.12 host\""
+	@echo "  variables: SCENARIO=idle|c2s|s2c|timewait PROFILE=NAME BACKEND=netns|docker|auto N=10000 BYTES=13 LAB=FILE KERNELS=\"6.1 6.12 host\" CLIENTS=4 ROUTER=nat|plain"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

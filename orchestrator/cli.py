@@ -59,6 +59,7 @@ def build_parser() -> Parser:
                      help="connections (default: the scenario's)")
     run.add_argument("--bytes", type=_positive_int, dest="nbytes", help="bytes per connection")
     run.add_argument("--lab", type=Path, help="lab file (default lab/default.yaml)")
+    _topology_args(run)
     run.add_argument("--results", type=Path, help="results directory (default results/)")
     run.add_argument("--allow-host-sysctls", action="store_true",
                      help="let a profile change host-wide sysctls (saved first, restored after)")
@@ -76,6 +77,10 @@ def build_parser() -> Parser:
                           "per connection as a slope (LEVELS=4)")
     run.add_argument("--per-worker", type=_positive_int, default=0,
                      help="sockets per side worker process (default: as the fd limit allows)")
+
+    topo = sub.add_parser("topology", help="print a lab's topology: hosts, addresses, links")
+    topo.add_argument("--lab", type=Path, help="lab file (default lab/default.yaml)")
+    _topology_args(topo)
 
     rep = sub.add_parser("report", help="re-render the report of a saved run")
     rep.add_argument("run_dir", type=Path)
@@ -109,6 +114,23 @@ def build_parser() -> Parser:
     wipe.add_argument("--lab", type=Path,
                       help="also restore sysctls journalled on this lab file's ssh hosts")
     return p
+
+
+def _topology_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--clients", type=_at_least_one, metavar="N",
+                        help="this many client hosts, each its own address (CLIENTS=4)")
+    parser.add_argument("--router", choices=["none", "plain", "nat"],
+                        help="a router between the clients' and the server's network; nat: "
+                             "it masquerades the clients (ROUTER=nat)")
+
+
+def cmd_topology(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    from . import topology
+
+    lab = topology.derive(config.load_lab(args.lab or resources.default_lab()), args.clients,
+                          args.router)
+    out(topology.render(lab).rstrip("\n"))
+    return 0
 
 
 def cmd_run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
@@ -150,6 +172,7 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
                           stall=args.stall, per_worker=args.per_worker, levels=args.levels or 1,
                           family=args.family or "ipv4",
                           server_model=args.server_model or "blocking",
+                          clients=args.clients, router=args.router,
                           bundle=getattr(args, "bundle_info", None))
         if kernel not in (None, "host"):
             opts.kernel = kernel
@@ -364,7 +387,7 @@ def cmd_wipe(args: argparse.Namespace, out: Callable[[str], None]) -> int:
 
 COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "export": cmd_export,
             "scenarios": cmd_scenarios, "profiles": cmd_profiles, "images": cmd_images,
-            "wipe": cmd_wipe, "doctor": cmd_doctor}
+            "wipe": cmd_wipe, "doctor": cmd_doctor, "topology": cmd_topology}
 
 
 def main(argv: list[str] | None = None) -> int:

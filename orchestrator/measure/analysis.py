@@ -147,6 +147,9 @@ def checkpoint(base: Snapshot, snap: Snapshot, connections: int,
         "memory": {h: s.memory for h, s in snap.hosts.items() if s.memory is not None},
         "memory_per_connection": cgroup_per_connection(base, snap, connections),
     }
+    router = router_cost(base, snap, connections)
+    if router:
+        out["router"] = router
     if snap.kernels:
         out["per_kernel"] = per_kernel(base, snap, connections)
         # Each kernel attributes its own caches (a cache tracks the connections on one side,
@@ -156,6 +159,26 @@ def checkpoint(base: Snapshot, snap: Snapshot, connections: int,
         for key in ("total", "objects_total"):
             pcb[key] = round(sum(k["per_connection_bytes"][key]
                                  for k in out["per_kernel"].values()), 1)
+    return out
+
+
+def router_cost(base: Snapshot, snap: Snapshot, connections: int) -> dict[str, Any]:
+    """Per router host: its conntrack entries (its own namespace), their growth per
+    connection, and what they cost at the nf_conntrack cache's footprint. The slab is
+    machine-wide; the router's count says which share of it the router holds."""
+    out: dict[str, Any] = {}
+    line = snap.slab.get("nf_conntrack")
+    n = max(connections, 1)
+    for host, now in snap.hosts.items():
+        if now.conntrack is None:
+            continue
+        before = base.hosts.get(host)
+        delta = now.conntrack - (before.conntrack or 0 if before else 0)
+        out[host] = {"conntrack": now.conntrack,
+                     "entries_per_connection": round(delta / n, 4),
+                     "entry_bytes": round(slab_footprint(line), 1) if line else None,
+                     "bytes_per_connection": (round(delta * slab_footprint(line) / n, 1)
+                                              if line else None)}
     return out
 
 

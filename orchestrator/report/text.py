@@ -9,6 +9,7 @@ from tabulate import tabulate
 from ..measure.analysis import CGROUP_CAVEAT
 from ..results.model import Checkpoint, Result
 from . import findings
+from .topology import topology_text
 
 TOP_CACHES = 7
 
@@ -115,6 +116,9 @@ def ends(result: Result) -> str:
 
 def render(result: Result, fmt: str = "simple") -> str:
     parts = [header(result), ""]
+    topo = topology_text(result, fmt)
+    if topo:
+        parts.append(topo)
     if not result.measured():
         parts.append("no checkpoint was measured")
         return "\n".join(parts)

@@ -128,8 +128,9 @@ class LabRun:
         sides.hello()
         workers = sides.prepare()
         self.events["workers"] = {sides.label(h): w for h, w in workers.items()}
+        weights = {c: sum(n for _, n in s) for c, s in plan.client_shards.items()}
         checkpoints = Checkpoints(self.ui, backend, hosts, kernel, sides, run_dir / "raw",
-                                  opts.stall, self.sampler)
+                                  opts.stall, self.sampler, weights)
         self.state = StepState(plan, self.ui, backend, hosts, sides, checkpoints, self.events,
                                plan.scenario.expectations())
 
