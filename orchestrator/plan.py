@@ -143,7 +143,8 @@ def make_plan(opts: RunOptions) -> Plan:
     shards, client_shards = _shards(lab, host_sysctls, scenario)
     _check_memory(scenario)
     if backend == "docker":
-        _check_conntrack(scenario, global_sysctls)
+        # behind a router each connection crosses two Docker bridges: two host entries
+        _check_conntrack(scenario, global_sysctls, 2 if lab.router else 1)
     _check_environment()
     _check_backend(backend, lab, opts.root)
     _check_disk(opts.results_dir or opts.root / "results")
@@ -311,7 +312,7 @@ def _check_memory(scenario: Scenario) -> None:
 CONNTRACK = Path("/proc/sys/net/netfilter")
 
 
-def _check_conntrack(scenario: Scenario, global_sysctls: dict[str, str]) -> None:
+def _check_conntrack(scenario: Scenario, global_sysctls: dict[str, str], per: int = 1) -> None:
     """Docker's bridge rules make the host track every lab connection: a full table drops SYNs.
 
     Measured: one host entry per connection; the ramp stalls at nf_conntrack_max.
@@ -322,9 +323,10 @@ def _check_conntrack(scenario: Scenario, global_sysctls: dict[str, str]) -> None
         used = int((CONNTRACK / "nf_conntrack_count").read_text())
     except (OSError, ValueError):
         return  # conntrack not loaded: nothing is tracked
-    if scenario.connections + used > limit:
+    if scenario.connections * per + used > limit:
         raise InputError(
-            f"{scenario.connections:,} connections on the docker backend need as many host "
+            f"{scenario.connections:,} connections on the docker backend need "
+            f"{'twice ' if per == 2 else ''}as many host "
             f"connection-tracking entries; net.netfilter.nf_conntrack_max is {limit:,} with "
             f"{used:,} in use. Raise it in a profile (sysctls: net.netfilter.nf_conntrack_max) "
             f"and run with --allow-host-sysctls, use BACKEND=netns, or lower N below "

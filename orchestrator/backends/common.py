@@ -63,11 +63,13 @@ def peer_address(lab: Lab, host: str) -> str:
 #: A member of a lab network: the host, its address there, its interface name.
 Member = tuple[HostSpec, str, str]
 
-#: nat: true on the router: masquerade what leaves towards the server (eth1), in the
-#: router's own namespace, so it holds one conntrack entry per connection as a NAT gateway
-#: does. Goes away with the namespace (container).
-NAT_RULESET = ("table ip tcplab_nat {\n chain post {\n  type nat hook postrouting priority 100;\n"
-               "  oifname \"eth1\" masquerade\n }\n}\n")
+def nat_ruleset(lab: Lab) -> str:
+    """nat: true on the router: masquerade what it forwards to the server's network, in the
+    router's own namespace, so it holds one conntrack entry per connection as a NAT
+    gateway does. Matched by destination, not interface name (Docker names interfaces in
+    its own order). Goes away with the namespace (container)."""
+    return ("table ip tcplab_nat {\n chain post {\n  type nat hook postrouting priority 100;\n"
+            f"  ip daddr {lab.server_subnet} masquerade\n }}\n}}\n")
 
 
 def lab_networks(lab: Lab) -> list[tuple[str, list[Member]]]:

@@ -21,7 +21,7 @@ from ..errors import InputError, RunError
 from ..journal import LOCAL_HANDLERS
 from ..runner import LocalRunner, Runner
 from .base import Backend, LabHost
-from .common import NAT_RULESET, Member, lab_networks, object_name, route_argvs, short_id
+from .common import Member, lab_networks, nat_ruleset, object_name, route_argvs, short_id
 
 #: nftables rule for scenario block_acks: drop the host's outgoing pure ACKs, so the
 #: peer's handshakes stay half-open (SYN-RECV). Loaded in the host's own network
@@ -85,7 +85,7 @@ class NetnsBackend(Backend):
             for argv in route_argvs(self.lab, host.spec):
                 host.runner.run(argv)
             if host.spec.nat:
-                host.runner.run(["nft", "-f", "-"], stdin=NAT_RULESET)
+                host.runner.run(["nft", "-f", "-"], stdin=nat_ruleset(self.lab))
         return self.hosts
 
     def _link(self, index: int, net: str, members: list[Member]) -> None:
