@@ -151,6 +151,11 @@ def load_lab(path: Path) -> Lab:
                        subnet6_text)
     hosts_doc = doc.map("hosts", required=True)
     hosts: list[HostSpec] = []
+    if server_subnet is not None and not any(
+            isinstance(h, dict) and h.get("role") == "router" for h in hosts_doc.data.values()):
+        raise InputError(f"{path}: network.server_subnet: a second network needs a host with "
+                         "role router joining it to network.subnet; add one or remove "
+                         "server_subnet")
     for name in hosts_doc.data:
         h = hosts_doc.map(str(name))
         h.only(["role", "address", "address6", "sysctls", "ssh", "kernel", "cmdline", "vm",
@@ -173,7 +178,7 @@ def load_lab(path: Path) -> Lab:
             raise h.fail("address6", f"an address inside network.subnet6 {subnet6}", address6)
         hosts.append(HostSpec(str(name), role, address, _sysctl_map(h), **_host_extras(h, path),
                               address6=address6, **topo))
-    _check_roles(hosts_doc, hosts, server_subnet)
+    _check_roles(hosts_doc, hosts)
     addresses = [h.address for h in hosts] + [h.server_address for h in hosts if h.server_address]
     if len(set(addresses)) != len(addresses):
         raise hosts_doc.fail(None, "a different address for each host")
@@ -239,7 +244,7 @@ def _topology_keys(h: Doc, role: str, subnet: Net, server_subnet: Net | None) ->
                                                         "network.server_subnet")}
 
 
-def _check_roles(hosts_doc: Doc, hosts: list[HostSpec], server_subnet: Net | None) -> None:
+def _check_roles(hosts_doc: Doc, hosts: list[HostSpec]) -> None:
     count = {r: sum(1 for h in hosts if h.role == r) for r in ROLES}
     if count["server"] != 1 or count["client"] < 1:
         roles = ", ".join(sorted(h.role for h in hosts))
@@ -248,10 +253,6 @@ def _check_roles(hosts_doc: Doc, hosts: list[HostSpec], server_subnet: Net | Non
     if count["router"] > 1:
         raise hosts_doc.fail(None, "at most one host with role router",
                              f"{count['router']} routers")
-    if server_subnet is not None and not count["router"]:
-        raise InputError(f"{hosts_doc.file}: network.server_subnet: a second network needs a "
-                         "host with role router joining it to network.subnet; add one or "
-                         "remove server_subnet")
 
 
 def _host_extras(h: Doc, lab_path: Path) -> dict[str, Any]:

@@ -329,6 +329,10 @@ CASES = [
          ("run", "-b", "ssh", "-s", "idle", "--clients", "2"),
          "the ssh backend runs one server and one client; this lab has 2 client(s), which it "
          "does not support yet: use BACKEND=netns or BACKEND=docker, or drop --clients/--router"),
+    Case("ipv6-with-router",
+         (*RUN, "-s", "idle", "--router", "plain", "--family", "ipv6"),
+         "--family/FAMILY ipv6 with a router is not supported yet (the router forwards and "
+         "masquerades IPv4 only); use FAMILY=ipv4 or drop the router"),
     Case("router-on-vm",
          ("run", "-b", "vm", "-s", "idle", "--router", "nat"),
          "the vm backend runs one server and one client; this lab has 1 client(s) and a router, "

@@ -277,6 +277,9 @@ def test_lab_errors(tmp_path: Path, kw: dict, want: str) -> None:
     (("role: client", "role: router"),
      "hosts.cli: a router joins two networks and this lab has one: add network.server_subnet "
      "(like 198.18.1.0/24) for the server's side, or remove the router"),
+    (("hosts:", "  server_subnet: 198.18.1.0/24\nhosts:"),
+     "network.server_subnet: a second network needs a host with role router joining it to "
+     "network.subnet; add one or remove server_subnet"),
     (("role: client", "role: gateway"), 'hosts.cli.role: expected server, client or router, '
      'got "gateway"'),
     (("backend: netns", "backend: kvm"), 'backend: expected one of netns, docker, auto, ssh, vm, got "kvm"'),

@@ -1,0 +1,100 @@
+"""Topologies without running anything: derive, split, render, per-host levels and shares."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator import topology
+from orchestrator.backends.common import lab_networks, nat_ruleset, route_argvs
+from orchestrator.config import load_lab
+from orchestrator.errors import InputError
+from orchestrator.run.checkpoint import per_host
+from orchestrator.scenario import Expect
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT = load_lab(ROOT / "lab" / "default.yaml")
+
+
+def test_derive_four_clients_behind_a_nat_router() -> None:
+    lab = topology.derive(DEFAULT, 4, "nat")
+    assert [(h.name, h.role, h.address) for h in lab.hosts] == [
+        ("server", "server", "198.18.1.2"), ("router", "router", "198.18.0.1"),
+        ("client1", "client", "198.18.0.3"), ("client2", "client", "198.18.0.4"),
+        ("client3", "client", "198.18.0.5"), ("client4", "client", "198.18.0.6")]
+    router = lab.router
+    assert router is not None and router.nat and router.server_address == "198.18.1.1"
+    assert lab.server_subnet == "198.18.1.0/24"
+    # every client keeps the first client's sysctls (its wide port range)
+    assert {h.sysctls["net.ipv4.ip_local_port_range"] for h in lab.of("client")} == {"1024 65535"}
+    assert topology.router_sysctls(lab) == {"router": {"net.ipv4.ip_forward": "1"}}
+
+
+def test_derive_without_router_keeps_one_network() -> None:
+    lab = topology.derive(DEFAULT, 3, None)
+    assert lab.router is None and lab.server_subnet == ""
+    assert [h.address for h in lab.hosts] == ["198.18.0.2", "198.18.0.3", "198.18.0.4",
+                                              "198.18.0.5"]
+    assert topology.derive(DEFAULT, None, None) is DEFAULT
+
+
+def test_more_clients_than_addresses_is_refused() -> None:
+    with pytest.raises(InputError, match="300 clients need 300 addresses and network.subnet "
+                       "198.18.0.0/24 .* has 253 left"):
+        topology.derive(DEFAULT, 300, "plain")
+    assert len(topology.derive(DEFAULT, 253, "plain").of("client")) == 253
+
+
+def test_split_spreads_connections_evenly_and_adds_up() -> None:
+    server, clients = topology.split(10_001, ["a", "b", "c", "d"], 32_256, False, 5000)
+    assert server == [[5000, 10_001]]
+    assert sorted(sum(n for _, n in s) for s in clients.values()) == [2500, 2500, 2500, 2501]
+    # many ports: each port's clients add up to the server's count
+    server, clients = topology.split(100_003, ["a", "b", "c"], 10_000, False, 5000)
+    for port, count in server:
+        assert sum(n for s in clients.values() for p, n in s if p == port) == count
+    totals = [sum(n for _, n in s) for s in clients.values()]
+    assert max(totals) - min(totals) <= 1 and sum(totals) == 100_003
+
+
+def test_nat_bounds_a_port_by_the_routers_range() -> None:
+    server, _ = topology.split(100_000, ["a", "b", "c", "d"], 32_256, True, 5000)
+    assert len(server) == 4  # 32,256 per port at most through one address
+    server, _ = topology.split(100_000, ["a", "b", "c", "d"], 32_256, False, 5000)
+    assert len(server) == 1
+    assert topology.split_summary({"a": [[5000, 3], [5001, 2]]}) == {
+        "a": {"connections": 5, "ports": [5000, 5001]}}
+
+
+def test_render_draws_hosts_addresses_and_links() -> None:
+    text = topology.render(topology.derive(DEFAULT, 4, "nat"))
+    assert "client3 198.18.0.5 ─┼── 198.18.0.1 [router: NAT] 198.18.1.1 ─── 198.18.1.2 server" \
+        in text
+    assert "  198.18.0.0/24 (clients' network): client1, client2, client3, client4, router" in text
+    assert "  198.18.1.0/24 (server's network): router, server" in text
+    assert "198.18.0.2 server" in topology.render(DEFAULT)
+
+
+def test_networks_routes_and_nat_rules() -> None:
+    lab = topology.derive(DEFAULT, 2, "nat")
+    nets = lab_networks(lab)
+    assert [(n, [(h.name, a, d) for h, a, d in m]) for n, m in nets] == [
+        ("198.18.0.0/24", [("client1", "198.18.0.3", "eth0"), ("client2", "198.18.0.4", "eth0"),
+                           ("router", "198.18.0.1", "eth0")]),
+        ("198.18.1.0/24", [("router", "198.18.1.1", "eth1"), ("server", "198.18.1.2", "eth0")])]
+    assert route_argvs(lab, lab.host("server")) == [
+        ["ip", "route", "add", "198.18.0.0/24", "via", "198.18.1.1"]]
+    assert route_argvs(lab, lab.host("client")) == [
+        ["ip", "route", "add", "198.18.1.0/24", "via", "198.18.0.1"]]
+    assert route_argvs(lab, lab.router) == [] and route_argvs(DEFAULT, DEFAULT.host("client")) == []
+    assert "ip daddr 198.18.1.0/24 masquerade" in nat_ruleset(lab)
+
+
+def test_uneven_clients_are_each_held_to_their_own_share() -> None:
+    roles = {"server": "server", "c1": "client", "c2": "client", "router": "router"}
+    wanted = per_host(Expect({"server": {"ESTAB": 5}, "client": {"ESTAB": 5}}, {}), roles,
+                      {"c1": 3, "c2": 2})
+    assert wanted == {"server": {"ESTAB": 5}, "c1": {"ESTAB": 3}, "c2": {"ESTAB": 2}}
+    # a key naming a host is that host's own (level checkpoints)
+    assert per_host(Expect({"c2": {"ESTAB": 1}}, {}), roles) == {"c2": {"ESTAB": 1}}
