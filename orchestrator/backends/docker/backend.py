@@ -146,7 +146,10 @@ class DockerBackend(Backend):
             for dev in (("eth0", "eth1") if spec.role == "router" else ("eth0",)):
                 in_netns.run(qdisc_argv(dev))
             info["qdisc"] = LAB_QDISC
-            # routes via the router and its NAT, also from this machine (see block_acks)
+            # routes via the router and its NAT, also from this machine (see block_acks);
+            # no default route: nothing leaves the lab networks (see _create_network)
+            if self.lab.router is not None:
+                in_netns.run(["ip", "route", "del", "default"], check=False)
             for argv in route_argvs(self.lab, spec):
                 in_netns.run(argv)
             if spec.nat:
@@ -199,6 +202,7 @@ class DockerBackend(Backend):
         from docker.types import IPAMConfig, IPAMPool
 
         six = self.family == "ipv6"
+        routed = self.lab.router is not None
         name = self.network_name if index == 0 else f"{self.network_name}-net{index}"
         families = [(subnet or self.lab.subnet,
                      [a for _, a, _ in members] if members else [h.address for h in self.lab.hosts])]
@@ -217,8 +221,15 @@ class DockerBackend(Backend):
             network = self.client.networks.create(
                 name, driver="bridge", check_duplicate=True,
                 # internal: no route and no NAT out of the lab. The containers reach each
-                # other; the orchestrator talks to them over Docker exec streams.
-                internal=True,
+                # other; the orchestrator talks to them over Docker exec streams. Behind a
+                # router that is not enough: dockerd drops what enters an internal network's
+                # bridge for an address outside its subnet (bridge netfilter), i.e. every
+                # packet to the router for the server. Then the networks are plain bridges
+                # without NAT out, and each container loses its default route (up()): still
+                # no way out of the lab.
+                internal=not routed,
+                options=({"com.docker.network.bridge.enable_ip_masquerade": "false"}
+                         if routed else None),
                 # IPv6 only for FAMILY=ipv6: dockerd then turns the host's IPv6
                 # forwarding on (see _journal_ipv6_forwarding). Docker adds the addresses
                 # without duplicate address detection (nodad).
@@ -234,7 +245,7 @@ class DockerBackend(Backend):
                         "network.subnet / network.subnet6 in the lab file")
             raise RunError(f"creating Docker network {name} on {shown} failed: "
                            f"{short_error(exc)}{hint}") from None
-        self.log(f"      network {name} ({shown}, internal)")
+        self.log(f"      network {name} ({shown}, {'no NAT out' if routed else 'internal'})")
         return network
 
     def _create_container(self, spec: Any, network: Any, sysctls: Mapping[str, str],
