@@ -92,7 +92,9 @@ def unread_checkpoint(result: Result) -> tuple[Checkpoint, str] | None:
             sent_by = None
         elif action == "checkpoint" and sent_by is not None:
             cp = result.checkpoint(arg if isinstance(arg, str) else "")
-            receiver = result.host("client" if sent_by == "server" else "server")
+            # the first receiving host: with several clients each holds its share alike
+            role = "client" if sent_by == "server" else "server"
+            receiver = (result.hosts_by_role().get(role) or [result.host(role)])[0]
             if cp and receiver and receiver in cp.buffers:
                 return cp, receiver
             return None
