@@ -31,8 +31,8 @@ def topology_text(result: Result, fmt: str = "simple") -> str:
                          f"{cost['entries_per_connection']:.3f}",
                          "-" if per is None else f"{per:,.0f}"])
     if rows:
-        parts += ["Router cost (conntrack in the router's own namespace; bytes at the "
-                  "nf_conntrack object's slab footprint)",
+        parts += ["Router cost (conntrack entries in the router's own namespace; bytes: "
+                  "an nf_conntrack object and its extension area, at their slab footprints)",
                   tabulate(rows, ["checkpoint", "router", "conntrack entries",
                                   "per connection", "bytes/connection"], tablefmt=fmt),
                   "The slab counters are machine-wide (one kernel): the router's entries are "
