@@ -98,3 +98,25 @@ def test_uneven_clients_are_each_held_to_their_own_share() -> None:
     assert wanted == {"server": {"ESTAB": 5}, "c1": {"ESTAB": 3}, "c2": {"ESTAB": 2}}
     # a key naming a host is that host's own (level checkpoints)
     assert per_host(Expect({"c2": {"ESTAB": 1}}, {}), roles) == {"c2": {"ESTAB": 1}}
+
+
+def test_conntrack_extensions_are_not_socket_memory() -> None:
+    from orchestrator.measure.analysis import conntrack_extensions
+
+    def row(cache: str, objects: int, category: str) -> dict:
+        return {"cache": cache, "objects": objects, "category": category, "attributed":
+                category == "socket", "reason": ""}
+
+    # measured through a NAT router, N=10,000: kmalloc-128 +11,581, nf_conntrack +9,877
+    rows = [row("TCP", 20_000, "socket"), row("kmalloc-128", 11_581, "socket"),
+            row("nf_conntrack", 9_877, "conntrack")]
+    conntrack_extensions(rows, 10_000)
+    assert [r["category"] for r in rows] == ["socket", "conntrack", "conntrack"]
+    assert rows[1]["reason"].startswith("conntrack extensions (ct->ext): 1.17 objects")
+    # no tracking: nothing moves; a cache that also tracks sockets stays socket memory
+    plain = [row("kmalloc-128", 11_581, "socket")]
+    conntrack_extensions(plain, 10_000)
+    assert plain[0]["category"] == "socket"
+    both = [row("kmalloc-128", 14_000, "socket"), row("nf_conntrack", 9_877, "conntrack")]
+    conntrack_extensions(both, 5_000)
+    assert both[0]["category"] == "socket"
