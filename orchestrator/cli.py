@@ -156,7 +156,7 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     from .report import text as report_text
     from .report.html import write_report
     from .results import load_result
-    from .run.labrun import run_plan
+    from .run.labrun import Interrupted, run_plan
     from .ui import UI
 
     root = Path.cwd()  # the user's own files: results/ lands here unless --results
@@ -178,25 +178,38 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
             opts.kernel = kernel
         plans.append(make_plan(opts))
     run_dirs: list[Path] = []
+    failed: list[tuple[str, str, LabError]] = []  # (kernel label, what, error)
     for plan in plans:
         for rep in range(args.repeat):
             ui = UI(phases=4)
             sc = plan.scenario
             tag = f" · run {rep + 1}/{args.repeat}" if args.repeat > 1 else ""
-            kernel_shown = (plan.lab.hosts[0].kernel or "6.1") if plan.backend == "vm" \
-                else os.uname().release
+            label = (plan.lab.hosts[0].kernel or "6.1") if plan.backend == "vm" else "host"
+            kernel_shown = label if plan.backend == "vm" else os.uname().release
             ui.line(f"tcplab {__version__} · backend {plan.backend} · kernel {kernel_shown} · "
                     f"profile {plan.profile.name} · {sc.name} · N={sc.connections:,} · "
                     f"BYTES={sc.bytes:,}{tag}")
-            run_dir = run_plan(plan, ui)
+            try:
+                run_dir = run_plan(plan, ui)
+            except LabError as exc:  # one run of several failing: the others still run
+                if len(plans) * args.repeat == 1 or isinstance(exc, Interrupted):
+                    raise
+                what = f"kernel {label} · profile {plan.profile.name}{tag}"
+                failed.append((label, what, exc))
+                ui.line(f"! {what} failed: {exc}")
+                ui.line("  going on with the other runs")
+                continue
             ui.phase("report", str(run_dir / "result.json"))
             run_dirs.append(run_dir)
+    if failed and not run_dirs:
+        raise failed[0][2]
     results = [load_result(d) for d in run_dirs]
     if len(kernels) > 1:  # KERNELS="6.1 6.12 host": one comparison of the kernels
         from .report import kernels as kernels_compare
 
         out("")
-        text, written = kernels_compare.report(results, run_dirs, args.results or root / "results")
+        text, written = kernels_compare.report(results, run_dirs, args.results or root / "results",
+                                               {k: str(e) for k, _w, e in failed})
         out(text)
         out("runs: " + " ".join(str(d) for d in run_dirs))
         out(f"comparison: {_shown(written)}")
@@ -228,6 +241,12 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         out("runs: " + " ".join(str(d) for d in run_dirs))
     for run_dir in run_dirs:
         out(f"report: {_shown(write_report(run_dir))}")
+    for _label, what, exc in failed:
+        print(f"tcplab: error: {what} failed: {exc}", file=sys.stderr)
+    if failed:
+        print(f"tcplab: error: {len(failed)} of {len(failed) + len(run_dirs)} runs failed; "
+              "the others completed and are compared above", file=sys.stderr)
+        return 1
     return 0
 
 

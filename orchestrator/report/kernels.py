@@ -225,6 +225,8 @@ def render(cmp: dict[str, Any], fmt: str = "simple") -> str:
         base = ks[0]["total"]
         parts.append("total per connection: " + "; ".join(
             f"{k['label']} {k['total'] - base:+,.0f} B vs {ks[0]['label']}" for k in ks[1:]))
+    for fail in cmp.get("failed") or []:
+        parts.append(f"not measured: kernel {fail['kernel']}: its run failed: {fail['error']}")
     rec = cmp.get("recycling")
     if rec:
         parts += ["", "Finding (source article)",
@@ -233,11 +235,16 @@ def render(cmp: dict[str, Any], fmt: str = "simple") -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
-def report(results: list[Result], run_dirs: list[Path],
-           results_dir: Path) -> tuple[str, Path]:
-    """Render the comparison and write it (markdown + JSON) into results_dir."""
+def report(results: list[Result], run_dirs: list[Path], results_dir: Path,
+           failed: dict[str, str] | None = None) -> tuple[str, Path]:
+    """Render the comparison and write it (markdown + JSON) into results_dir.
+
+    ``failed``: kernel label -> why its run failed; the comparison lists them as not
+    measured.
+    """
     cmp = compare(results)
     cmp["runs"] = [str(d) for d in run_dirs]
+    cmp["failed"] = [{"kernel": k, "error": e} for k, e in (failed or {}).items()]
     text = render(cmp)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     scenario = results[0].scenario.name if results else "run"

@@ -5,7 +5,8 @@ them). The first one fetches a kernel (~30 MB) and builds the root filesystem (~
 each run then boots two VMs under TCG (~15 s) and ramps slowly (~400 connections/s
 between two TCG VMs).
 
-CI runs one of them, the per-side measurement (about 2 minutes with an empty cache),
+CI runs two of them, the per-side measurement (about 2 minutes with an empty cache) and
+a sweep with a kernel that cannot boot (seconds once the root filesystem is cached),
 which keeps the whole suite well under 20 minutes. The other three (interrupt, wipe,
 kernel comparison: about 3 more minutes) are opt-in with TCPLAB_VM_TESTS=1;
 bench/vm_kernels.sh runs the full-size comparison and docs/performance.md keeps its
@@ -16,8 +17,10 @@ Every test checks that no qemu process, run directory or journal is left behind.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -178,3 +181,43 @@ def test_kernel_comparison_of_6_1_and_this_machine(tmp_path: Path) -> None:
     assert vm["sides"]["server"] and vm["sides"]["client"]
     for run in data["runs"]:
         assert_clean(tmp_path, Path(run).name)
+
+
+@in_ci_or_opt_in
+def test_kernel_sweep_survives_a_kernel_that_cannot_boot(tmp_path: Path) -> None:
+    # A "kernel" qemu refuses at start (a 100-byte file: "qemu: invalid kernel header").
+    bogus = tmp_path / "bogus" / "vmlinuz"
+    bogus.parent.mkdir()
+    bogus.write_bytes(b"not a kernel\n" * 8)
+    cache = Path(os.environ.get("TCPLAB_CACHE_DIR", "/var/cache/tcplab")) / "kernels"
+    copied = cache / hashlib.sha256(bogus.read_bytes()).hexdigest()[:16]
+    try:
+        proc = tcplab(tmp_path, "run", "--scenario", "idle", "--kernels", f"{bogus} host",
+                      "-n", "200", "--results", str(tmp_path / "results"),
+                      env={"TCPLAB_VM_ACCEL": "tcg"})  # no KVM probe with a bogus kernel
+    finally:
+        shutil.rmtree(copied, ignore_errors=True)
+    assert proc.returncode == 1, proc.stderr[-3000:] + proc.stdout[-2000:]
+    # the host run was measured and compared; the failure is named with its cause
+    assert "Kernel comparison" in proc.stdout
+    # qemu opens the lab link socket, then refuses the kernel and exits ("exited at start"
+    # when that happens before the link socket is seen)
+    cause = r"server: (the VM stopped while booting \(qemu exit 1\)|qemu exited at start): " \
+            r"qemu: invalid kernel header"
+    assert re.search(f"not measured: kernel {re.escape(str(bogus))}: its run failed: {cause}",
+                     proc.stdout)
+    assert re.search(f"tcplab: error: kernel {re.escape(str(bogus))} · profile default "
+                     f"failed: {cause}", proc.stderr)
+    assert "tcplab: error: 1 of 2 runs failed" in proc.stderr
+    md = next((tmp_path / "results").glob("kernels-*-idle-host.md"))
+    data = json.loads(md.parent.joinpath(md.name[:-3] + ".json").read_text())
+    assert [k["label"] for k in data["kernels"]] == ["host"]
+    assert data["failed"][0]["kernel"] == str(bogus)
+    runs = sorted(p for p in (tmp_path / "results").iterdir() if p.is_dir())
+    states = sorted(json.loads((r / "result.json").read_text())["status"] for r in runs)
+    assert states == ["complete", "incomplete"]
+    complete = next(r for r in runs
+                    if json.loads((r / "result.json").read_text())["status"] == "complete")
+    assert (complete / "report.html").exists()  # the completed run keeps its report
+    for run in runs:
+        assert_clean(tmp_path, run.name)

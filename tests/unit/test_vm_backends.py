@@ -17,7 +17,7 @@ from orchestrator.backends.sshhost import (
     Target,
     filtered_sockdiag_argv,
 )
-from orchestrator.backends.vm import kernels, qemu
+from orchestrator.backends.vm import kernels, qemu, rootfs
 from orchestrator.backends.vm.kernels import Kernel
 from orchestrator.errors import InputError
 from orchestrator.measure.probes import SOCKDIAG, sockdiag_argv
@@ -86,13 +86,64 @@ def test_qemu_argv_tcg_nvme_private_link(tmp_path: Path) -> None:
     assert "user,id=ctl,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22" in argv
     assert f"stream,id=lab,server=on,addr.type=unix,addr.path={tmp_path}/lab.sock" in argv
     append = argv[argv.index("-append") + 1]
-    assert "root=/dev/nvme0n1" in append and "init=/sbin/tcplab-init" in append
+    assert "init=/sbin/tcplab-init" in append
     assert "tcplab.lab=52:54:00:7c:02:01,198.18.0.2/24" in append
     assert "tcplab.ctl=52:54:00:7c:01:01" in append
     assert append.endswith("slab_nomerge")
     client = _config(tmp_path, link_server=False, accel="kvm", index=2).argv()
     assert "server=off" in " ".join(client)
     assert client[client.index("-accel") + 1] == "kvm"
+
+
+def test_root_disk_is_named_by_partition_id_not_device_name(tmp_path: Path) -> None:
+    # From 6.12 NVMe namespaces are scanned asynchronously: nvme0n1 may be the modules disk.
+    append = _config(tmp_path).append().split()
+    assert "root=PARTUUID=7c1ab0f5-01" in append and "rootwait" in append
+    assert rootfs.ROOT_PARTUUID == "7c1ab0f5-01"
+    assert not [p for p in append if "/dev/" in p or "nvme" in p]
+    assert "tcplab.mods=tcplab-mod" in append  # init mounts the disk with that ext4 label
+    bare = Kernel("x", "6.18.0", "/cache/vmlinuz", None, "path")  # everything built in
+    assert not [p for p in _config(tmp_path, kernel=bare).append().split()
+                if p.startswith("tcplab.mods")]
+    assert "nvme" not in rootfs.INIT and "/dev/sd" not in rootfs.INIT
+    assert 'blkid -c /dev/null -o device -t "LABEL=$MODS"' in rootfs.INIT
+
+
+def test_root_disk_image_is_partitioned_with_the_fixed_id(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc" / "hostname").write_text("tcplab\n")
+    disk = tmp_path / "disk.img"
+    rootfs.make_disk(tree, disk, "64M")
+    assert disk.stat().st_size == (1 + 64) * 2**20
+    table = subprocess.run(["partx", "-g", "-o", "NR,START,SECTORS,UUID,TYPE", str(disk)],
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert table == ["1", "2048", "131072", "7c1ab0f5-01", "0x83"]
+    fs = subprocess.run(["blkid", "-p", "-O", str(2048 * 512), "-o", "export", str(disk)],
+                        capture_output=True, text=True, check=True).stdout
+    assert "LABEL=tcplab-root" in fs and "TYPE=ext4" in fs
+    cat = subprocess.run(["debugfs", "-R", "cat /etc/hostname", f"{disk}?offset={2048 * 512}"],
+                         capture_output=True, text=True, check=True).stdout
+    assert cat == "tcplab\n"
+
+
+def test_panic_cause_quotes_the_panic_and_the_error_before_it() -> None:
+    console = (Path(__file__).parents[1] / "data" / "vm" /
+               "console-6.12-root-on-modules-disk.log").read_text()
+    assert qemu.panic_cause(console) == (
+        "Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(259,0) "
+        "(after: nvme0n1: I/O Cmd(0x1) @ LBA 2, 2 blocks, I/O Error (sct 0x2 / sc 0x80))")
+    assert qemu.panic_cause("[ 1.0] booting\n") == "(no panic line)"
+
+
+def test_mbr_layout() -> None:
+    sector = rootfs.mbr(0x7C1AB0F5, 2048, 1000)
+    assert len(sector) == 512 and sector[510:] == b"\x55\xaa"
+    assert sector[440:444] == bytes.fromhex("f5b01a7c")  # little-endian disk signature
+    assert sector[446 + 4] == 0x83
+    assert int.from_bytes(sector[446 + 8:446 + 12], "little") == 2048
+    assert int.from_bytes(sector[446 + 12:446 + 16], "little") == 1000
+    assert sector[462:510] == bytes(48)  # partitions 2-4 empty
 
 
 def test_accelerator_can_be_forced(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,16 +5,17 @@
 ``dpkg-deb -x`` and keeps, under ``<cache>/kernels/<sha256 of the .deb, 16 hex>/``:
 
 * ``vmlinuz``: the kernel;
-* ``modules.img``: an ext4 image holding ``<release>/`` of ``/lib/modules`` with
-  ``modules.dep`` made by ``depmod -b`` (the VM mounts it read-only on /lib/modules,
-  so one root filesystem image serves every kernel);
+* ``modules.img``: an ext4 image labelled :data:`MODULES_LABEL` holding ``<release>/``
+  of ``/lib/modules`` with ``modules.dep`` made by ``depmod -b`` (the VM's init finds it
+  by that label and mounts it read-only on /lib/modules, so one root filesystem image
+  serves every kernel);
 * ``kernel.json``: what was fetched (package, version, release, hashes).
 
 ``<cache>/kernels/by-name/<package>.json`` points at it, so a second run resolves the
 name with ``apt-cache`` (no network) and finds the kernel without downloading anything.
 
 The kernel must boot from the root filesystem on qemu's NVMe disk without an initramfs:
-NVMe and ext4 built in (both Debian cloud kernels have them). Network drivers may be
+NVMe, ext4 and MBR partition tables built in (both Debian cloud kernels have them). Network drivers may be
 modules: the VM's init loads virtio_pci and virtio_net.
 """
 
@@ -39,7 +40,9 @@ from .cache import cache_dir, cache_lock
 FLAVOR = "cloud-amd64"
 #: Config options a kernel needs to boot here without an initramfs.
 REQUIRED_BUILTIN = ("CONFIG_BLK_DEV_NVME", "CONFIG_EXT4_FS", "CONFIG_DEVTMPFS",
-                    "CONFIG_SERIAL_8250_CONSOLE")
+                    "CONFIG_SERIAL_8250_CONSOLE", "CONFIG_MSDOS_PARTITION")
+#: The ext4 label of every modules image; the VM's init mounts the disk carrying it.
+MODULES_LABEL = "tcplab-mod"
 Log = Callable[[str], None]
 
 
@@ -287,7 +290,7 @@ def modules_image(modules_root: Path, release: str, image: Path) -> None:
     _run(["depmod", "-b", str(base), release], f"depmod for {release}")
     size = sum(f.stat().st_size for f in tree.rglob("*") if f.is_file() and not f.is_symlink())
     megs = int(size * 1.25 / 2**20) + 32
-    _run(["mkfs.ext4", "-q", "-F", "-L", "tcplab-mod", "-E", "root_owner=0:0", "-d", str(tree),
+    _run(["mkfs.ext4", "-q", "-F", "-L", MODULES_LABEL, "-E", "root_owner=0:0", "-d", str(tree),
           str(image), f"{megs}M"], f"mkfs.ext4 for the modules of {release}")
     shutil.rmtree(base)
 
@@ -300,8 +303,8 @@ def _check_config(config: Path, spec: str) -> None:
     missing = [opt for opt in REQUIRED_BUILTIN if f"{opt}=y" not in text]
     if missing:
         raise InputError(f"kernel {spec}: {', '.join(missing)} not built in; the VM boots "
-                         "without an initramfs, so NVMe, ext4, devtmpfs and the serial console "
-                         "must be built into the kernel")
+                         "without an initramfs, so NVMe, ext4, MBR partitions, devtmpfs and "
+                         "the serial console must be built into the kernel")
 
 
 def _one(directory: Path, pattern: str, spec: str) -> Path:

@@ -2,9 +2,13 @@
 
 One VM per lab host:
 
-* disks: one NVMe controller with two namespaces, ``nvme0n1`` the root filesystem (a
-  qcow2 overlay over the cached image, in the run's directory) and ``nvme0n2`` the
-  kernel's modules image (read-only, shared);
+* disks: one NVMe controller with two namespaces, nsid 1 the root disk (a qcow2
+  overlay over the cached image, in the run's directory) and nsid 2 the kernel's
+  modules image (read-only, shared). Neither is named by its device name: from 6.12
+  the kernel scans namespaces asynchronously, so ``nvme0n1`` may be either. The kernel
+  finds the root filesystem by its partition id (``root=PARTUUID=`` plus ``rootwait``,
+  resolved without an initramfs) and init finds the modules disk by its ext4 label
+  (``tcplab.mods=``);
 * control network: qemu user-mode networking with ``restrict=on`` (no way out of the
   VM) and one forwarded port, ``127.0.0.1:<port>`` -> the VM's sshd;
 * lab network: a point-to-point Ethernet link between the two VMs carried by a Unix
@@ -35,7 +39,8 @@ from pathlib import Path
 from ...errors import InputError, RunError
 from ...journal import process_start_time
 from .cache import cache_dir
-from .kernels import Kernel
+from .kernels import MODULES_LABEL, Kernel
+from .rootfs import ROOT_PARTUUID
 
 QEMU = "qemu-system-x86_64"
 BOOT_TIMEOUT_S = 240.0
@@ -153,12 +158,14 @@ class VmConfig:
 
     def append(self) -> str:
         params = [
-            "console=ttyS0", "root=/dev/nvme0n1", "rw", "init=/sbin/tcplab-init",
-            "quiet", "loglevel=4", "panic=-1", "net.ifnames=0",
+            "console=ttyS0", f"root=PARTUUID={ROOT_PARTUUID}", "rootwait", "rw",
+            "init=/sbin/tcplab-init", "quiet", "loglevel=4", "panic=-1", "net.ifnames=0",
             f"tcplab.host={self.host}", f"tcplab.key={self.public_key}",
             f"tcplab.ctl={mac(self.index, 1)}",
             f"tcplab.lab={mac(self.index, 2)},{self.lab_address}",
         ]
+        if self.kernel.modules_image:
+            params.append(f"tcplab.mods={MODULES_LABEL}")
         return " ".join(params + self.cmdline.split())
 
     def argv(self) -> list[str]:
@@ -254,12 +261,21 @@ def wait_booted(vm: Vm, timeout: float = BOOT_TIMEOUT_S) -> float:
                            f"{tail(vm.config.console)}")
         if "Kernel panic" in text:
             raise RunError(f"{vm.config.host}: kernel panic while booting "
-                           f"{vm.config.kernel.release}: {tail(vm.config.console, 4)}")
+                           f"{vm.config.kernel.release}: {panic_cause(text)}")
         if time.monotonic() > deadline:
             raise RunError(f"{vm.config.host}: no '{READY_MARK}' on the console within "
                            f"{timeout:.0f} s ({vm.config.accel}); console: "
                            f"{tail(vm.config.console)}")
         time.sleep(0.1)
+
+
+def panic_cause(console: str) -> str:
+    """The panic line of a console log and the first error line before it (its cause)."""
+    lines = [ln.split("] ", 1)[-1].strip() for ln in console.splitlines()]
+    at = next((i for i, ln in enumerate(lines) if "Kernel panic" in ln), len(lines))
+    panic = lines[at] if at < len(lines) else "(no panic line)"
+    first = next((ln for ln in lines[:at] if "error" in ln.lower() or "fail" in ln.lower()), "")
+    return f"{panic}" + (f" (after: {first})" if first else "")
 
 
 def _read(path: Path) -> str:
