@@ -105,9 +105,15 @@ def test_four_clients_through_a_router(backend: str, tmp_path: Path) -> None:
         assert established(nat)["states"][f"client{i}"] == {"ESTAB": N // CLIENTS}
     cost = established(nat)["router"]["router"]
     assert 0.98 <= cost["entries_per_connection"] <= 1.02, cost
-    # without NAT: the four client addresses, and the router tracks nothing
+    # without NAT: the four client addresses, and a netns router tracks nothing. Docker
+    # puts its embedded-DNS nat rules in every container, which turns conntrack on in each
+    # container's namespace: there the plain router holds an entry per connection too.
     assert peers(plain_dir, "server") == Counter({a: N // CLIENTS for a in client_addrs})
-    assert established(plain)["router"]["router"]["entries_per_connection"] == 0
+    plain_entries = established(plain)["router"]["router"]["entries_per_connection"]
+    if backend == "netns":
+        assert plain_entries == 0
+    else:
+        assert 0.98 <= plain_entries <= 1.02, plain_entries
     # the client and server ends cost what they cost between two hosts
     for other in (nat, plain):
         assert abs(socket_bytes(other) - socket_bytes(two)) / socket_bytes(two) < 0.02, (
