@@ -120,3 +120,10 @@ def test_conntrack_extensions_are_not_socket_memory() -> None:
     both = [row("kmalloc-128", 14_000, "socket"), row("nf_conntrack", 9_877, "conntrack")]
     conntrack_extensions(both, 5_000)
     assert both[0]["category"] == "socket"
+    # docker: every container tracks (nf_conntrack +5 per connection), only the router's
+    # NAT'd entries carry an extension: matched against the router's own count
+    docker = [row("kmalloc-128", 11_512, "socket"), row("nf_conntrack", 49_876, "conntrack")]
+    conntrack_extensions(docker, 10_000)
+    assert docker[0]["category"] == "socket"
+    conntrack_extensions(docker, 10_000, entries=10_000)
+    assert docker[0]["category"] == "conntrack"
