@@ -127,3 +127,13 @@ def test_conntrack_extensions_are_not_socket_memory() -> None:
     assert docker[0]["category"] == "socket"
     conntrack_extensions(docker, 10_000, entries=10_000)
     assert docker[0]["category"] == "conntrack"
+
+
+def test_tcplab_topology_prints_the_drawing(capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestrator.cli import main
+
+    assert main(["topology", "--clients", "2", "--router", "plain"]) == 0
+    out = capsys.readouterr().out
+    assert "client1 198.18.0.3 ─┐" in out
+    assert "198.18.0.1 [router: forwarding] 198.18.1.1 ─── 198.18.1.2 server" in out
+    assert "  router     router  198.18.0.1, 198.18.1.1  forwarding on, no NAT" in out
