@@ -1,7 +1,8 @@
 """Topologies for real: 4 clients x 2,500 connections through a router, netns and docker.
 
 Each backend: a plain two-host run of the same N, a NAT run and a plain-router run, in one
-test (about 40 s on netns, 90 s on docker with the image cached). Asserts what the server
+test (about 40 s of runs on netns, 30 s on docker with the image cached, plus any wait
+for the machine lock). Asserts what the server
 sees (10,000 ESTAB from the router's address with NAT; the four client addresses
 without), the router's conntrack entries (0.98-1.02 per connection with NAT, none
 without), the per-connection socket memory equal to the two-host figure within 2%, and
