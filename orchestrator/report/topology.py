@@ -34,7 +34,9 @@ def topology_text(result: Result, fmt: str = "simple") -> str:
         parts += ["Router cost (conntrack entries in the router's own namespace; bytes: "
                   "an nf_conntrack object and its extension area, at their slab footprints)",
                   tabulate(rows, ["checkpoint", "router", "conntrack entries",
-                                  "per connection", "bytes/connection"], tablefmt=fmt),
+                                  "per connection", "bytes/connection"], tablefmt=fmt,
+                           disable_numparse=True, colalign=("left", "left", "right", "right",
+                                                            "right")),
                   "The slab counters are machine-wide (one kernel): the router's entries are "
                   "known from its own namespace; its other memory is not told apart.", ""]
     return "\n".join(parts)

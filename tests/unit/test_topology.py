@@ -137,3 +137,25 @@ def test_tcplab_topology_prints_the_drawing(capsys: pytest.CaptureFixture[str]) 
     assert "client1 198.18.0.3 ─┐" in out
     assert "198.18.0.1 [router: forwarding] 198.18.1.1 ─── 198.18.1.2 server" in out
     assert "  router     router  198.18.0.1, 198.18.1.1  forwarding on, no NAT" in out
+
+
+def test_report_shows_topology_split_and_router_cost() -> None:
+    """A captured run (docker, 4 clients x 2,500 through a NAT router, N=10,000)."""
+    import gzip
+    import json
+
+    from orchestrator.report.text import render
+    from orchestrator.results.model import Result
+
+    data = json.loads(gzip.open(ROOT / "tests/data/topology/nat-docker-result.json.gz").read())
+    text = render(Result.from_dict(data))
+    assert "client3 198.18.0.5 ─┼── 198.18.0.1 [router: NAT] 198.18.1.1 ─── 198.18.1.2 server" \
+        in text
+    assert "client4           2,500            5000" in text
+    assert "established   router (NAT)               10,000             1.000                 384" \
+        in text
+    # the NAT extensions are conntrack, not socket memory: the ends cost what two hosts do
+    cp = data["checkpoints"][1]
+    assert 7_800 < cp["per_connection_bytes"]["total"] < 8_000
+    ext = next(r for r in cp["per_connection_bytes"]["by_cache"] if r["cache"] == "kmalloc-128")
+    assert ext["category"] == "conntrack"
