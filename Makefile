@@ -20,6 +20,8 @@ KERNELS ?=
 CLIENTS ?=
 ROUTER ?=
 ARGS ?=
+RESULTS ?= results
+SITE ?= site
 
 RUN_ARGS = --scenario $(SCENARIO) \
   $(if $(PROFILE),--profile $(PROFILE)) \
@@ -36,7 +38,7 @@ RUN_ARGS = --scenario $(SCENARIO) \
   $(if $(ROUTER),--router $(ROUTER)) \
   $(if $(SERVER),--server $(SERVER)) $(ARGS)
 
-.PHONY: help lab test unit images clean wipe lint install wheel
+.PHONY: help lab test unit images clean wipe lint install wheel site
 
 help: ## list targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -58,6 +60,9 @@ test: $(STAMP) ## run the whole test suite (root: namespaces; docker tests need 
 
 unit: $(STAMP) ## run the unit tests only (no root needed)
 	$(BIN)/python -m pytest -q tests/unit
+
+site: $(STAMP) ## publish every run as one static site: make site [RESULTS=results] [SITE=site]
+	$(BIN)/tcplab site $(RESULTS) -o $(SITE)
 
 images: $(STAMP) ## build the lab node image (offline with debootstrap when no registry answers)
 	$(BIN)/tcplab images

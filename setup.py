@@ -14,7 +14,7 @@ from setuptools import find_namespace_packages, setup
 
 # orchestrator._data.<name> -> top-level folder, and the files of each to carry.
 DATA_TREES = {
-    "scenarios": ["*.yaml"],  # side.py and sockdiag.py go in as the package's modules
+    "scenarios": ["*.yaml"],  # side*.py and sockdiag.py go in as the package's modules
     "lab": ["*.yaml"],
     "lab.profiles": ["*.yaml"],
     "images.node": ["*"],

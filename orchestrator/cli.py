@@ -99,6 +99,36 @@ def build_parser() -> Parser:
     exp.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
                      help="the bundle to write (.tar.gz); an existing file is never overwritten")
 
+    runs = sub.add_parser("runs", help="list saved runs (local and imported), with filters")
+    runs.add_argument("results", nargs="?", type=Path, default=Path("results"),
+                      help="the results folder (default results/)")
+    for name in ("scenario", "profile", "backend", "kernel", "origin", "status"):
+        runs.add_argument(f"--{name}", action="append", metavar=name.upper(),
+                          help=f"only runs of this {name} (repeat, or a,b, for any of several)"
+                          + ("; 6.1 matches 6.1.0-56-cloud-amd64, not 6.18" if name == "kernel"
+                             else ""))
+    runs.add_argument("--since", metavar="DATE", help="runs started on or after DATE (UTC, "
+                      "2026-11-26 or '2026-11-26 04:14')")
+    runs.add_argument("--until", metavar="DATE", help="runs started before the end of DATE")
+    runs.add_argument("--format", choices=["table", "json"], default="table")
+
+    imp = sub.add_parser("import", help="add a colleague's bundle's runs to the library "
+                                        "(results/imported/<origin>/; checked, never executed)")
+    imp.add_argument("bundles", nargs="+", type=Path, metavar="BUNDLE")
+    imp.add_argument("--results", type=Path, default=Path("results"),
+                     help="the library (default results/)")
+    imp.add_argument("--origin", help="the folder under results/imported/ (default: the "
+                                      "bundle's file name)")
+
+    site = sub.add_parser("site", help="publish every run as one static, self-contained site "
+                                       "(index, reports, trends, comparisons)")
+    site.add_argument("results", nargs="?", type=Path, default=Path("results"),
+                      help="the results folder (default results/)")
+    site.add_argument("-o", "--output", type=Path, default=Path("site"), metavar="DIR",
+                      help="where to write the site (default site/); rebuilding renders only "
+                           "what changed")
+    site.add_argument("--force", action="store_true", help="render every page again")
+
     sub.add_parser("scenarios", help="list scenarios")
     prof = sub.add_parser("profiles", help="list sysctl profiles, or show one resolved")
     prof.add_argument("action", nargs="?", choices=["show"])
@@ -236,7 +266,9 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
             stamp = run_dirs[0].name.split("-", 2)
             name = f"compare-{'-'.join(stamp[:2])}-{plans[0].scenario.name}.html"
             written = (args.results or root / "results") / name
-            write_text_atomic(written, compare.render(cmp, "html"))
+            from .report.compare_charts import render_html as compare_html
+
+            write_text_atomic(written, compare_html(results))
             out(f"comparison: {_shown(written)}")
         out("runs: " + " ".join(str(d) for d in run_dirs))
     for run_dir in run_dirs:
@@ -329,7 +361,12 @@ def cmd_compare(args: argparse.Namespace, out: Callable[[str], None]) -> int:
             raise InputError(f"tcplab compare: found {len(runs)} result; pass at least two runs "
                              "(or a folder or bundle holding several)")
         results = [load_result(r) for r in runs]
-    text = compare.render(compare.compare(results), args.format)
+    if args.format == "html":  # with the side-by-side charts, drawn from the results
+        from .report.compare_charts import render_html as compare_html
+
+        text = compare_html(results)
+    else:
+        text = compare.render(compare.compare(results), args.format)
     if args.output:
         write_text_atomic(args.output, text if text.endswith("\n") else text + "\n")
         out(_shown(args.output))
@@ -347,6 +384,49 @@ def cmd_export(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         f"({', '.join(r['run_id'] for r in runs)}), setup of {manifest['setup']['from_run']}, "
         f"{len(manifest['files']) + 1} files")
     out(f"rerun: tcplab run --bundle {_shown(args.output)}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    import json
+
+    from .library import catalog
+
+    filters = catalog.Filters(
+        scenario=catalog.split_values(args.scenario), profile=catalog.split_values(args.profile),
+        backend=catalog.split_values(args.backend), kernel=catalog.split_values(args.kernel),
+        origin=catalog.split_values(args.origin), status=catalog.split_values(args.status),
+        since=catalog.parse_date(args.since, "--since") if args.since else None,
+        until=catalog.until_value(args.until) if args.until else None)
+    entries = catalog.scan(args.results)
+    shown = filters.apply(entries)
+    if args.format == "json":
+        out(json.dumps([e.to_json() for e in shown], indent=1))
+    else:
+        out(catalog.render_table(shown, len(entries)))
+    return 0
+
+
+def cmd_import(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    from .library.importing import import_bundle
+
+    for path in args.bundles:
+        done = import_bundle(path, args.results, args.origin)
+        new = [d for d in done if not d.skipped]
+        out(f"{_shown(path)}: {len(new)} run{'s' if len(new) != 1 else ''} imported"
+            + (f", {len(done) - len(new)} already there" if len(done) > len(new) else "")
+            + " (checksums verified)")
+        for d in done:
+            out(f"  {_shown(d.path)}{'  (already imported)' if d.skipped else ''}")
+    return 0
+
+
+def cmd_site(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    from .library.site import build_site
+
+    stats = build_site(args.results, args.output, force=args.force)
+    out(stats.summary())
+    out(f"site: {_shown(args.output / 'index.html')}")
     return 0
 
 
@@ -405,6 +485,7 @@ def cmd_wipe(args: argparse.Namespace, out: Callable[[str], None]) -> int:
 
 
 COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "export": cmd_export,
+            "runs": cmd_runs, "import": cmd_import, "site": cmd_site,
             "scenarios": cmd_scenarios, "profiles": cmd_profiles, "images": cmd_images,
             "wipe": cmd_wipe, "doctor": cmd_doctor, "topology": cmd_topology}
 

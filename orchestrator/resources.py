@@ -106,5 +106,33 @@ def side_script() -> Path:
     return path("scenarios/side.py")
 
 
+SIDE_MODULES = ("side_timeline", "side_worker")  # helpers side.py imports, in load order
+
+# The loader that starts the one program: stdlib only, Python >= 3.7 (it runs on lab hosts).
+_LOADER = """\
+import sys as _tcplab_sys, types as _tcplab_types
+for _tcplab_name, _tcplab_text in _TCPLAB_MODULES:
+    _tcplab_module = _tcplab_types.ModuleType(_tcplab_name)
+    _tcplab_module.__file__ = _tcplab_name + ".py"
+    _tcplab_sys.modules[_tcplab_name] = _tcplab_module
+    exec(compile(_tcplab_text, _tcplab_name + ".py", "exec"), _tcplab_module.__dict__)
+exec(compile(_TCPLAB_MAIN, "side.py", "exec"))
+"""
+
+
+def side_program() -> str:
+    """The side script as ONE runnable text, for lab hosts that get a single program.
+
+    The ssh and VM backends run it as ``python3 -c <text>``, Docker copies it into the
+    container as /opt/tcplab/side.py and netns runs it from the run's directory. The text
+    defines each helper module (``SIDE_MODULES``) in ``sys.modules`` from its embedded
+    source, then runs side.py's source as ``__main__``, so side.py's own imports find them.
+    """
+    modules = [(name, path(f"scenarios/{name}.py").read_text()) for name in SIDE_MODULES]
+    return ("# tcplab side program, built by orchestrator/resources.py from scenarios/side*.py\n"
+            f"_TCPLAB_MODULES = {modules!r}\n"
+            f"_TCPLAB_MAIN = {side_script().read_text()!r}\n" + _LOADER)
+
+
 def sockdiag_script() -> Path:
     return path("scenarios/sockdiag.py")

@@ -1,9 +1,13 @@
 """Scenarios: a list of steps built from a few blocks, and what each checkpoint expects.
 
-Blocks: ``connect``, ``send``, ``read``, ``close``, ``wait`` and ``checkpoint``. The TCP
-states and queued bytes a checkpoint must reach are derived from the steps before it
-(a small model of the connection), so a user writing a new scenario rarely states
+Blocks: ``connect``, ``send``, ``read``, ``close``, ``abort``, ``wait`` and ``checkpoint``.
+The TCP states and queued bytes a checkpoint must reach are derived from the steps before
+it (a small model of the connection), so a user writing a new scenario rarely states
 them; ``expect:`` on a checkpoint overrides the derived states.
+
+A close normally sends a FIN. A close by a side with data it never read, and an
+``abort`` (SO_LINGER 0, then close), send a reset instead: the closer's sockets go away
+at once and the peer's end in CLOSE (ss: UNCONN) or is gone, nothing queued.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from .errors import InputError
 from .yamlfile import Doc, show
 
 SIDES = ("server", "client")
-ACTIONS = ("connect", "accept", "send", "read", "join", "close", "wait", "block_acks",
-           "checkpoint")
+ACTIONS = ("connect", "accept", "send", "read", "join", "close", "abort", "wait",
+           "block_acks", "checkpoint")
+CLOSING = ("close", "abort")
 ALL = -1  # "all" in an expect: the scenario's connection count
 
 
@@ -39,9 +44,12 @@ class Step:
 class Expect:
     """What must hold before a checkpoint is snapshotted."""
 
-    states: dict[str, dict[str, int]]  # role -> {ss state: count}, non-LISTEN sockets only
+    #: role -> {ss state: count or (low, high)}, non-LISTEN sockets only
+    states: dict[str, dict[str, int | tuple[int, int]]]
     queued: dict[str, int]  # "sender>receiver" -> bytes per connection sent and not yet read
     moving: bool = False  # background transfers run: snapshot as is, do not wait to settle
+    #: the step the model expects these states from (said when they do not come)
+    cause: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -78,14 +86,18 @@ class Scenario:
         """The derived expectation of every checkpoint, by checkpoint name."""
         model = _Model(self.connections, self.bytes)
         out: dict[str, Expect] = {}
-        for step in self.steps:
+        for i, step in enumerate(self.steps):
             if step.action == "checkpoint":
-                states = model.states() if step.expect is None else {
-                    side: {st: (self.connections if c == ALL else c) for st, c in counts.items()}
-                    for side, counts in step.expect.items()}
-                out[step.name] = Expect(states, model.queued(), model.background)
+                if step.expect is None:
+                    states, cause = model.states(), model.cause
+                else:
+                    states = {side: {st: (self.connections if c == ALL else c)
+                                     for st, c in counts.items()}
+                              for side, counts in step.expect.items()}
+                    cause = f"the expect: of steps[{i}] (checkpoint {step.name})"
+                out[step.name] = Expect(states, model.queued(), model.background, cause)
             else:
-                model.apply(step)
+                model.apply(step, i)
         return out
 
 
@@ -96,6 +108,8 @@ def _step_dict(step: Step) -> dict[str, Any]:
         return {"wait": step.seconds}
     if step.action == "connect":
         return {"connect": {} if step.accept else {"accept": False}}
+    if step.action == "abort":
+        return {"abort": {"side": step.side}}
     body: dict[str, Any] = {"side": step.side}
     if step.bytes is not None:
         body["bytes"] = step.bytes
@@ -116,8 +130,13 @@ class _Model:
     read: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SIDES})
     background: bool = False  # a background send/read runs: queues are moving
     acks_blocked: bool = False  # the client's final ACKs are dropped: server in SYN-RECV
+    resets: list[str] = field(default_factory=list)  # sides whose close sent a reset
+    cause: str = "no step yet: no connection"  # the last step that changed the states
 
-    def apply(self, step: Step) -> None:
+    def apply(self, step: Step, index: int = 0) -> None:
+        where = f"steps[{index}] `{step.action}{': ' + step.side if step.side else ''}`"
+        if step.action in ("connect", "block_acks"):
+            self.cause = where
         if step.background:
             self.background = True
         if step.action == "join":
@@ -130,10 +149,21 @@ class _Model:
             self.sent[step.side] += step.bytes if step.bytes is not None else self.nbytes
         elif step.action == "read":
             self.read[step.side] = self.sent[_peer(step.side)]
-        elif step.action == "close":
+        elif step.action in CLOSING:
+            assert step.side is not None
+            unread = self.sent[_peer(step.side)] - self.read[step.side]
             self.closed.append(step.side)
+            if step.action == "abort":
+                self.resets.append(step.side)
+                self.cause = f"{where} (SO_LINGER 0: a reset)"
+            elif unread > 0:  # the kernel answers a close with unread data by a reset
+                self.resets.append(step.side)
+                self.cause = (f"{where} with {unread:,} unread bytes per connection "
+                              "(a close with unread data sends a reset, not a FIN)")
+            else:
+                self.cause = f"{where} (a FIN)"
 
-    def states(self) -> dict[str, dict[str, int]]:
+    def states(self) -> dict[str, dict[str, int | tuple[int, int]]]:
         if not self.connected:
             return {s: {} for s in SIDES}
         if self.acks_blocked:
@@ -142,6 +172,10 @@ class _Model:
             return {s: {"ESTAB": self.n} for s in SIDES}
         first = self.closed[0]
         other = _peer(first)
+        if len(self.closed) == 2 and self.resets:
+            return {s: {} for s in SIDES}  # a reset either way: nothing is left
+        if first in self.resets:  # the peer's sockets are CLOSE until it closes them
+            return {first: {}, other: {"UNCONN": (0, self.n)}}
         if len(self.closed) == 1:
             return {first: {"FIN-WAIT-2": self.n}, other: {"CLOSE-WAIT": self.n}}
         return {first: {"TIME-WAIT": self.n}, other: {}}
@@ -201,12 +235,12 @@ def _check_order(doc: Doc, steps: tuple[Step, ...]) -> None:
             connected = True
         elif step.action == "block_acks" and connected:
             raise doc.fail(key, "block_acks before the connect step")
-        elif step.action in ("send", "read", "close", "accept", "join"):
+        elif step.action in ("send", "read", "close", "abort", "accept", "join"):
             if not connected:
                 raise doc.fail(key, f"{step.action} after a connect step")
             if step.side in closed:
                 raise doc.fail(key, f"no {step.action} by the {step.side} after it closed")
-            if step.action == "close":
+            if step.action in CLOSING:
                 closed.add(step.side)
 
 

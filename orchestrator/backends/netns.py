@@ -142,8 +142,13 @@ class NetnsBackend(Backend):
         return dict(LOCAL_HANDLERS)
 
     def side_command(self, host: LabHost) -> list[str]:
-        # The run id on the command line names the processes of this run (ps, tests).
-        return ["python3", str(resources.side_script()), "--run", self.run_id]
+        # One program (orchestrator/resources.py), written into the run's directory: it
+        # goes with the journal. The run id on the command line names the processes of
+        # this run (ps, tests).
+        program = self.journal.dir / "side.py"
+        if not program.exists():
+            program.write_text(resources.side_program())
+        return ["python3", str(program), "--run", self.run_id]
 
     def metadata(self) -> dict:
         return {"backend": self.name, "image": None,

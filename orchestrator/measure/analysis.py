@@ -19,7 +19,7 @@ import statistics
 from collections.abc import Mapping
 from typing import Any
 
-from .parsers import SlabLine, SsSummary
+from .parsers import PAGE_SIZE, SlabLine, SsSummary
 from .snapshot import Snapshot
 
 TRACKS_MIN = 0.5  # objects per connection: every socket-owned cache holds >= 1 per connection
@@ -44,7 +44,7 @@ SOCKET_ALIASES = ("tcp_bind_bucket", "tcp_bind2_bucket", "tw_sock_TCP", "request
 SKMEM_FIELDS = {"r": "rmem_alloc", "t": "wmem_alloc", "w": "wmem_queued", "f": "fwd_alloc"}
 
 
-def slab_footprint(line: SlabLine, page_size: int = 4096) -> float:
+def slab_footprint(line: SlabLine, page_size: int = PAGE_SIZE) -> float:
     """Bytes of slab pages one object takes: its share of a slab (objsize + slab overhead).
 
     Counting objects x footprint rather than the change in slab pages keeps slab overhead
@@ -57,8 +57,10 @@ def slab_footprint(line: SlabLine, page_size: int = 4096) -> float:
 
 
 def cache_deltas(base: Mapping[str, SlabLine], now: Mapping[str, SlabLine], connections: int,
-                 aliases: Mapping[str, list[str]]) -> list[dict[str, Any]]:
-    """Per-cache change between two slabinfo snapshots, classified."""
+                 aliases: Mapping[str, list[str]],
+                 page_size: int = PAGE_SIZE) -> list[dict[str, Any]]:
+    """Per-cache change between two slabinfo snapshots, classified (``page_size``: the
+    measured kernel's machine's, which slabs are made of)."""
     n = max(connections, 1)
     rows = []
     proc_growth = 0
@@ -67,7 +69,7 @@ def cache_deltas(base: Mapping[str, SlabLine], now: Mapping[str, SlabLine], conn
     for name in sorted(set(base) | set(now)):
         b, c = base.get(name), now.get(name)
         objs = (c.active_objs if c else 0) - (b.active_objs if b else 0)
-        page_bytes = (c.bytes() if c else 0) - (b.bytes() if b else 0)
+        page_bytes = (c.bytes(page_size) if c else 0) - (b.bytes(page_size) if b else 0)
         if objs == 0 and page_bytes == 0:
             continue
         line = c or b
@@ -78,7 +80,7 @@ def cache_deltas(base: Mapping[str, SlabLine], now: Mapping[str, SlabLine], conn
             share = min(proc_growth, max(objs, 0))
             objs -= share
             note = f"{share:,} dentries of /proc fd lookups set apart"
-        nbytes = round(objs * slab_footprint(line))
+        nbytes = round(objs * slab_footprint(line, page_size))
         per_conn_objs = objs / n
         merged_socket = [a for a in aliases.get(name, []) if a in SOCKET_ALIASES]
         if name in NOT_SOCKET and merged_socket and abs(per_conn_objs) >= TRACKS_MIN:
@@ -160,8 +162,7 @@ def checkpoint(base: Snapshot, snap: Snapshot, connections: int,
     """Everything the result stores for one checkpoint."""
     if snap.aliases is not None:  # the measured kernel's own merges (VMs, remote hosts)
         aliases = snap.aliases
-    page = 4096
-    pages_delta = (_sockstat_pages(snap) - _sockstat_pages(base)) * page
+    pages_delta = (_sockstat_pages(snap) - _sockstat_pages(base)) * snap.page_size
     out = {
         "name": snap.name,
         "time": snap.time,
@@ -169,7 +170,8 @@ def checkpoint(base: Snapshot, snap: Snapshot, connections: int,
         "collect_seconds": round(snap.seconds, 3),
         "states": {h: dict(s.ss.states) for h, s in snap.hosts.items()},
         "per_connection_bytes": per_connection(base.slab, snap.slab, base.meminfo,
-                                               snap.meminfo, connections, aliases, pages_delta),
+                                               snap.meminfo, connections, aliases, pages_delta,
+                                               snap.page_size),
         "buffers": {h: buffers(s.ss, s.sockstat) for h, s in snap.hosts.items()},
         "sockstat": {h: s.sockstat for h, s in snap.hosts.items()},
         "memory": {h: s.memory for h, s in snap.hosts.items() if s.memory is not None},
@@ -225,10 +227,10 @@ def router_cost(base: Snapshot, snap: Snapshot, connections: int,
 def per_connection(base_slab: Mapping[str, SlabLine], slab: Mapping[str, SlabLine],
                    base_meminfo: Mapping[str, int], meminfo: Mapping[str, int],
                    connections: int, aliases: Mapping[str, list[str]],
-                   pages_delta: int) -> dict[str, Any]:
+                   pages_delta: int, page_size: int = PAGE_SIZE) -> dict[str, Any]:
     """Per-connection bytes between two slabinfo/meminfo readings of one kernel (or a sum)."""
     n = max(connections, 1)
-    rows = cache_deltas(base_slab, slab, connections, aliases)
+    rows = cache_deltas(base_slab, slab, connections, aliases, page_size)
     slab_delta = meminfo.get("Slab", 0) - base_meminfo.get("Slab", 0)
     return {
         **category_totals(rows, n),
@@ -271,7 +273,8 @@ def per_kernel(base: Snapshot, snap: Snapshot, connections: int) -> dict[str, An
             "hosts": list(k.hosts),
             "release": k.release,
             "per_connection_bytes": per_connection(b.slab, k.slab, b.meminfo, k.meminfo,
-                                                   connections, k.aliases, pages * 4096),
+                                                   connections, k.aliases,
+                                                   pages * k.page_size, k.page_size),
             "objsize": {c: line.objsize for c, line in k.slab.items()},
         }
     return out

@@ -45,6 +45,8 @@ class MeasuredKernel(Protocol):
     release: str | None
     #: this machine's own kernel: its /proc is ours, the sampler and host sysctls see it
     local: bool
+    #: bytes per page of that kernel's machine (sockstat ``mem`` and slabs count pages)
+    page_size: int
 
     def read(self, path: str) -> str:
         """The text of a /proc file (a set: the sum of slabinfo or meminfo)."""
@@ -84,6 +86,7 @@ class LocalKernel:
     def __init__(self, hosts: list[str], label: str = "local") -> None:
         self.label = label
         self.hosts = hosts
+        self.page_size = os.sysconf("SC_PAGE_SIZE")
         self._aliases: dict[str, list[str]] | None = None
 
     def read(self, path: str) -> str:
@@ -111,11 +114,12 @@ class RemoteKernel:
     local = False
 
     def __init__(self, runner: Runner, label: str, hosts: list[str],
-                 release: str | None = None) -> None:
+                 release: str | None = None, page_size: int | None = None) -> None:
         self.runner = runner
         self.label = label
         self.hosts = hosts
         self.release = release
+        self.page_size = page_size or parsers.PAGE_SIZE  # the preflight probe's reading
         self.aliases_read: dict[str, list[str]] | None = None
 
     def read(self, path: str) -> str:
@@ -157,6 +161,8 @@ class KernelSet:
         self.label = "+".join(k.label for k in kernels)
         self.hosts = [h for k in kernels for h in k.hosts]
         self.local = bool(kernels) and all(k.local for k in kernels)
+        # one figure for sums over kernels: the first one's (each keeps its own)
+        self.page_size = kernels[0].page_size if kernels else parsers.PAGE_SIZE
 
     def read(self, path: str) -> str:
         texts = read_each(self.kernels, path)
@@ -210,7 +216,7 @@ def merge_slab(parts: list[dict[str, parsers.SlabLine]]) -> dict[str, parsers.Sl
             if have is None:
                 out[name] = line
                 continue
-            page_bytes = have.pagesperslab * parsers.PAGE_SIZE
+            page_bytes = have.pagesperslab * parsers.PAGE_SIZE  # page size cancels out
             slabs = round((have.bytes() + line.bytes()) / page_bytes) if page_bytes else 0
             out[name] = parsers.SlabLine(
                 name, have.active_objs + line.active_objs, have.num_objs + line.num_objs,

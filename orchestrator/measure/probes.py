@@ -158,7 +158,7 @@ def take(name: str, hosts: dict[str, LabHost], raw_dir: Path, kernel: MeasuredKe
         fh.write(slab_text)
     (out / "meminfo.txt").write_text(mem_text)
     return Snapshot(name, when, slab, meminfo, host_snaps, time.monotonic() - start,
-                    per if len(per) > 1 else {}, kernel.slab_aliases())
+                    per if len(per) > 1 else {}, kernel.slab_aliases(), kernel.page_size)
 
 
 def conntrack_count(host: LabHost) -> int:
@@ -186,7 +186,7 @@ def _read_kernels(kernel: MeasuredKernel, out: Path) -> tuple[
             (out / f"{k.label}-meminfo.txt").write_text(mems[k.label])
         per[k.label] = KernelSnapshot(k.label, list(k.hosts), parsers.parse_slabinfo(slabs[k.label]),
                                       parsers.parse_meminfo(mems[k.label]), k.release,
-                                      k.slab_aliases())
+                                      k.slab_aliases(), k.page_size)
     if len(per) == 1:
         (one,) = per.values()
         return one.slab, one.meminfo, per, slabs[one.label], mems[one.label]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .parsers import SlabLine, SsSummary
+from .parsers import PAGE_SIZE, SlabLine, SsSummary
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class KernelSnapshot:
     meminfo: dict[str, int]
     release: str | None = None
     aliases: dict[str, list[str]] = field(default_factory=dict)
+    page_size: int = PAGE_SIZE  # that kernel's machine's: slabs and sockstat mem count pages
 
 
 @dataclass(frozen=True)
@@ -51,3 +52,4 @@ class Snapshot:
     # Empty for one kernel; then slab/meminfo above are that kernel's, else their sum.
     kernels: dict[str, KernelSnapshot] = field(default_factory=dict)
     aliases: dict[str, list[str]] | None = None  # SLUB merges of the measured kernel(s)
+    page_size: int = PAGE_SIZE  # of the measured kernel's machine (os.sysconf there)

@@ -148,11 +148,14 @@ def render_json(cmp: dict[str, Any]) -> str:
     return json.dumps(cmp, indent=1)
 
 
-def render_html(cmp: dict[str, Any]) -> str:
+def render_html(cmp: dict[str, Any], charts: dict[str, Any] | None = None,
+                links: dict[str, Any] | None = None) -> str:
+    """``charts``: compare_charts.comparison_charts (drawn from the results); ``links``:
+    the site's navigation ({"index": href, "runs": {run_id: href}})."""
     from .html import environment
 
     return environment().get_template("compare.html.j2").render(
-        cmp=cmp, labels=[g["label"] for g in cmp["groups"]], judged=_judged(cmp),
+        cmp=cmp, charts=charts or {}, links=links or {}, labels=[g["label"] for g in cmp["groups"]], judged=_judged(cmp),
         title=group_title, cell=cell_text, diff=diff_text, ratio=ratio_text, sig=sig_text,
         fmt=fmt, differ=[r for r in cmp["metadata"] if r["differs"]],
         side_checkpoints=side_checkpoints, side_note=SIDE_NOTE,

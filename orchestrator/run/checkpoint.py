@@ -113,9 +113,21 @@ def unmet(wanted: Wanted, quick: dict[str, SsSummary], queued: dict[str, int],
     return problems
 
 
+def found(quick: dict[str, SsSummary], labels: dict[str, str]) -> str:
+    """What the sockets are in: a count per state, per host ("no socket" for none)."""
+    parts = []
+    for host, summary in quick.items():
+        states = ", ".join(f"{st} {c:,}" for st, c in sorted(summary.states.items())
+                           if c and st != "LISTEN")
+        parts.append(f"{labels.get(host, host)}: {states or 'no socket'}")
+    return "; ".join(parts)
+
+
 def wait_for(name: str, check: Callable[[], list[str]], stall: float, settled: bool = True,
-             poll: Callable[[], Any] | None = None, interval: float = 0.1) -> None:
-    """Poll ``check`` until it reports nothing; after ``stall`` s fail with what is unmet.
+             poll: Callable[[], Any] | None = None, interval: float = 0.1,
+             explain: Callable[[], str] | None = None) -> None:
+    """Poll ``check`` until it reports nothing; after ``stall`` s fail with what is unmet
+    (and ``explain()``: where the model expected the states from, what there is instead).
 
     ``settled`` False (the application still holds data): once nothing is unmet, also wait
     until ``poll`` (the hosts' queues) gives the same value three times running.
@@ -134,7 +146,7 @@ def wait_for(name: str, check: Callable[[], list[str]], stall: float, settled: b
             return
         if time.monotonic() > deadline:
             raise RunError(f"checkpoint {name}: not reached after {stall:.0f} s: "
-                           f"{'; '.join(problems[:4])}")
+                           f"{'; '.join(problems[:4])}" + (f"; {explain()}" if explain else ""))
         time.sleep(interval)
 
 
@@ -178,8 +190,12 @@ class Checkpoints:
             return unmet(wanted, quick, {} if app_pending else expect.queued, self.roles,
                          labels, n)
 
+        def explain() -> str:
+            cause = f"expected from {expect.cause}; " if expect.cause else ""
+            return f"{cause}the sockets are in {found(quick, labels)}"
+
         wait_for(name, check, self.stall, settled=not app_pending,
-                 poll=lambda: [(q.states, q.sums) for q in quick.values()])
+                 poll=lambda: [(q.states, q.sums) for q in quick.values()], explain=explain)
         if self.sampler:
             self.sampler.mark(name)
         faults.pause("checkpoint")

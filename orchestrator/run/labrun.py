@@ -1,7 +1,8 @@
 """Execute a plan: hosts up, sides started, the steps in order, result saved, teardown.
 
 The phases only: the sides are in sides.py, the steps in steps.py, checkpoints in
-checkpoint.py, the result dict in results/build.py. Teardown is the journal's undo and
+checkpoint.py, teardown and the reported error in ending.py, the result dict in
+results/build.py. Teardown is the journal's undo and
 runs on success, on error, on Ctrl-C and on SIGTERM. A run that fails part-way still
 saves what it measured, marked incomplete.
 """
@@ -16,21 +17,17 @@ from typing import Any
 
 from .. import faults, sysctls
 from ..backends import Backend, LabHost, backend_class
-from ..errors import LabError, RunError
+from ..errors import LabError
 from ..journal import HostLock, Journal
-from ..measure import probes
 from ..measure.kernel import read_slab_aliases
 from ..measure.timeline import Sampler
 from ..plan import Plan
 from ..results import build_result, new_run_dir, write_json_atomic
 from ..ui import UI
 from .checkpoint import Checkpoints
+from .ending import Interrupted, explained, teardown
 from .sides import Sides, start_sides
 from .steps import StepState, run_step
-
-
-class Interrupted(RunError):
-    """SIGINT or SIGTERM arrived; the run stops and cleans up."""
 
 
 def _raise_interrupt(signum: int, _frame: Any) -> None:
@@ -68,7 +65,7 @@ class LabRun:
             self._up(run_dir)
             self._steps()
         except LabError as exc:
-            error = self._explained(exc)
+            error = explained(exc, self.backend)
         except KeyboardInterrupt:
             error = Interrupted("interrupted; cleaned up")
         finally:
@@ -77,38 +74,14 @@ class LabRun:
             try:
                 write_json_atomic(run_dir / "result.json", self._result(run_dir, started, error))
             finally:
-                self._teardown(backend)
+                snapshots = self.state.checkpoints.snapshots if self.state else []
+                teardown(backend, self.sides, snapshots, self.ui.line)
                 lock.release()
                 for s, handler in old.items():
                     signal.signal(s, handler)
         if error is not None:
             raise error
         return run_dir
-
-    def _teardown(self, backend: Backend) -> None:
-        """Sides told to exit, the journal undone, then the kernel given time to free."""
-        if self.sides is not None:
-            self.sides.close()
-        faults.pause("teardown")
-        problems = backend.down()
-        snapshots = self.state.checkpoints.snapshots if self.state else []
-        if snapshots and not problems and not probes.wait_released(
-                snapshots[0].slab, backend.measured_kernel()):
-            self.ui.line("note: the kernel is still freeing this run's sockets; "
-                         "a run started now would count them")
-        if problems:
-            self.ui.line(f"cleanup left problems; run `tcplab wipe` ({problems[0]})")
-
-    def _explained(self, error: LabError) -> LabError:
-        """The error, led by what the backend knows of hosts that died (a killed container):
-        whichever side notices first reports a symptom; the cause comes first."""
-        if isinstance(error, Interrupted) or self.backend is None:
-            return error
-        try:
-            notes = [n for n in self.backend.diagnose() if n not in str(error)]
-        except Exception:  # noqa: BLE001 - a diagnosis never hides the error itself
-            return error
-        return RunError(f"{'; '.join(notes)}; what the run saw: {error}") if notes else error
 
     def _up(self, run_dir: Path) -> None:
         plan, backend, opts = self.plan, self.backend, self.plan.options

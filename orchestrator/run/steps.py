@@ -1,6 +1,6 @@
 """The scenario's steps, one small handler each, looked up in :data:`HANDLERS`.
 
-A step that names a side (``send``, ``read``, ``close``, ``block_acks``) addresses a role
+A step that names a side (``send``, ``read``, ``close``, ``abort``, ``block_acks``) addresses a role
 and goes to every host of that role. A handler reads and updates the run's
 :class:`StepState` (bytes sent and not yet read, data still in the application).
 """
@@ -149,8 +149,9 @@ def read(s: StepState, step: Step) -> None:
 
 
 def close(s: StepState, step: Step) -> None:
+    """``close`` (a FIN, or a reset with unread data) and ``abort`` (SO_LINGER 0: a reset)."""
     assert step.side is not None
-    s.sides.do_role(step.side, {"op": "close"})
+    s.sides.do_role(step.side, {"op": step.action})
 
 
 def wait(s: StepState, step: Step) -> None:
@@ -163,7 +164,8 @@ def checkpoint(s: StepState, step: Step) -> None:
 
 HANDLERS: dict[str, Callable[[StepState, Step], None]] = {
     "connect": connect, "accept": accept, "join": join, "block_acks": block_acks,
-    "send": send, "read": read, "close": close, "wait": wait, "checkpoint": checkpoint,
+    "send": send, "read": read, "close": close, "abort": close, "wait": wait,
+    "checkpoint": checkpoint,
 }
 
 

@@ -83,6 +83,7 @@ def test_installed_package_is_not_the_checkout(installed: tuple[Path, Path, dict
     bin_dir, tmp, env = installed
     code = ("import sys, orchestrator; from orchestrator import resources as r; "
             "print(orchestrator.__file__); print(r.checkout()); print(r.side_script()); "
+            "print('class Worker' in r.side_program()); "
             "print([p for p in sys.path if p.endswith(('site-packages', 'dist-packages')) "
             "and not p.startswith(sys.prefix)])")
     out = _check([str(bin_dir / "python"), "-c", code], tmp, env, 60).stdout.splitlines()
@@ -90,7 +91,8 @@ def test_installed_package_is_not_the_checkout(installed: tuple[Path, Path, dict
     assert out[0].startswith(venv) and out[1] == "None", out
     assert out[2].startswith(venv), out
     assert out[2].endswith("/site-packages/orchestrator/_data/scenarios/side.py"), out
-    assert out[3] == "[]", f"the venv sees site-packages outside it: {out}"
+    assert out[3] == "True", out  # the one side program embeds the worker module
+    assert out[4] == "[]", f"the venv sees site-packages outside it: {out}"
 
 
 def test_every_module_imports_with_the_declared_dependencies(

@@ -89,6 +89,7 @@ class FakeKernel:
 
     local = False
     release = "6.18"
+    page_size = 4096
 
     def __init__(self, files: dict[str, str], hosts: list[str], label: str = "fake") -> None:
         self.files = files

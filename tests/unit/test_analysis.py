@@ -230,3 +230,19 @@ def test_unchanged_caches_are_left_out(capture) -> None:
 def test_median() -> None:
     assert analysis.median([]) == 0.0
     assert analysis.median([3, 1, 2]) == 2
+
+
+def test_a_64k_page_host_converts_its_pages_with_its_page_size(capture, slab_aliases) -> None:
+    """A measured host with 64 KiB pages (arm64, ppc64le): its sockstat ``mem`` pages and
+    its slab pages are 65,536 bytes each, not 4,096 (the page size comes from the host)."""
+    from dataclasses import replace
+
+    base, now = capture("baseline-unread"), capture("unread")
+    big = analysis.checkpoint(replace(base, page_size=65536), replace(now, page_size=65536),
+                              K, slab_aliases)
+    # (1942 - 150) pages x 65,536 / 2000
+    assert big["per_connection_bytes"]["tcp_mem_charged"] == pytest.approx(58720.3, abs=0.1)
+    rows = rows_by_cache(big)
+    small = rows_by_cache(analysis.checkpoint(base, now, K, slab_aliases))
+    assert rows["TCP"]["page_bytes"] == 16 * small["TCP"]["page_bytes"]
+    assert rows["TCP"]["bytes"] == pytest.approx(16 * small["TCP"]["bytes"], abs=16)

@@ -217,7 +217,7 @@ CASES = [
     Case("scenario-unknown-action",
          (*RUN, "-s", "{root}/scenarios/mine.yaml"),
          '{root}/scenarios/mine.yaml: steps[2]: expected one of connect, accept, send, read, '
-         'join, close, wait, block_acks, checkpoint, got "shutdown"',
+         'join, close, abort, wait, block_acks, checkpoint, got "shutdown"',
          files=(("scenarios/mine.yaml",
                  "steps:\n  - checkpoint: baseline\n  - connect: {}\n  - shutdown: client\n"),)),
     Case("unknown-scenario",

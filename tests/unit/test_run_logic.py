@@ -194,3 +194,28 @@ def test_checkpoints_record_the_baseline_and_a_change_while_taken(tmp_path) -> N
                             "client: ESTAB 1,990 of 2,000")
     assert (tmp_path / "established" / "server-sockstat.txt").exists()
     assert kernel.shrunk >= 4  # before every slab reading: settle and the snapshot
+
+
+def test_a_checkpoint_not_reached_says_which_step_should_have_brought_it() -> None:
+    """The message names the step the model expected the states from and what the
+    sockets are in instead, a count per state."""
+    from orchestrator.run.checkpoint import found
+
+    server = lab_host("server", "server", FakeRunner("server", [{"LISTEN": 1, "ESTAB": 1000}]))
+    client = lab_host("client", "client", FakeRunner("client", [{"ESTAB": 990, "TIME-WAIT": 10}]))
+    expect = Expect({"client": {}, "server": {"UNCONN": (0, 1000)}}, {},
+                    cause="steps[3] `abort: client` (SO_LINGER 0: a reset)")
+    wanted = per_host(expect, ROLES)
+    quick = polled([server, client])
+    with pytest.raises(RunError) as err:
+        wait_for("aborted", lambda: unmet(wanted, quick, {}, ROLES, ROLES, 1000), stall=0.1,
+                 interval=0.05,
+                 explain=lambda: f"expected from {expect.cause}; the sockets are in "
+                                 f"{found(quick, ROLES)}")
+    assert str(err.value) == (
+        "checkpoint aborted: not reached after 0 s: client: ESTAB 990 of 0; "
+        "client: TIME-WAIT 10 of 0; server: ESTAB 1,000 of 0; expected from steps[3] "
+        "`abort: client` (SO_LINGER 0: a reset); the sockets are in server: ESTAB 1,000; "
+        "client: ESTAB 990, TIME-WAIT 10")
+    assert found({"server": quick["server"]}, {"server": "server (ns a)"}) == \
+        "server (ns a): ESTAB 1,000"

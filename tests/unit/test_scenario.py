@@ -189,7 +189,7 @@ BASE = "steps:\n  - checkpoint: baseline\n  - connect: {}\n"
 
 @pytest.mark.parametrize(("text", "want"), [
     (BASE + "  - shutdown: client\n",
-     'steps[2]: expected one of connect, accept, send, read, join, close, wait, block_acks, checkpoint, got "shutdown"'),
+     'steps[2]: expected one of connect, accept, send, read, join, close, abort, wait, block_acks, checkpoint, got "shutdown"'),
     ("steps:\n  - checkpoint: baseline\n  - send: client\n  - connect: {}\n",
      "steps[1]: expected send after a connect step"),
     ("steps:\n  - checkpoint: baseline\n  - close: server\n",
@@ -227,7 +227,7 @@ BASE = "steps:\n  - checkpoint: baseline\n  - connect: {}\n"
     (BASE + "  - checkpoint: two words\n",
      'steps[2].checkpoint.name: expected letters, digits and _, got "two words"'),
     (BASE + "  - {checkpoint: a, connect: {}}\n",
-     ("steps[2]: expected a mapping with one of connect, accept, send, read, join, close, wait, block_acks, checkpoint, "
+     ("steps[2]: expected a mapping with one of connect, accept, send, read, join, close, abort, wait, block_acks, checkpoint, "
      "got {'checkpoint': 'a', 'connect': {}}")),
     (BASE + "  - checkpoint: {name: up, expect: {client: {ESTAB: some}}}\n",
      'steps[2].checkpoint.expect.client.ESTAB: expected a count >= 0 or "all", got "some"'),
@@ -250,3 +250,91 @@ def test_malformed_yaml_names_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         load_scenario(str(path), SCENARIOS)
     assert str(info.value).startswith(f"{path}:4: malformed YAML (")
+
+
+# --------------------------------------------------------------------------
+# resets: a close with unread data, and abort
+# --------------------------------------------------------------------------
+
+UNREAD_CLOSE = """\
+connections: 1000
+bytes: 102400
+steps:
+  - checkpoint: baseline
+  - connect: {}
+  - send: server
+  - close: client
+  - checkpoint: reset
+  - close: server
+  - checkpoint: gone
+"""
+
+
+def test_a_close_with_unread_data_resets(tmp_path: Path) -> None:
+    """The client never read the server's 100 KB: its close sends a reset, not a FIN. Its
+    sockets go away; the server's are CLOSE (ss: UNCONN) or gone, with nothing queued."""
+    exp = load_scenario(str(write(tmp_path, UNREAD_CLOSE)), SCENARIOS).expectations()
+    assert exp["reset"] == Expect({"client": {}, "server": {"UNCONN": (0, 1000)}}, {})
+    assert exp["reset"].cause == (
+        "steps[3] `close: client` with 102,400 unread bytes per connection "
+        "(a close with unread data sends a reset, not a FIN)")
+    assert exp["gone"] == Expect({"client": {}, "server": {}}, {})
+    assert exp["gone"].cause == "steps[5] `close: server` (a FIN)"
+
+
+def test_a_close_after_reading_everything_is_a_fin(tmp_path: Path) -> None:
+    text = UNREAD_CLOSE.replace("  - close: client\n", "  - read: client\n  - close: client\n")
+    exp = load_scenario(str(write(tmp_path, text)), SCENARIOS).expectations()
+    assert exp["reset"] == Expect({"client": {"FIN-WAIT-2": 1000},
+                                   "server": {"CLOSE-WAIT": 1000}}, {})
+    assert exp["gone"] == Expect({"client": {"TIME-WAIT": 1000}, "server": {}}, {})
+
+
+def test_abort_resets_without_unread_data(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+connections: 1000
+steps:
+  - checkpoint: baseline
+  - connect: {}
+  - checkpoint: established
+  - abort: client
+  - checkpoint: aborted
+""")
+    sc = load_scenario(str(path), SCENARIOS)
+    assert sc.steps[3] == Step("abort", side="client")
+    assert sc.to_dict()["steps"][3] == {"abort": {"side": "client"}}
+    exp = sc.expectations()
+    assert exp["established"].cause == "steps[1] `connect`"
+    assert exp["aborted"] == Expect({"client": {}, "server": {"UNCONN": (0, 1000)}}, {})
+    assert exp["aborted"].cause == "steps[3] `abort: client` (SO_LINGER 0: a reset)"
+
+
+def test_the_second_close_resets_when_it_leaves_data_unread(tmp_path: Path) -> None:
+    """The client sent 13 bytes the server never read; the client closes (FIN), then the
+    server's close resets: the client's FIN-WAIT-2 goes too, nothing is left."""
+    path = write(tmp_path, """\
+connections: 10
+bytes: 13
+steps:
+  - checkpoint: baseline
+  - connect: {}
+  - send: client
+  - close: client
+  - checkpoint: half
+  - close: server
+  - checkpoint: done
+""")
+    exp = load_scenario(str(path), SCENARIOS).expectations()
+    assert exp["half"] == Expect({"client": {"FIN-WAIT-2": 10}, "server": {"CLOSE-WAIT": 10}}, {})
+    assert exp["done"] == Expect({"client": {}, "server": {}}, {})
+    assert "13 unread bytes" in exp["done"].cause
+
+
+def test_no_step_by_a_side_after_it_aborted(tmp_path: Path) -> None:
+    assert error(tmp_path, """\
+steps:
+  - checkpoint: baseline
+  - connect: {}
+  - abort: client
+  - send: client
+""") == "steps[3]: expected no send by the client after it closed"

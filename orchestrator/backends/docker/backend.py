@@ -109,7 +109,7 @@ class DockerBackend(Backend):
             self._journal_ipv6_forwarding()
         nets = lab_networks(self.lab)
         networks = [self._create_network(i, net, members) for i, (net, members) in enumerate(nets)]
-        side_tar = _side_archive(resources.side_script())
+        side_tar = _side_archive(resources.side_program().encode())
         for spec in self.lab.hosts:
             mine = [(n, a) for n, (_, members) in zip(networks, nets, strict=True)
                     for h, a, _ in members if h.name == spec.name]
@@ -388,9 +388,8 @@ def container_down(client: Any, container_id: str, name: str, host_name: str) ->
     return f"container {name} ({host_name}) is not running: {detail}"
 
 
-def _side_archive(side: Path) -> bytes:
-    """A tar holding opt/tcplab/side.py, for put_archive to /."""
-    data = side.read_bytes()
+def _side_archive(data: bytes) -> bytes:
+    """A tar holding opt/tcplab/side.py (the one side program), for put_archive to /."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         folder = tarfile.TarInfo("opt/tcplab")

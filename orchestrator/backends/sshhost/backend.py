@@ -49,13 +49,12 @@ from ..common import close_runners, peer_address
 from .cleanup import REMOTE_DIR, REMOTE_JOURNAL, make_remote_undo
 from .transport import HostRunner, Target
 
-SIDE = resources.side_script()
-
 #: Facts for preflight: {"uid", "release", "boot_id", "slabinfo", "address_local", ...}.
 PROBE = r"""
 import json, os, platform, resource, socket, sys
 r = {"uid": os.geteuid(), "release": platform.release(), "version": platform.version(),
      "machine": platform.machine(), "python": sys.version.split()[0],
+     "python_version": list(sys.version_info[:3]), "page_size": os.sysconf("SC_PAGE_SIZE"),
      "hostname": socket.gethostname(), "slabinfo": os.access("/proc/slabinfo", os.R_OK),
      "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[1]}
 try:
@@ -103,6 +102,7 @@ def probe(runner: HostRunner, address: str) -> dict[str, Any]:
     if not first.ok:
         raise InputError(f"{where}: the preflight probe failed: {first}")
     facts = json.loads(first.stdout)
+    check_python(where, facts)
     if facts["uid"] != 0:
         check = runner.run(["sudo", "-n", "true"], check=False, timeout=30)
         if not check.ok:
@@ -121,6 +121,18 @@ def probe(runner: HostRunner, address: str) -> dict[str, Any]:
                          f"({facts.get('address_error')}); set hosts.{runner.host}.address to "
                          "one of its addresses")
     return facts
+
+
+OLDEST_PYTHON = (3, 7)  # the side script's syntax and standard library (docs/ssh.md)
+
+
+def check_python(where: str, facts: dict[str, Any]) -> None:
+    """Refuse a host whose python3 is older than the side script needs."""
+    version = tuple(facts.get("python_version") or ())
+    if version and version < OLDEST_PYTHON:
+        raise InputError(f"{where}: python3 is {facts['python']}, the side script needs "
+                         f"{'.'.join(map(str, OLDEST_PYTHON))} or newer: install a newer "
+                         "python3 on that host")
 
 
 class SshBackend(Backend):
@@ -226,7 +238,7 @@ class SshBackend(Backend):
 
     # -- on the hosts ---------------------------------------------------------------------
     def side_command(self, host: LabHost) -> list[str]:
-        return ["python3", "-c", SIDE.read_text(), "--run", self.run_id]
+        return ["python3", "-c", resources.side_program(), "--run", self.run_id]
 
     def netns_pid(self, host: LabHost, side: Any) -> int | None:
         return None  # not on this machine: no sockstat sampling from here
@@ -255,7 +267,8 @@ class SshBackend(Backend):
                 != [(label, runner) for label, (runner, _) in groups.items()]:
             self._kernel_set = KernelSet([
                 RemoteKernel(runner, label, names,
-                             (self.facts.get(names[0]) or {}).get("release", ""))
+                             (self.facts.get(names[0]) or {}).get("release", ""),
+                             (self.facts.get(names[0]) or {}).get("page_size"))
                 for label, (runner, names) in groups.items()])
         return self._kernel_set
 

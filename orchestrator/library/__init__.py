@@ -1,0 +1,1 @@
+"""The results library: list saved runs, import bundles, publish a static site."""
