@@ -159,3 +159,15 @@ def test_report_shows_topology_split_and_router_cost() -> None:
     assert 7_800 < cp["per_connection_bytes"]["total"] < 8_000
     ext = next(r for r in cp["per_connection_bytes"]["by_cache"] if r["cache"] == "kmalloc-128")
     assert ext["category"] == "conntrack"
+
+
+def test_a_derived_topology_round_trips_through_a_lab_file(tmp_path: Path) -> None:
+    """The result's lab (what a bundle carries as its lab file) loads back as it was."""
+    import yaml
+
+    lab = topology.derive(DEFAULT, 3, "nat")
+    path = tmp_path / "lab.yaml"
+    path.write_text(yaml.safe_dump(lab.to_dict()))
+    again = load_lab(path)
+    assert again.to_dict() == lab.to_dict()
+    assert again.router is not None and again.router.nat and len(again.of("client")) == 3
