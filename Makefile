@@ -19,6 +19,7 @@ REPEAT ?=
 KERNELS ?=
 CLIENTS ?=
 ROUTER ?=
+LEDGER ?=
 ARGS ?=
 RESULTS ?= results
 SITE ?= site
@@ -36,7 +37,8 @@ RUN_ARGS = --scenario $(SCENARIO) \
   $(if $(FAMILY),--family $(FAMILY)) \
   $(if $(CLIENTS),--clients $(CLIENTS)) \
   $(if $(ROUTER),--router $(ROUTER)) \
-  $(if $(SERVER),--server $(SERVER)) $(ARGS)
+  $(if $(SERVER),--server $(SERVER)) \
+  $(if $(LEDGER),--ledger) $(ARGS)
 
 .PHONY: help lab test unit images clean wipe lint install wheel site
 

@@ -27,6 +27,7 @@ setup(
     package_dir={f"orchestrator._data.{top}": top for top in ("scenarios", "lab", "images")},
     package_data={
         "orchestrator.report.templates": ["*"],
+        "orchestrator.ledger": ["*.bt"],
         **{f"orchestrator._data.{name}": globs for name, globs in DATA_TREES.items()},
     },
 )

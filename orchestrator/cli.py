@@ -65,6 +65,9 @@ def build_parser() -> Parser:
                      help="let a profile change host-wide sysctls (saved first, restored after)")
     run.add_argument("--stall", type=float, default=30.0,
                      help="seconds without progress before a side is declared stalled")
+    run.add_argument("--ledger", action="store_true",
+                     help="trace live kernel allocations per host, cache and call site with "
+                          "bpftrace (LEDGER=1; netns and docker backends)")
     run.add_argument("--family", choices=["ipv4", "ipv6"],
                      help="address family of the lab's connections (FAMILY=ipv6; default ipv4)")
     run.add_argument("--server", choices=["blocking", "epoll"], dest="server_model",
@@ -203,6 +206,7 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
                           family=args.family or "ipv4",
                           server_model=args.server_model or "blocking",
                           clients=args.clients, router=args.router,
+                          ledger=getattr(args, "ledger", False),
                           bundle=getattr(args, "bundle_info", None))
         if kernel not in (None, "host"):
             opts.kernel = kernel

@@ -140,9 +140,21 @@ def _lock() -> Check:
                  "wait for the other run: slab counters are machine-wide")
 
 
+def _ledger() -> Check:
+    from .ledger.tracer import readiness, tracefs_mounted
+
+    missing = readiness()
+    detail = ("ready (bpftrace, BTF, kmem tracepoints)" if tracefs_mounted() else
+              "ready (bpftrace, BTF; tracefs is mounted by the run and unmounted after)")
+    return Check("ledger (--ledger)", None if missing else True,
+                 "; ".join(missing) if missing else detail,
+                 "only --ledger needs it: apt-get install bpftrace, a kernel with BTF and "
+                 "tracepoints")
+
+
 def checks() -> list[Check]:
     return [_root(), _slabinfo(), _tools(), _stale(), _lock(), _fd_limit(), _port_range(),
-            _memory(), *_docker(), _debootstrap(), _cgroup()]
+            _memory(), *_docker(), _debootstrap(), _cgroup(), _ledger()]
 
 
 def essential() -> None:

@@ -172,6 +172,13 @@ def undo_path(entry: Entry) -> None:
         path.unlink()
 
 
+def undo_mount(entry: Entry) -> None:
+    """A tracefs mount the ledger made; left alone if still busy (umount fails)."""
+    path = Path(entry["path"])
+    if (path / "events").is_dir():
+        subprocess.run(["umount", str(path)], check=False, capture_output=True)
+
+
 def _kill(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGTERM)
@@ -190,6 +197,7 @@ LOCAL_HANDLERS: dict[str, UndoFn] = {
     "host_sysctl": undo_host_sysctl,
     "process": undo_process,
     "path": undo_path,
+    "mount": undo_mount,
 }
 
 

@@ -40,6 +40,7 @@ class RunOptions:
     clients: int | None = None  # --clients/CLIENTS: this many client hosts (topology.derive)
     router: str | None = None  # --router/ROUTER: none, plain or nat
     bundle: dict[str, Any] | None = None  # run --bundle: the setup's origin (metadata.bundle)
+    ledger: bool = False  # --ledger: trace live allocations per host (orchestrator/ledger)
 
     @property
     def lab_path(self) -> Path:
@@ -110,6 +111,10 @@ def make_plan(opts: RunOptions) -> Plan:
     backend, why = choose_backend(requested)
     _check_capabilities(backend, scenario)
     _check_topology(backend, lab, opts)
+    if opts.ledger:
+        from .ledger.tracer import refuse_unless_ready
+
+        refuse_unless_ready(backend)
     if backend in ("ssh", "vm"):
         return _remote_plan(opts, lab, profile, scenario, backend, why)
 

@@ -23,6 +23,7 @@ from ..results.model import Checkpoint, Result
 from . import charts, findings
 from . import kernels as kernels_compare
 from . import text as report_text
+from .ledger import ledger_context
 from .topology import topology_text
 
 TEMPLATES = resources.templates_dir()
@@ -350,6 +351,7 @@ def context(result: Result, kernel_defaults: dict[str, str] | None = None) -> di
         "estimate": meta.idle_pair_estimate,
         "measured": bool(result.measured()),
         "topology": topology_text(result),
+        "ledger": ledger_context(result),
     }
 
 

@@ -9,6 +9,7 @@ from tabulate import tabulate
 from ..measure.analysis import CGROUP_CAVEAT
 from ..results.model import Checkpoint, Result
 from . import findings
+from .ledger import header_note, ledger_text
 from .topology import topology_text
 
 TOP_CACHES = 7
@@ -115,7 +116,7 @@ def ends(result: Result) -> str:
 
 
 def render(result: Result, fmt: str = "simple") -> str:
-    parts = [header(result), ""]
+    parts = [header(result), *header_note(result), ""]
     topo = topology_text(result, fmt)
     if topo:
         parts.append(topo)
@@ -135,6 +136,7 @@ def render(result: Result, fmt: str = "simple") -> str:
     if cgroup:
         parts += ["Per-host memory cgroup (container), bytes per connection", cgroup,
                   CGROUP_CAVEAT, ""]
+    parts += ledger_text(result, fmt)
     parts += [states_table(result, fmt)]
     for cp in result.checkpoints:
         for host, count in cp.tw_dropped.items():

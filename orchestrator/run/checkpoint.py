@@ -16,6 +16,7 @@ from typing import Any
 from .. import faults
 from ..backends import Backend, LabHost
 from ..errors import LabError, RunError
+from ..ledger.session import LedgerSession
 from ..measure import analysis, probes
 from ..measure.kernel import MeasuredKernel
 from ..measure.parsers import SsSummary
@@ -155,8 +156,10 @@ class Checkpoints:
 
     def __init__(self, ui: UI, backend: Backend, hosts: dict[str, LabHost],
                  kernel: MeasuredKernel, sides: Sides, raw_dir: Path, stall: float,
-                 sampler: Sampler | None, weights: dict[str, int] | None = None) -> None:
+                 sampler: Sampler | None, ledger: LedgerSession | None = None,
+                 weights: dict[str, int] | None = None) -> None:
         self.ui = ui
+        self.ledger = ledger  # --ledger: started after the baseline, dumped at each checkpoint
         self.weights = weights  # connections per client host (topology.split)
         self.backend = backend
         self.hosts = hosts
@@ -218,10 +221,27 @@ class Checkpoints:
                          + "; ".join(changed[:4]))
         record["tw_overflow"] = {h.name: netstat(h, "TCPTimeWaitOverflow")
                                  for h in self.hosts.values()}
+        if self.ledger is not None:
+            self._ledger(name, record)
         self.records.append(record)
         total = record.get("per_connection_bytes", {}).get("total")
         shown = f"{total:,.0f} B/connection" if total is not None else "reference"
         self.ui.note(f"{name:<12} ✓ {shown} ({snap.seconds:.2f} s to collect)")
+
+    def _ledger(self, name: str, record: dict[str, Any]) -> None:
+        assert self.ledger is not None
+        if len(self.snapshots) == 1:  # after the baseline: what it holds is not the lab's
+            self.ledger.start()
+            self.ui.note(f"ledger: bpftrace attached ({self.ledger.start_seconds:.1f} s)")
+            return
+        section = record["ledger"] = self.ledger.checkpoint(name, record)
+        check = section["crosscheck"]
+        pct = check["difference_pct"]
+        self.ui.note(f"{name:<12}   ledger {section['bytes_per_connection']:,.0f} B/connection"
+                     f" (slab vs slabinfo {check['ledger_per_connection']:,.0f} / "
+                     f"{check['slabinfo_per_connection']:,.0f}"
+                     + (f", {pct:+.1f}%" if pct is not None else "")
+                     + f"; dump {section['dump_seconds']:.1f} s)")
 
     def _record(self, snap: Snapshot, connections: int) -> dict[str, Any]:
         if self.snapshots[0] is not snap:

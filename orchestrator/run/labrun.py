@@ -19,6 +19,7 @@ from .. import faults, sysctls
 from ..backends import Backend, LabHost, backend_class
 from ..errors import LabError
 from ..journal import HostLock, Journal
+from ..ledger.session import LedgerSession
 from ..measure.kernel import read_slab_aliases
 from ..measure.timeline import Sampler
 from ..plan import Plan
@@ -44,6 +45,7 @@ class LabRun:
         self.state: StepState | None = None  # what the steps share, once the sides run
         self.hosts: dict[str, LabHost] = {}
         self.events: dict[str, Any] = {}
+        self.ledger: LedgerSession | None = None
 
     def execute(self) -> Path:
         plan = self.plan
@@ -75,6 +77,8 @@ class LabRun:
                 write_json_atomic(run_dir / "result.json", self._result(run_dir, started, error))
             finally:
                 snapshots = self.state.checkpoints.snapshots if self.state else []
+                if self.ledger is not None:
+                    self.ledger.close()  # bpftrace first: the journal's undo would, later
                 teardown(backend, self.sides, snapshots, self.ui.line)
                 lock.release()
                 for s, handler in old.items():
@@ -101,9 +105,12 @@ class LabRun:
         sides.hello()
         workers = sides.prepare()
         self.events["workers"] = {sides.label(h): w for h, w in workers.items()}
+        if opts.ledger:
+            self.ledger = LedgerSession(backend.journal, run_dir / "raw", hosts,
+                                        plan.scenario.connections)
         weights = {c: sum(n for _, n in s) for c, s in plan.client_shards.items()}
         checkpoints = Checkpoints(self.ui, backend, hosts, kernel, sides, run_dir / "raw",
-                                  opts.stall, self.sampler, weights)
+                                  opts.stall, self.sampler, self.ledger, weights)
         self.state = StepState(plan, self.ui, backend, hosts, sides, checkpoints, self.events,
                                plan.scenario.expectations())
 

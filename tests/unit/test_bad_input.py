@@ -399,6 +399,10 @@ CASES = [
          ("run", "-b", "ssh", "-s", "synrecv"),
          "{root}/scenarios/synrecv.yaml: steps: block_acks filters packets on a lab host, which "
          "the ssh backend cannot do; run this scenario with BACKEND=netns or BACKEND=docker"),
+    Case("ledger-on-ssh",
+         ("run", "-b", "ssh", "-s", "idle", "--ledger"),
+         "--ledger/LEDGER: the ssh backend's hosts run on kernels of their own, which the "
+         "ledger cannot trace yet; use --backend netns or docker, or run without --ledger"),
     Case("profiles-show-unknown",
          ("profiles", "show", "larg-buffers"),
          "unknown profile 'larg-buffers': no {root}/lab/profiles/larg-buffers.yaml; known "
