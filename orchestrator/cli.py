@@ -1,4 +1,5 @@
-"""The ``tcplab`` command. Exit codes: 0 success, 2 bad input (nothing created), 1 failed run."""
+"""The ``tcplab`` command. Exit codes: 0 success, 1 failed run, 2 bad input (nothing
+created), 130 Ctrl-C and 143 SIGTERM (after cleaning up), as shells report signals."""
 
 from __future__ import annotations
 
@@ -35,13 +36,23 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+EXIT_CODES = """exit codes:
+  0    success
+  1    a run failed after it started (cleaned up; what it measured saved as incomplete)
+  2    bad input: nothing was created
+  130  interrupted by Ctrl-C (SIGINT); a run cleans up first
+  143  stopped by SIGTERM; a run cleans up first"""
+
+
 def build_parser() -> Parser:
-    p = Parser(prog="tcplab", description="Measure what a TCP connection costs the Linux kernel.")
+    p = Parser(prog="tcplab", description="Measure what a TCP connection costs the Linux kernel.",
+               epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"tcplab {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    run = sub.add_parser("run", help="run a scenario, print and save a report")
+    run = sub.add_parser("run", help="run a scenario, print and save a report",
+                         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--scenario", "-s", help="a name in scenarios/ or a path (required unless "
                      "--bundle gives it)")
     run.add_argument("--bundle", type=Path, metavar="FILE",
@@ -494,6 +505,15 @@ COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "expor
             "wipe": cmd_wipe, "doctor": cmd_doctor, "topology": cmd_topology}
 
 
+def _one_line(message: str) -> str:
+    """Control characters a user's input brought into a message (a path with a newline or
+    a carriage return) escaped, so an error stays one line."""
+    if message.isprintable():
+        return message
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in message)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere on the line
@@ -504,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     except LabError as exc:
         if debug:
             traceback.print_exc()
-        print(f"tcplab: error: {exc}", file=sys.stderr)
+        print(f"tcplab: error: {_one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("tcplab: interrupted", file=sys.stderr)

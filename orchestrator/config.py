@@ -276,11 +276,12 @@ def _host_extras(h: Doc, lab_path: Path) -> dict[str, Any]:
     if "kernel" in h.data:
         kernel = h.data["kernel"]
         if isinstance(kernel, (int, float)) and not isinstance(kernel, bool):
-            # YAML reads `kernel: 6.10` as the number 6.1 and `5.10` as 5.1: what the user
-            # wrote is lost before we see it, so a number is refused, never guessed at
-            raise InputError(f"{h.where('kernel')}: YAML reads {show(kernel)} as a number "
-                             "(6.10 would become 6.1, 5.10 5.1); quote the version: "
-                             f"kernel: \"{kernel}\"")
+            # YAML reads `kernel: 6.10` as the number 6.1 and `5.10` as 5.1: a number is
+            # refused, never guessed at; the message quotes the text as written
+            written = getattr(kernel, "yaml_text", "") or str(kernel)
+            raise InputError(f"{h.where('kernel')}: YAML reads {written} as the number "
+                             f"{kernel!r} (6.10 would become 6.1, 5.10 5.1); quote the "
+                             f"version: kernel: \"{written}\"")
         if not isinstance(kernel, str) or not kernel.strip():
             raise h.fail("kernel", "a kernel version like \"6.1\", a path to a vmlinuz, or host",
                          kernel)

@@ -183,14 +183,16 @@ def _shards(lab: Lab, host_sysctls: dict[str, dict[str, str]],
     client = min(lab.of("client"), key=lambda c: ranges[c.name][1] - ranges[c.name][0])
     low, high = ranges[client.name]
     per_port = max(1, int((high - low + 1) * PORT_SHARE))
-    router = lab.router
-    shards, client_shards = topology.split(scenario.connections, list(ranges), per_port,
-                                           bool(router and router.nat), BASE_PORT)
-    if len(shards) > 2000:
+    nat = bool(lab.router and lab.router.nat)
+    # counted before the lists are built, in ints: N=10**20 must not fill the memory
+    ports = topology.ports_needed(scenario.connections, len(ranges), per_port, nat)
+    if ports > 2000:
         raise InputError(
-            f"{scenario.connections:,} connections need {len(shards)} server ports with the "
+            f"{scenario.connections:,} connections need {ports} server ports with the "
             f"client's ip_local_port_range {low} {high}; widen it in {lab.path} "
             f"(hosts.{client.name}.sysctls) or lower N")
+    shards, client_shards = topology.split(scenario.connections, list(ranges), per_port, nat,
+                                           BASE_PORT)
     _check_backlog(lab, host_sysctls, defaults, scenario)
     return shards, client_shards
 

@@ -1,4 +1,9 @@
-"""Repetitions of one setup: median, spread and coefficient of variation per figure."""
+"""Repetitions of one setup: median, spread and coefficient of variation per figure.
+
+The coefficient of variation (standard deviation over the mean) only describes figures
+of one sign: over values that reach or cross zero (a TCP mem charge of -113..0) the mean
+is near zero and the ratio means nothing, so the table shows the range alone there.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +20,23 @@ FIGURES = (("total", "socket slab B/conn"), ("objects_total", "objects B/conn"),
            ("tcp_mem_charged", "TCP mem charged B/conn"))
 
 
-def spread(values: list[float]) -> dict[str, float]:
+def spread(values: list[float]) -> dict[str, Any]:
+    """n, median, min, max, mean and ``cv`` (None where the values reach or cross 0)."""
     mean = statistics.fmean(values)
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    one_sign = min(values) > 0 or max(values) < 0
     return {"n": len(values), "median": statistics.median(values), "min": min(values),
-            "max": max(values), "mean": mean, "cv": sd / mean if mean else 0.0}
+            "max": max(values), "mean": mean, "cv": sd / abs(mean) if one_sign else None}
+
+
+def _unstable(row: dict[str, Any]) -> bool:
+    return row["cv"] is not None and row["cv"] > CV_WARN and row["n"] > 1
+
+
+def _cv_text(row: dict[str, Any]) -> str:
+    if row["cv"] is None:
+        return "– (0 in range)" if row["n"] > 1 else "–"
+    return f"{row['cv']:.2%}" + (" !" if _unstable(row) else "")
 
 
 def summarize(results: list[Result]) -> list[dict[str, Any]]:
@@ -41,11 +58,13 @@ def summarize(results: list[Result]) -> list[dict[str, Any]]:
 
 def render(rows: list[dict[str, Any]]) -> str:
     table = [[r["profile"], r["checkpoint"], r["figure"], r["n"], f"{r['median']:,.0f}",
-              f"{r['min']:,.0f}..{r['max']:,.0f}", f"{r['cv']:.2%}"
-              + (" !" if r["cv"] > CV_WARN and r["n"] > 1 else "")] for r in rows]
+              f"{r['min']:,.0f}..{r['max']:,.0f}", _cv_text(r)] for r in rows]
     text = tabulate(table, ["profile", "checkpoint", "figure", "runs", "median", "range", "CV"],
                     tablefmt="simple")
-    unstable = [r for r in rows if r["cv"] > CV_WARN and r["n"] > 1]
+    if any(r["cv"] is None and r["n"] > 1 for r in rows):
+        text += ("\n– (0 in range): the values reach or cross zero, where a coefficient of "
+                 "variation means nothing; read the range")
+    unstable = [r for r in rows if _unstable(r)]
     if unstable:
         text += (f"\n! coefficient of variation above {CV_WARN:.0%} for {len(unstable)} figure(s): "
                  "the machine was not quiet, or N is too small for the slab granularity")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import math
 from typing import Any
 
 from .config import LAB_NETWORK, HostSpec, Lab
@@ -124,10 +123,7 @@ def split(connections: int, clients: list[str], per_port: int, nat: bool,
     Each port's count is spread evenly over the clients (the remainders taken in turn),
     so the clients' totals differ by at most one.
     """
-    per_total = per_port * len(clients)
-    if nat:
-        per_total = min(per_total, NAT_PORTS // 2)
-    ports = max(1, math.ceil(connections / per_total))
+    ports = ports_needed(connections, len(clients), per_port, nat)
     base, extra = divmod(connections, ports)
     server = [[base_port + i, base + (1 if i < extra else 0)] for i in range(ports)]
     mine: dict[str, Shards] = {c: [] for c in clients}
@@ -141,6 +137,14 @@ def split(connections: int, clients: list[str], per_port: int, nat: bool,
                 mine[c].append([port, n])
         turn = (turn + rest) % len(clients)
     return server, mine
+
+
+def ports_needed(connections: int, clients: int, per_port: int, nat: bool) -> int:
+    """Server ports ``split`` uses (integers only: any N is counted without a list)."""
+    per_total = per_port * clients
+    if nat:
+        per_total = min(per_total, NAT_PORTS // 2)
+    return max(1, -(-connections // per_total))
 
 
 def split_summary(client_shards: dict[str, Shards]) -> dict[str, dict[str, Any]]:

@@ -35,8 +35,20 @@ class Unpacked:
             dirs.append(self.root / run["dir"])
         return dirs
 
+    def section(self, *keys: str) -> dict[str, Any]:
+        """A mapping of the manifest (``rerun``, ``setup``, ``setup.profile``); {} when absent.
+        Anything else there is a damaged or hand-edited manifest: refused, naming the key."""
+        doc: Any = self.manifest
+        for depth, key in enumerate(keys):
+            doc = doc.get(key) or {}
+            if not isinstance(doc, dict):
+                raise InputError(f"{self.bundle}: {MANIFEST}: {'.'.join(keys[:depth + 1])}: "
+                                 f"expected a mapping, got {str(doc)[:60]!r}; ask for the "
+                                 "bundle again")
+        return doc
+
     def setting(self, key: str, check: Any, expected: str) -> Any:
-        value = (self.manifest.get("rerun") or {}).get(key)
+        value = self.section("rerun").get(key)
         if not check(value):
             raise InputError(f"{self.bundle}: {MANIFEST}: rerun.{key}: expected {expected}, got "
                              f"{value!r}")
@@ -49,9 +61,8 @@ class Unpacked:
             if path not in listed:
                 raise InputError(f"{self.bundle}: no {path} in the bundle; it holds runs but no "
                                  "setup to rerun")
-        setup = self.manifest.get("setup") or {}
-        profile = safe_name((setup.get("profile") or {}).get("name"), "profile")
-        scenario = safe_name((setup.get("scenario") or {}).get("name"), "scenario")
+        profile = safe_name(self.section("setup", "profile").get("name"), "profile")
+        scenario = safe_name(self.section("setup", "scenario").get("name"), "scenario")
         where = self.root / ".rerun"
         (where / "profiles").mkdir(parents=True)
         (where / "scenarios").mkdir()
@@ -78,7 +89,7 @@ class Unpacked:
                 "tcplab_version": self.manifest.get("tcplab_version"),
                 "source_runs": [r.get("run_id") for r in self.manifest["runs"]
                                 if isinstance(r, dict)],
-                "setup_from_run": (self.manifest.get("setup") or {}).get("from_run"),
+                "setup_from_run": self.section("setup").get("from_run"),
                 "overridden": overridden}
 
 

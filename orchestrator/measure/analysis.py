@@ -348,16 +348,20 @@ def median(values: list[float]) -> float:
 
 
 def linear_fit(xs: list[float], ys: list[float]) -> dict[str, float]:
-    """Least-squares line y = slope*x + intercept, with R²."""
-    n = len(xs)
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=False))
-    slope = sxy / sxx if sxx else 0.0
-    intercept = my - slope * mx
-    ss_tot = sum((y - my) ** 2 for y in ys)
-    ss_res = sum((y - (slope * x + intercept)) ** 2 for x, y in zip(xs, ys, strict=False))
-    r2 = 1 - ss_res / ss_tot if ss_tot else 1.0
+    """Least-squares line y = slope*x + intercept, with R² (the squared Pearson
+    correlation, which for a straight-line fit equals 1 - SS_res/SS_tot).
+
+    Degenerate inputs keep their old meaning: ys all equal fit a flat line exactly
+    (R² 1); xs all equal have no slope (0, the mean as intercept, R² 0 unless ys are
+    equal too).
+    """
+    my = statistics.fmean(ys)
+    if len(set(ys)) < 2:
+        return {"slope": 0.0, "intercept": round(my, 1), "r2": 1.0}
+    if len(set(xs)) < 2:
+        return {"slope": 0.0, "intercept": round(my, 1), "r2": 0.0}
+    slope, intercept = statistics.linear_regression(xs, ys)
+    r2 = statistics.correlation(xs, ys) ** 2
     return {"slope": round(slope, 2), "intercept": round(intercept, 1), "r2": round(r2, 5)}
 
 

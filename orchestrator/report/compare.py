@@ -3,9 +3,10 @@
 Results that share (scenario, profile, kernel release, N, BYTES, backend) are
 repetitions of one setup and form a group: each figure is shown as the group's median
 with its spread (min..max). Every group is compared with the first one (difference and
-ratio). Like pyperf's ``compare_to``, a difference between two groups that both have
-several runs is marked "not significant" when their ranges overlap; with a single run
-on either side it cannot be judged and is left unmarked.
+ratio). A difference is judged by an exact two-sided Mann–Whitney U test over the
+groups' runs (exact_test.py): "significant" when p < ALPHA, and never with fewer than
+MIN_RUNS runs on either side ("too few runs": 2 vs 2 runs split apart by chance one time
+in three). With a single run on either side nothing is judged.
 
 The comparison is a plain dict (``compare``), made from loaded ``Result`` objects;
 ``render`` (compare_render.py) turns it into a table, markdown, JSON or a
@@ -23,11 +24,14 @@ from typing import Any
 from ..errors import InputError
 from ..results import RESULT_FILE
 from ..results.model import Buffers, Result
+from .exact_test import mann_whitney_p
 
 SCHEMA = "tcplab.compare/1"
 FORMATS = ("table", "markdown", "json", "html")
 TOP_CACHES = 5
-SIGNIFICANT, NOT_SIGNIFICANT = "significant", "not significant"
+SIGNIFICANT, NOT_SIGNIFICANT, TOO_FEW = "significant", "not significant", "too few runs"
+ALPHA = 0.05  # two-sided significance level of the exact test
+MIN_RUNS = 3  # below this many runs on a side, no difference is called significant
 
 BASE_FIGURES = [
     ("total", "total per connection (attributed)"),
@@ -182,12 +186,22 @@ def _stats(values: list[float]) -> dict[str, Any]:
             "n": len(values), "values": values}
 
 
-def significance(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str | None:
-    """Judged only when both groups have several runs: overlapping ranges = not significant."""
-    if not a or not b or a["n"] < 2 or b["n"] < 2:
-        return None
-    overlap = a["min"] <= b["max"] and b["min"] <= a["max"]
-    return NOT_SIGNIFICANT if overlap else SIGNIFICANT
+def significance(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any]:
+    """{"significance": verdict or None, "p_value": exact two-sided p or None}.
+
+    Not judged (None) when a group is missing or has a single run; "too few runs" (with
+    its p-value, for the record) when a side has fewer than MIN_RUNS; otherwise
+    significant when p < ALPHA. 3 vs 3 runs cannot go below p = 0.1: a difference needs
+    4 vs 4 (or 3 vs 5) runs to be called significant at 0.05.
+    """
+    if not a or not b or min(a["n"], b["n"]) < 2:
+        return {"significance": None, "p_value": None}
+    p = mann_whitney_p(a["values"], b["values"])
+    if min(a["n"], b["n"]) < MIN_RUNS:
+        verdict = TOO_FEW
+    else:
+        verdict = SIGNIFICANT if p < ALPHA else NOT_SIGNIFICANT
+    return {"significance": verdict, "p_value": p}
 
 
 def _letters(i: int) -> str:
@@ -246,8 +260,7 @@ def compare(results: list[Result]) -> dict[str, Any]:
                 # a ratio only between positive amounts (a negative delta has no scale)
                 ratio = (cell["median"] / first["median"]
                          if first["median"] > 0 and cell["median"] >= 0 else None)
-                versus.append({"diff": diff, "ratio": ratio,
-                               "significance": significance(first, cell)})
+                versus.append({"diff": diff, "ratio": ratio, **significance(first, cell)})
             rows.append({"figure": key, "label": label, "groups": cells, "vs_first": versus})
         out_cps.append({"name": cp, "rows": rows})
 

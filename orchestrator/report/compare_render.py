@@ -10,7 +10,7 @@ from tabulate import tabulate
 
 from ..errors import InputError
 from ..measure.analysis import CGROUP_CAVEAT
-from .compare import FORMATS, NEITHER
+from .compare import ALPHA, FORMATS, MIN_RUNS, NEITHER
 
 
 def fmt(value: Any) -> str:
@@ -44,9 +44,11 @@ def ratio_text(v: dict[str, Any] | None) -> str:
 
 
 def sig_text(v: dict[str, Any] | None) -> str:
+    """The verdict with its exact p-value: "significant (p=0.029)", "too few runs (p=0.33)"."""
     if v is None or v["significance"] is None:
         return ""
-    return v["significance"]
+    p = v.get("p_value")
+    return v["significance"] + ("" if p is None else f" (p={p:.2g})")
 
 
 def group_title(g: dict[str, Any]) -> str:
@@ -76,7 +78,11 @@ def tables(cmp: dict[str, Any], tablefmt: str) -> str:
     parts = [intro, *([""] if md else [])]
     parts += [f"{item}{g['label']} = {group_title(g)}" for g in cmp["groups"]]
     if len(labels) > 1 and not judged:
-        parts.append(f"{item}significance: not judged (needs at least two runs of each setup)")
+        parts.append(f"{item}significance: not judged (an exact test needs at least "
+                     f"{MIN_RUNS} runs of each setup: --repeat {MIN_RUNS})")
+    elif len(labels) > 1:
+        parts.append(f"{item}significance: exact two-sided Mann–Whitney U test, significant "
+                     f"when p < {ALPHA}, never with fewer than {MIN_RUNS} runs a side")
     for cp in cmp["checkpoints"]:
         head = ["figure (bytes)", *labels]
         for lab in labels[1:]:

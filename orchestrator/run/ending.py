@@ -6,6 +6,7 @@ so a failing cleanup or diagnosis cannot hide the run's error.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Sequence
 
 from .. import faults
@@ -17,7 +18,15 @@ from .sides import Sides
 
 
 class Interrupted(RunError):
-    """SIGINT or SIGTERM arrived; the run stops and cleans up."""
+    """SIGINT or SIGTERM arrived; the run stops and cleans up.
+
+    Exits 128 + the signal's number, as a shell reports a process the signal ended:
+    130 for Ctrl-C, 143 for SIGTERM, so make, loops and CI see an interrupt, not a failure.
+    """
+
+    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
 
 
 def teardown(backend: Backend, sides: Sides | None, snapshots: Sequence[Snapshot],

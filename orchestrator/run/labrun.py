@@ -32,7 +32,7 @@ from .steps import StepState, run_step
 
 
 def _raise_interrupt(signum: int, _frame: Any) -> None:
-    raise Interrupted(f"interrupted by {signal.Signals(signum).name}; cleaned up")
+    raise Interrupted(f"interrupted by {signal.Signals(signum).name}; cleaned up", signum)
 
 
 class LabRun:

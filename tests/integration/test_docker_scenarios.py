@@ -321,7 +321,7 @@ def test_sigint_during_ramp_cleans_up(tmp_path: Path) -> None:
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=180)
-    assert proc.returncode == 1, err
+    assert proc.returncode == 130, err
     assert "interrupted" in err
     (run_dir,) = list(results.iterdir())
     result = json.loads((run_dir / "result.json").read_text())

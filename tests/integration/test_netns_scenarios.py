@@ -106,7 +106,7 @@ def test_sigint_during_ramp_cleans_up(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGINT)
             break
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 1, err
+    assert proc.returncode == 130, err
     assert "interrupted" in err
     (run_dir,) = list(results.iterdir())
     result = json.loads((run_dir / "result.json").read_text())

@@ -144,7 +144,7 @@ def test_vm_interrupted_run_stops_its_vms(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 1
+    assert proc.returncode == 130
     assert json.loads((run_dir / "result.json").read_text())["status"] == "incomplete"
     assert_clean(tmp_path, run_dir.name)
 

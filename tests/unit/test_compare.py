@@ -125,16 +125,39 @@ def test_repetitions_grouped_with_median_spread_and_significance():
                                   "values": [8480, 8500, 8470]}
     assert total["groups"][1]["median"] == 8510
     assert total["vs_first"][1]["diff"] == 30
-    assert total["vs_first"][1]["significance"] == compare.NOT_SIGNIFICANT  # 8470..8500 vs 8490..8520
+    # 8470 8480 8500 vs 8490 8510 8520: rank sums 1+2+4 = 7 of 21; 4 of the 20
+    # arrangements (7, 6, and their mirror images 14, 15) lie that far from 10.5
+    assert total["vs_first"][1]["significance"] == compare.NOT_SIGNIFICANT
+    assert total["vs_first"][1]["p_value"] == pytest.approx(0.2)
     rmem = row(cmp, "unread", "rmem_receiver")
-    assert rmem["vs_first"][1]["significance"] == compare.SIGNIFICANT  # 845..845 vs 1190..1210
+    # 845 ×3 vs 1190..1210: fully apart, yet 3 vs 3 cannot go below p = 2/20
+    assert rmem["vs_first"][1]["significance"] == compare.NOT_SIGNIFICANT
+    assert rmem["vs_first"][1]["p_value"] == pytest.approx(0.1)
     assert rmem["vs_first"][1]["ratio"] == pytest.approx(1200 / 845)
     text = compare.render(cmp, "table")
     assert "8,480 (8,470..8,500)" in text
-    assert "not significant" in text
+    assert "not significant (p=0.2)" in text and "not significant (p=0.1)" in text
     assert "B vs A" in text
+    assert "exact two-sided Mann–Whitney U test, significant when p < 0.05" in text
     html = compare.render(cmp, "html")
-    assert 'class="sig-no">not significant' in html
+    assert 'class="sig-no">not significant (p=0.2)' in html
+    assert "exact two-sided Mann–Whitney U test" in html
+
+
+def test_four_runs_apart_are_significant():
+    base = load(C2S)
+    a = [_variant(base, f"a{i}", "default", t, 845) for i, t in enumerate((8480, 8500, 8470, 8490))]
+    b = [_variant(base, f"b{i}", "other", t, 1200) for i, t in enumerate((9000, 9010, 8990, 9020))]
+    cmp = compare.compare(a + b)
+    total = row(cmp, "unread", "total")["vs_first"][1]
+    assert total["significance"] == compare.SIGNIFICANT
+    assert total["p_value"] == pytest.approx(2 / 70)
+    assert "significant (p=0.029)" in compare.render(cmp, "table")
+    assert 'class="sig-yes">significant (p=0.029)' in compare.render(cmp, "html")
+    unread = next(c for c in json.loads(compare.render(cmp, "json"))["checkpoints"]
+                  if c["name"] == "unread")
+    assert unread["rows"][0]["figure"] == "total"
+    assert unread["rows"][0]["vs_first"][1]["p_value"] == pytest.approx(2 / 70)
 
 
 def test_single_run_against_a_group_is_not_judged():
@@ -142,16 +165,42 @@ def test_single_run_against_a_group_is_not_judged():
     a = [_variant(base, f"a{i}", "default", t, 845) for i, t in enumerate((8480, 8500))]
     b = [_variant(base, "b0", "other", 9000, 845)]
     cmp = compare.compare(a + b)
-    assert row(cmp, "unread", "total")["vs_first"][1]["significance"] is None
+    versus = row(cmp, "unread", "total")["vs_first"][1]
+    assert versus["significance"] is None and versus["p_value"] is None
+    assert "significance: not judged (an exact test needs at least 3 runs" in \
+        compare.render(cmp, "table")
+
+
+def test_two_runs_a_side_are_too_few():
+    base = load(C2S)
+    a = [_variant(base, f"a{i}", "default", t, 845) for i, t in enumerate((8480, 8500))]
+    b = [_variant(base, f"b{i}", "other", t, 845) for i, t in enumerate((9000, 9010))]
+    versus = row(compare.compare(a + b), "unread", "total")["vs_first"][1]
+    # apart, which the old "ranges do not overlap" rule called significant
+    assert versus == {"diff": 515, "ratio": pytest.approx(9005 / 8490),
+                      "significance": compare.TOO_FEW, "p_value": pytest.approx(1 / 3)}
+    assert "too few runs (p=0.33)" in compare.render(compare.compare(a + b), "table")
+
+
+def _group(*values: float) -> dict:
+    return {"n": len(values), "values": list(values), "min": min(values), "max": max(values)}
 
 
 def test_significance_rule():
-    one = {"min": 1, "max": 2, "n": 1}
-    assert compare.significance({"min": 1, "max": 3, "n": 2}, {"min": 3, "max": 4, "n": 2}) \
-        == compare.NOT_SIGNIFICANT
-    assert compare.significance({"min": 1, "max": 2, "n": 2}, {"min": 3, "max": 4, "n": 5}) \
-        == compare.SIGNIFICANT
-    assert compare.significance(one, {"min": 3, "max": 4, "n": 5}) is None
+    # 2 vs 2 fully apart: the old "ranges do not overlap" rule called this significant,
+    # which happens by chance in 2 of the 6 arrangements
+    assert compare.significance(_group(1, 2), _group(3, 4)) == {
+        "significance": compare.TOO_FEW, "p_value": pytest.approx(1 / 3)}
+    assert compare.significance(_group(1, 2, 3), _group(4, 5, 6)) == {
+        "significance": compare.NOT_SIGNIFICANT, "p_value": pytest.approx(0.1)}
+    assert compare.significance(_group(1, 2, 3), _group(4, 5, 6, 7, 8)) == {
+        "significance": compare.SIGNIFICANT, "p_value": pytest.approx(2 / 56)}
+    assert compare.significance(_group(1, 2, 3, 4), _group(5, 6, 7, 8)) == {
+        "significance": compare.SIGNIFICANT, "p_value": pytest.approx(2 / 70)}
+    assert compare.significance(_group(1), _group(2, 3, 4)) == {"significance": None,
+                                                                "p_value": None}
+    assert compare.significance(None, _group(2, 3, 4)) == {"significance": None,
+                                                           "p_value": None}
 
 
 def test_expand_runs(tmp_path):
@@ -181,3 +230,33 @@ def test_cli_compare_and_report(tmp_path, capsys):
     assert len(groups) == len(runs) - 1
     assert cli.main(["compare", str(RESULTS / C2S)]) == 2
     assert "at least two" in capsys.readouterr().err
+
+
+REPEATS = Path(__file__).resolve().parents[1] / "data" / "repeats"
+
+
+def _p_values(runs: list[Path]) -> dict[tuple[str, str], tuple[str, float]]:
+    cmp = compare.compare([load_result(r) for r in runs])
+    return {(cp["name"], row["figure"]): (row["vs_first"][1]["significance"],
+                                          row["vs_first"][1]["p_value"])
+            for cp in cmp["checkpoints"] for row in cp["rows"]}
+
+
+def test_stored_repeated_runs_p_values():
+    """The pair in docs/report.md: s2c 64 KiB, default vs small-buffers, 4 runs each."""
+    runs = sorted(p for p in REPEATS.iterdir() if p.is_dir())
+    assert len(runs) == 8
+    p = _p_values(runs)
+    significant = (compare.SIGNIFICANT, pytest.approx(2 / 70))
+    assert p[("unread", "total")] == significant
+    assert p[("unread", "rmem_receiver")] == significant
+    assert p[("unread", "wmem_sender")] == significant
+    assert p[("established", "total")] == significant  # 7,892 vs 7,930: 4 apart of 4
+    assert p[("established", "meminfo_slab")] == (compare.NOT_SIGNIFICANT, pytest.approx(24 / 70))
+    assert p[("read", "total")] == (compare.NOT_SIGNIFICANT, pytest.approx(34 / 70))
+    assert p[("read", "meminfo_slab")] == (compare.NOT_SIGNIFICANT, pytest.approx(4 / 70))
+    # the first three runs of each (--repeat 3): the same clean split cannot go below 0.1
+    three = [r for r in runs if "default" in r.name][:3] + \
+        [r for r in runs if "small-buffers" in r.name][:3]
+    assert _p_values(three)[("unread", "total")] == (compare.NOT_SIGNIFICANT,
+                                                     pytest.approx(0.1))

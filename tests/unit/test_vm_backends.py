@@ -256,9 +256,9 @@ def test_lab_keys_for_ssh_and_vm(tmp_path: Path) -> None:
     ("    ssh: {key: id}", "ssh.address"),
     ("    cmdline: tcplab.host=x", "cmdline: expected kernel command-line options"),
     ("    kernel: [6.1]", "kernel: expected a kernel version"),
-    ("    kernel: 6.10", 'hosts.server.kernel: YAML reads 6.1 as a number (6.10 would become '
-                       '6.1, 5.10 5.1); quote the version: kernel: "6.1"'),
-    ("    kernel: 5.10", 'hosts.server.kernel: YAML reads 5.1 as a number'),
+    ("    kernel: 6.10", 'hosts.server.kernel: YAML reads 6.10 as the number 6.1 (6.10 would '
+                       'become 6.1, 5.10 5.1); quote the version: kernel: "6.10"'),
+    ("    kernel: 5.10", 'hosts.server.kernel: YAML reads 5.10 as the number 5.1'),
     ("    vm: {memory: 10}", "vm.memory: expected an integer from 256"),
     ("    vm: {disk: 10}", "unknown key"),
 ])

@@ -1,0 +1,33 @@
+"""The --repeat table (orchestrator/repeats.py): no coefficient of variation where the
+values reach or cross zero."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator import repeats
+
+
+def test_cv_of_one_sign():
+    row = repeats.spread([100.0, 102.0, 98.0])
+    assert row["cv"] == pytest.approx(0.02)
+    assert repeats.spread([-100.0, -102.0, -98.0])["cv"] == pytest.approx(0.02)  # over |mean|
+
+
+@pytest.mark.parametrize("values", [[-113.0, 0.0, -60.0], [-1049.0, 293.0, 532.0],
+                                    [0.0, 0.0, 0.0]])
+def test_no_cv_where_values_reach_zero(values):
+    assert repeats.spread(values)["cv"] is None
+
+
+def test_table_shows_the_range_not_a_percentage():
+    rows = [{"profile": "default", "checkpoint": "read", "figure": "TCP mem charged B/conn",
+             **repeats.spread([-113.0, 0.0, -60.0])},
+            {"profile": "default", "checkpoint": "read", "figure": "socket slab B/conn",
+             **repeats.spread([7430.0, 7766.0, 7563.0])}]
+    text = repeats.render(rows)
+    charged = next(line for line in text.splitlines() if "TCP mem charged" in line)
+    assert "-113..0" in charged and "– (0 in range)" in charged and "%" not in charged
+    assert "2.23% !" in text  # the slab row keeps its CV and its warning
+    assert "coefficient of variation above 2% for 1 figure(s)" in text
+    assert "– (0 in range): the values reach or cross zero" in text
