@@ -74,6 +74,10 @@ def build_parser() -> Parser:
     run.add_argument("--results", type=Path, help="results directory (default results/)")
     run.add_argument("--allow-host-sysctls", action="store_true",
                      help="let a profile change host-wide sysctls (saved first, restored after)")
+    run.add_argument("--no-release-wait", action="store_false", dest="release_wait",
+                     help="after a run, do not wait for the kernel to free its sockets "
+                          "(TIME_WAIT lasts 60 s on a real host); by default the wait happens "
+                          "only where a later run depends on it")
     run.add_argument("--stall", type=float, default=30.0,
                      help="seconds without progress before a side is declared stalled")
     run.add_argument("--ledger", action="store_true",
@@ -150,7 +154,10 @@ def build_parser() -> Parser:
 
     sub.add_parser("images", help="build the lab node image, or find it (docker backend)")
 
-    sub.add_parser("doctor", help="check this machine is ready for lab runs, with fixes")
+    doc = sub.add_parser("doctor", help="check this machine is ready for lab runs, with fixes")
+    doc.add_argument("--lab", type=Path,
+                     help="also check the ssh hosts of this lab file (reachable, key accepted, "
+                          "python3, root, slabinfo, lab address)")
 
     wipe = sub.add_parser("wipe", help="remove everything tcplab runs left behind")
     wipe.add_argument("--all", action="store_true",
@@ -218,13 +225,14 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
                           server_model=args.server_model or "blocking",
                           clients=args.clients, router=args.router,
                           ledger=getattr(args, "ledger", False),
-                          bundle=getattr(args, "bundle_info", None))
+                          bundle=getattr(args, "bundle_info", None),
+                          release_wait=getattr(args, "release_wait", True))
         if kernel not in (None, "host"):
             opts.kernel = kernel
         plans.append(make_plan(opts))
     run_dirs: list[Path] = []
     failed: list[tuple[str, str, LabError]] = []  # (kernel label, what, error)
-    for plan in plans:
+    for index, plan in enumerate(plans):
         for rep in range(args.repeat):
             ui = UI(phases=4)
             sc = plan.scenario
@@ -234,8 +242,9 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
             ui.line(f"tcplab {__version__} · backend {plan.backend} · kernel {kernel_shown} · "
                     f"profile {plan.profile.name} · {sc.name} · N={sc.connections:,} · "
                     f"BYTES={sc.bytes:,}{tag}")
+            followed = rep + 1 < args.repeat or index + 1 < len(plans)
             try:
-                run_dir = run_plan(plan, ui)
+                run_dir = run_plan(plan, ui, followed=followed)
             except LabError as exc:  # one run of several failing: the others still run
                 if len(plans) * args.repeat == 1 or isinstance(exc, Interrupted):
                     raise
@@ -487,6 +496,10 @@ def cmd_doctor(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     from . import doctor
 
     results = doctor.checks()
+    if getattr(args, "lab", None) is not None:
+        from .backends.sshhost.doctor import host_checks
+
+        results += host_checks(args.lab)
     out(doctor.render(results))
     return 1 if any(c.ok is False for c in results) else 0
 

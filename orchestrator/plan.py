@@ -41,6 +41,7 @@ class RunOptions:
     router: str | None = None  # --router/ROUTER: none, plain or nat
     bundle: dict[str, Any] | None = None  # run --bundle: the setup's origin (metadata.bundle)
     ledger: bool = False  # --ledger: trace live allocations per host (orchestrator/ledger)
+    release_wait: bool = True  # --no-release-wait: never wait for the kernel to free sockets
 
     @property
     def lab_path(self) -> Path:
@@ -212,13 +213,14 @@ def _remote_plan(opts: RunOptions, lab: Lab, profile: Profile, scenario: Scenari
         if missing:
             raise InputError(f"{lab.path}: hosts.{missing[0]}.ssh: expected a mapping "
                              "{address, user, port, key} for the ssh backend")
-        changed = sorted({k for v in host_sysctls.values() for k in v})
-        if changed and not opts.allow_host_sysctls:
+        if host_sysctls and any(host_sysctls.values()) and not opts.allow_host_sysctls:
+            where, keys = _ssh_sysctl_source(lab, profile)
             raise InputError(
-                f"{lab.path}: the ssh backend sets sysctls on real hosts, where they are "
-                f"host-wide ({', '.join(changed[:4])}{' ...' if len(changed) > 4 else ''}); add "
+                f"{where}: the ssh backend sets sysctls on real hosts, where they are "
+                f"host-wide ({', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}); add "
                 "--allow-host-sysctls to change them for the run (journalled on each host and "
-                "restored afterwards), or remove them from the lab file and profile")
+                "restored afterwards), or remove them from that file")
+        _check_backend(backend, lab, opts.root)  # logs in to every host: before anything exists
     if backend == "vm" and opts.kernel is not None:
         import dataclasses
 
@@ -255,6 +257,18 @@ def _check_vm_memory(lab: Lab, scenario: Scenario) -> None:
                 f"need about {need / 2**20:,.0f} MiB in the {host.name} VM ({mb} MiB); raise "
                 f"it (vm: {{memory: {int(need / 0.8 / 2**20) + 1}}}) or lower N (about "
                 f"{max(fits, 0):,} fit)")
+
+
+def _ssh_sysctl_source(lab: Lab, profile: Profile) -> tuple[Path, list[str]]:
+    """The first file that sets sysctls on the ssh hosts, and the keys it sets there."""
+    in_lab = sorted({k for h in lab.hosts for k in h.sysctls})
+    if in_lab:
+        return lab.path, in_lab
+    for f in reversed(profile.files):
+        keys = sorted(k for k in _keys_of(f) if k in profile.sysctls)
+        if keys:
+            return f, keys
+    return profile.path, sorted(profile.sysctls)
 
 
 def _keys_of(path: Path) -> set[str]:

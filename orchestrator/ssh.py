@@ -21,6 +21,7 @@ agent and no ``~/.ssh`` key or config is used - only the run's own key file.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import shlex
@@ -58,6 +59,7 @@ class SshRunner(Runner):
                  port: int = 22, connect_timeout: int = 10, keepalive: int = 15,
                  sock_factory: Callable[[], Any] | None = None) -> None:
         self.host = host
+        self.connect_timeout = connect_timeout
         self.address = address
         self.key_file = str(key_file)
         self.user = user
@@ -102,7 +104,7 @@ class SshRunner(Runner):
                 if sock is not None:
                     sock.close()
                 raise RunError(f"{self.host}: cannot log in over SSH to {self.where}: "
-                               f"{_describe(exc)}") from exc
+                               f"{_describe(exc, self)}") from exc
             if self.keepalive and self.connection.transport is not None:
                 self.connection.transport.set_keepalive(self.keepalive)
 
@@ -226,11 +228,31 @@ def _drain(fileobj: Any, sink: list[bytes]) -> None:
         pass
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, runner: SshRunner | None = None) -> str:
+    """One line on why a login failed and what to do (paramiko's own texts say neither)."""
+    key = runner.key_file if runner else "the key"
+    user = runner.user if runner else "the user"
+    port = runner.port if runner else 22
     if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
-        return "connection refused (is sshd running?)"
+        codes = {getattr(e, "errno", None) for e in exc.errors.values()}
+        if codes & {errno.EHOSTUNREACH, errno.ENETUNREACH}:
+            return ("no route to the host (nothing answers at that address): is the host up "
+                    "and ssh.address right?")
+        return f"connection refused on port {port}: is sshd running there, on that port?"
     if isinstance(exc, socket.timeout):
-        return "timed out"
+        return (f"no answer within {runner.connect_timeout if runner else 10} s: is the host "
+                f"up, or does a firewall drop port {port}?")
+    if isinstance(exc, paramiko.PasswordRequiredException):
+        return (f"the key {key} is encrypted: give a key without a passphrase "
+                f"(ssh-keygen -p -N '' -f {key})")
+    if isinstance(exc, paramiko.AuthenticationException):
+        return (f"the key {key} was not accepted for user {user}: add {key}.pub to "
+                f"~{user}/.ssh/authorized_keys on the host, or fix ssh.user / ssh.key")
+    if isinstance(exc, paramiko.SSHException) and "private key" in str(exc):
+        return (f"{key} is not a private key (a .pub file?): ssh.key needs the private half "
+                "of the key pair")
+    if isinstance(exc, OSError) and exc.filename and str(exc.filename) == key:
+        return f"cannot read the key {key} ({exc.strerror}): fix ssh.key"
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text
 

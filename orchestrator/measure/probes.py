@@ -105,12 +105,14 @@ def quiesce(kernel: MeasuredKernel, timeout: float = 60.0, window: float = 0.5,
 
 
 def wait_released(baseline: dict[str, parsers.SlabLine], kernel: MeasuredKernel,
-                  timeout: float = 60.0) -> bool:
+                  timeout: float = 60.0, on_wait: Any = None, check_only: bool = False) -> bool:
     """After teardown, wait until the run's sockets are really freed.
 
     Deleting a network namespace closes its sockets asynchronously (a kernel workqueue):
     300,000 sockets take seconds. A next run starting earlier would count them at its
-    baseline and see them vanish during its ramp.
+    baseline and see them vanish during its ramp. On a real host (ssh) its TIME_WAIT
+    sockets stay for 60 s. ``on_wait(excess)``: called once, before waiting, with the
+    objects per cache still above the baseline; ``check_only``: do not wait at all.
     """
     # SLUB keeps a few slabs per CPU cached and counts their objects as in use: allow for
     # them, or the wait runs to its timeout for nothing.
@@ -119,11 +121,16 @@ def wait_released(baseline: dict[str, parsers.SlabLine], kernel: MeasuredKernel,
                                               8 * cpus * baseline[c].objperslab)
              for c in RELEASE_CACHES if c in baseline}
     deadline = time.monotonic() + timeout
+    told = False
     while True:
         now = active_objects(kernel, RELEASE_CACHES)
         if all(now[c] <= v for c, v in limit.items() if c in now):
             return True
-        if time.monotonic() > deadline:
+        if not told and on_wait is not None:
+            on_wait({c: now[c] - baseline[c].active_objs for c in limit
+                     if c in now and now[c] > limit[c]})
+            told = True
+        if check_only or time.monotonic() > deadline:
             return False
         time.sleep(0.2)
 

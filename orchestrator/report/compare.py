@@ -16,6 +16,7 @@ self-contained HTML page.
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -276,8 +277,42 @@ def compare(results: list[Result]) -> dict[str, Any]:
 
 
 def _host_sysctls(result: Result) -> dict[str, dict[str, str]]:
-    """{role: net sysctls read back} (roles so that differently named hosts line up)."""
-    return {host.role or name: host.net_sysctls for name, host in result.metadata.hosts.items()}
+    """{role: net sysctls read back} (roles so that differently named hosts line up), with
+    each interface's keys named by the interface's role (see :func:`by_interface_role`)."""
+    return {host.role or name: by_interface_role(host.net_sysctls,
+                                                 host.raw.get("lab_interface"))
+            for name, host in result.metadata.hosts.items()}
+
+
+#: net.ipv4.conf.<if>.X, net.ipv6.neigh.<if>.X ...: one key per interface.
+INTERFACE_KEY = re.compile(r"^(net\.ipv[46]\.(?:conf|neigh))\.([^.]+)\.(.+)$")
+LAB_INTERFACE = "<lab>"  # the interface holding the host's lab address
+OTHER_INTERFACES = "other interfaces (not compared)"
+
+
+def by_interface_role(values: dict[str, Any], lab_interface: str | None) -> dict[str, Any]:
+    """Per-interface keys renamed by role: ``<lab>`` (the lab address's interface, eth0 in a
+    namespace, ens3 on a real host), ``lo``, ``all``, ``default``. Keys of other interfaces
+    (a real host's management interface, docker0) have no counterpart elsewhere: left out,
+    their names kept under :data:`OTHER_INTERFACES`. Without a recorded lab interface (the
+    local backends), the one interface besides lo/all/default is the lab's."""
+    fixed = ("lo", "all", "default")
+    names = {m.group(2) for m in map(INTERFACE_KEY.match, values) if m}
+    if lab_interface is None:
+        rest = names - set(fixed)
+        lab_interface = next(iter(rest)) if len(rest) == 1 else None
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        m = INTERFACE_KEY.match(key)
+        if m is None:
+            out[key] = value
+        elif m.group(2) == lab_interface or m.group(2) in fixed:
+            role = LAB_INTERFACE if m.group(2) == lab_interface else m.group(2)
+            out[f"{m.group(1)}.{role}.{m.group(3)}"] = value
+    others = sorted(names - set(fixed) - {lab_interface})
+    if others:
+        out[OTHER_INTERFACES] = ", ".join(others)
+    return out
 
 
 def _joined(values: list[Any]) -> Any:

@@ -10,7 +10,10 @@ from tabulate import tabulate
 
 from ..errors import InputError
 from ..measure.analysis import CGROUP_CAVEAT
-from .compare import ALPHA, FORMATS, MIN_RUNS, NEITHER
+from .compare import ALPHA, FORMATS, LAB_INTERFACE, MIN_RUNS, NEITHER
+
+LAB_NOTE = (f"interfaces by role: {LAB_INTERFACE} is the interface holding the host's lab "
+            "address (eth0 in a namespace, whatever its name on a real host)")
 
 
 def fmt(value: Any) -> str:
@@ -103,6 +106,8 @@ def tables(cmp: dict[str, Any], tablefmt: str) -> str:
     if cmp["sysctls"]:
         parts.append(tabulate([[r["host"], r["sysctl"], *r["values"]] for r in cmp["sysctls"]],
                               ["host", "sysctl", *labels], tablefmt=tablefmt))
+        if any(LAB_INTERFACE in r["sysctl"] for r in cmp["sysctls"]):
+            parts.append(f"{item}{LAB_NOTE}")
     else:
         parts.append(f"{item}none: every net.* value is the same")
     differ = [r for r in cmp["metadata"] if r["differs"]]

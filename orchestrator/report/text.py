@@ -112,7 +112,21 @@ def ends(result: Result) -> str:
     kernels = max((len(cp.per_kernel) for cp in result.measured()), default=0)
     if kernels > 1:
         return f"client + server ends, summed over {kernels} kernels: each side's own below"
+    shared = shared_kernel(result)
+    if shared:
+        return (f"client + server ends, one kernel: the {result.metadata.backend} hosts "
+                f"{' and '.join(shared)} share one kernel (same boot_id), so there are no "
+                "per-side figures")
     return "client + server ends, one kernel"
+
+
+def shared_kernel(result: Result) -> list[str]:
+    """Hosts of a remote backend (ssh) that turned out to share one kernel: each would be
+    its own machine, yet they have the same boot_id (namespaces or containers of one)."""
+    if result.metadata.backend != "ssh":
+        return []
+    return next((list(k.get("hosts") or []) for k in result.metadata.kernels.values()
+                 if len(k.get("hosts") or []) > 1), [])
 
 
 def render(result: Result, fmt: str = "simple") -> str:

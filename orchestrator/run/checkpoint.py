@@ -173,6 +173,29 @@ class Checkpoints:
         self.snapshots: list[Snapshot] = []
         self.records: list[dict[str, Any]] = []
 
+    def _await_leftovers(self, timeout: float = 65.0) -> None:
+        """Before the baseline: tw sockets an earlier run left on these hosts (a real host
+        keeps a TIME_WAIT socket 60 s) would vanish during this run. Wait, and say so."""
+        def held() -> dict[str, int]:
+            out = {}
+            for host in self.hosts.values():
+                states = probes.quick_summary(host).states
+                count = sum(states.get(s, 0) for s in TW_STATES)
+                if count:
+                    out[host.name] = count
+            return out
+
+        left = held()
+        if not left:
+            return
+        self.ui.note("baseline: waiting up to 65 s for the TIME-WAIT/FIN-WAIT-2 sockets an "
+                     "earlier run left (" + ", ".join(f"{h} {c:,}" for h, c in left.items())
+                     + ") to expire: counted now, they would vanish during this run")
+        deadline = time.monotonic() + timeout
+        while left and time.monotonic() < deadline:
+            time.sleep(0.5)
+            left = held()
+
     def take(self, name: str, expect: Expect, n: int, app_pending: bool = False) -> None:
         wanted, tw_dropped = tw_capped(per_host(expect, self.roles, self.weights), self.hosts)
         labels = {h: self.sides.label(h) for h in self.hosts}
@@ -185,6 +208,7 @@ class Checkpoints:
             if waited > 2:
                 self.ui.note(f"waited {waited:.0f} s for the kernel to free the sockets of "
                              "namespaces deleted just before this run")
+            self._await_leftovers()
         quick: dict[str, SsSummary] = {}
 
         def check() -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from .. import faults
 from ..backends import Backend
@@ -30,18 +31,47 @@ class Interrupted(RunError):
 
 
 def teardown(backend: Backend, sides: Sides | None, snapshots: Sequence[Snapshot],
-             line: Callable[[str], None]) -> None:
-    """Sides told to exit, the journal undone, then the kernel given time to free."""
+             line: Callable[[str], None], *, followed: bool = False,
+             release_wait: bool = True) -> None:
+    """Sides told to exit, the journal undone, then the kernel given time to free (see
+    :func:`release`)."""
     if sides is not None:
         sides.close()
     faults.pause("teardown")
     problems = backend.down()
-    if snapshots and not problems and not probes.wait_released(
-            snapshots[0].slab, backend.measured_kernel()):
-        line("note: the kernel is still freeing this run's sockets; "
-             "a run started now would count them")
+    if snapshots and not problems:
+        release(backend, snapshots[0].slab, line, followed, release_wait)
     if problems:
         line(f"cleanup left problems; run `tcplab wipe` ({problems[0]})")
+
+
+def release(backend: Backend, baseline: dict[str, Any], line: Callable[[str], None],
+            followed: bool, release_wait: bool) -> None:
+    """Wait for the kernel to free this run's sockets only where a run depends on it:
+    this machine's kernel (any run here), a remote kernel when another run of this command
+    follows (``followed``); ``--no-release-wait`` never waits. Said while waiting."""
+    ended = getattr(backend, "end_time_wait", None)
+    if ended is not None:
+        ended()  # ssh: this run's own TIME_WAIT sockets closed at once (ss -K)
+    kernel = backend.measured_kernel()
+    wait = release_wait and (kernel.local or followed)
+
+    def say(excess: dict[str, int]) -> None:
+        held = ", ".join(f"{c} {n:,}" for c, n in sorted(excess.items())) or "a few"
+        if wait:
+            line(f"waiting up to 60 s for the kernel to free this run's sockets ({held} "
+                 "objects above the baseline): a run started before then would count them "
+                 "at its baseline (--no-release-wait skips this)")
+        else:
+            why = ("nothing later in this command measures that kernel" if release_wait
+                   else "--no-release-wait")
+            line(f"note: not waiting for the kernel to free this run's sockets ({held} "
+                 f"objects above the baseline): {why}; a run started there within 60 s "
+                 "waits for them at its baseline")
+
+    if not probes.wait_released(baseline, kernel, on_wait=say, check_only=not wait) and wait:
+        line("note: the kernel is still freeing this run's sockets; "
+             "a run started now would count them")
 
 
 def explained(error: LabError, backend: Backend | None) -> LabError:

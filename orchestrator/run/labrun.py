@@ -36,8 +36,9 @@ def _raise_interrupt(signum: int, _frame: Any) -> None:
 
 
 class LabRun:
-    def __init__(self, plan: Plan, ui: UI) -> None:
+    def __init__(self, plan: Plan, ui: UI, followed: bool = False) -> None:
         self.plan, self.ui = plan, ui
+        self.followed = followed  # another run of this command follows on the same hosts
         self.results_dir = plan.options.results_dir or plan.options.root / "results"
         self.backend: Backend | None = None
         self.sides: Sides | None = None
@@ -79,7 +80,8 @@ class LabRun:
                 snapshots = self.state.checkpoints.snapshots if self.state else []
                 if self.ledger is not None:
                     self.ledger.close()  # bpftrace first: the journal's undo would, later
-                teardown(backend, self.sides, snapshots, self.ui.line)
+                teardown(backend, self.sides, snapshots, self.ui.line,
+                         followed=self.followed, release_wait=self.plan.options.release_wait)
                 lock.release()
                 for s, handler in old.items():
                     signal.signal(s, handler)
@@ -136,8 +138,9 @@ class LabRun:
             kernel_local=kernel.local if kernel else True, timeline=timeline)
 
 
-def run_plan(plan: Plan, ui: UI, on_done: Callable[[Path], None] | None = None) -> Path:
-    run_dir = LabRun(plan, ui).execute()
+def run_plan(plan: Plan, ui: UI, on_done: Callable[[Path], None] | None = None,
+             followed: bool = False) -> Path:
+    run_dir = LabRun(plan, ui, followed).execute()
     if on_done:
         on_done(run_dir)
     return run_dir

@@ -345,3 +345,126 @@ def test_ssh_preflight_names_a_missing_lab_address(ssh_lab: SshLab, tmp_path: Pa
     assert proc.returncode == 2, proc.stderr
     assert f"lab address 198.19.{ssh_lab.k}.77 is not configured on the host" in proc.stderr
     assert "server (root@" in proc.stderr
+
+
+# -- the ssh backend as a new user meets it (issue 13, item 7) ---------------------------------
+
+def docs_example(ssh_lab: SshLab, tmp: Path) -> tuple[Path, list[list[str]]]:
+    """The lab file and the commands of docs/ssh.md, followed literally on the test hosts:
+    only the addresses and the key change (and the login user: the test sshd takes root)."""
+    text = (ROOT / "docs" / "ssh.md").read_text()
+    lab_text = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    commands = text.split("```sh\n", 1)[1].split("```", 1)[0]
+    subs = {"10.20.0.0/24": ssh_lab.subnet, "10.20.0.2": ssh_lab.addr["server"],
+            "10.20.0.3": ssh_lab.addr["client"], "10.1.0.12": ssh_lab.addr["server"],
+            "10.1.0.13": ssh_lab.addr["client"], "~/.ssh/lab_ed25519": str(ssh_lab.key),
+            "keys/lab": str(ssh_lab.key), "user: lab": "user: root"}
+    for old, new in subs.items():
+        assert old in lab_text, old
+        lab_text = lab_text.replace(old, new)
+    lab = tmp / "two-machines.yaml"
+    lab.write_text(lab_text)
+    argvs = []
+    for line in commands.strip().splitlines():
+        argv = line.split()
+        assert argv[0] == "tcplab", line
+        argvs.append([str(lab) if a == "two-machines.yaml" else a for a in argv[1:]])
+    return lab, argvs
+
+
+def tw_sockets(ns: str) -> int:
+    return len(sh("ip", "netns", "exec", ns, "ss", "-tanH", "state", "time-wait").splitlines())
+
+
+def test_ssh_docs_example_runs_as_written(ssh_lab: SshLab, tmp_path: Path) -> None:
+    """docs/ssh.md's lab file and commands: doctor passes, the run pins the default lab's
+    queues, says that both hosts are one kernel, and ends without a silent wait."""
+    lab, (doctor, run) = docs_example(ssh_lab, tmp_path)
+    proc = tcplab(tmp_path, *doctor)
+    for role in ("server", "client"):
+        for check in ("reachable", "key accepted", "python3", "root", "/proc/slabinfo",
+                      "lab address"):
+            assert f" ✓ {role}: {check}" in proc.stdout, proc.stdout
+    proc = tcplab(tmp_path, *run, "--results", str(tmp_path / "results"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = list((tmp_path / "results").iterdir())
+    result = json.loads((run_dir / "result.json").read_text())
+    server = result["metadata"]["hosts"]["server"]
+    assert server["net_sysctls"]["net.core.somaxconn"] == "65535"
+    assert server["net_sysctls"]["net.ipv4.tcp_max_syn_backlog"] == "65535"
+    assert server["lab_interface"] == "eth0"
+    assert "server and client share one kernel (same boot_id" in proc.stderr
+    assert ("(client + server ends, one kernel: the ssh hosts server and client share one "
+            "kernel (same boot_id), so there are no per-side figures)") in proc.stdout
+    assert "waiting up to 60 s" not in proc.stderr
+
+
+def test_ssh_repeats_without_the_60_s_wait(ssh_lab: SshLab, tmp_path: Path) -> None:
+    """timewait at N=2,000, twice: the run ends its own TIME_WAIT sockets (ss -K), so the
+    second run starts at once and finds none at its baseline; nothing waits 60 s."""
+    lab = ssh_lab.lab_file()
+    proc = tcplab(tmp_path, "run", "--scenario", "timewait", "-n", "2000", "--repeat", "2",
+                  "--lab", str(lab), "--allow-host-sysctls",
+                  "--results", str(tmp_path / "results"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [json.loads((d / "result.json").read_text())
+               for d in sorted((tmp_path / "results").iterdir())]
+    assert len(results) == 2
+    for result in results:
+        tw = next(c for c in result["checkpoints"] if c["name"] == "time_wait")
+        assert tw["states"]["client"] == {"TIME-WAIT": 2000}
+    assert "waiting up to 60 s" not in proc.stderr
+    assert "baseline: waiting" not in proc.stderr
+    assert tw_sockets(ssh_lab.ns["client"]) == 0 and tw_sockets(ssh_lab.ns["server"]) == 0
+    # from the end of the first run's measurement to the start of the second: teardown, no
+    # 60 s wait (the lock is held by this command throughout unless another run queued)
+    gap = results[1]["started"] - results[0]["finished"]
+    assert gap < 30, f"{gap:.0f} s between the runs"
+
+
+def test_ssh_login_failures_are_one_line_and_leave_nothing(ssh_lab: SshLab,
+                                                           tmp_path: Path) -> None:
+    """Unreachable host, sshd not listening, a key not accepted, a .pub key: exit 2, one
+    line saying what to do, no results directory, nothing in the state directory."""
+    good = ssh_lab.lab_file(sysctls=False).read_text()
+    server = ssh_lab.addr["server"]
+    other_key = tmp_path / "other"
+    sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other_key))
+    at = "server: cannot log in over SSH to root@"
+    cases = {
+        "unreachable": (f"ssh: {{address: {server},", f"ssh: {{address: 198.19.{ssh_lab.k}.9,",
+                        f"{at}198.19.{ssh_lab.k}.9:22: no route to the host (nothing answers "
+                        "at that address): is the host up and ssh.address right?"),
+        "refused": (f"ssh: {{address: {server}, user: root, port: 22",
+                    f"ssh: {{address: {server}, user: root, port: 2222",
+                    f"{at}{server}:2222: connection refused on port 2222: is sshd running "
+                    "there, on that port?"),
+        "key": (f"{server}, user: root, port: 22, key: {ssh_lab.key}",
+                f"{server}, user: root, port: 22, key: {other_key}",
+                f"{at}{server}:22: the key {other_key} was not accepted for user root: add "
+                f"{other_key}.pub to ~root/.ssh/authorized_keys on the host, or fix ssh.user "
+                "/ ssh.key"),
+        "pub": (f"{server}, user: root, port: 22, key: {ssh_lab.key}",
+                f"{server}, user: root, port: 22, key: {ssh_lab.key}.pub",
+                f"{at}{server}:22: {ssh_lab.key}.pub is not a private key (a .pub file?): "
+                "ssh.key needs the private half of the key pair"),
+    }
+    for name, (old, new, message) in cases.items():
+        assert old in good, name
+        lab = tmp_path / f"{name}.yaml"
+        lab.write_text(good.replace(old, new, 1))
+        proc = tcplab(tmp_path, "run", "--scenario", "idle", "-n", "10", "--lab", str(lab),
+                      "--results", str(tmp_path / "results"), state=f"state-{name}")
+        assert proc.returncode == 2, (name, proc.stderr)
+        assert proc.stderr == f"tcplab: error: {message} (hosts.server.ssh in {lab})\n", name
+        assert not (tmp_path / "results").exists(), name
+        state = tmp_path / f"state-{name}"
+        assert not state.exists() or not any(state.rglob("*.json*")), name
+    # doctor says the same, one line per check, and stops at the failed one
+    proc = tcplab(tmp_path, "doctor", "--lab", str(tmp_path / "pub.yaml"))
+    assert proc.returncode == 1
+    assert f" ✓ server: reachable      sshd answers at {server}:22" in proc.stdout
+    assert (f" ✗ server: key accepted   {ssh_lab.key}.pub is not a private key (a .pub "
+            "file?): ssh.key needs the private half of the key pair") in proc.stdout
+    assert " server: python3" not in proc.stdout
+    assert " ✓ client: /proc/slabinfo" in proc.stdout

@@ -171,8 +171,9 @@ def test_checkpoints_record_the_baseline_and_a_change_while_taken(tmp_path) -> N
                  "/proc/net/netstat": netstat}
         return lab_host(name, name, FakeRunner(name, states, files))
 
-    hosts = {"server": host("server", [{}, {}, {"ESTAB": 2000}]),
-             "client": host("client", [{}, {}, {"ESTAB": 2000}, {"ESTAB": 1990}])}
+    # the first reading: tw sockets an earlier run left (none), before the baseline
+    hosts = {"server": host("server", [{}, {}, {}, {"ESTAB": 2000}]),
+             "client": host("client", [{}, {}, {}, {"ESTAB": 2000}, {"ESTAB": 1990}])}
     kernel = FakeKernel({"/proc/slabinfo": (data / "slabinfo-baseline.txt").read_text(),
                          "/proc/meminfo": (data / "meminfo-baseline.txt").read_text()},
                         list(hosts))

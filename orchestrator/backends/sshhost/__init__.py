@@ -1,7 +1,8 @@
 """ssh backend: each lab host is a real machine reached over SSH (see backend.py).
 
 Modules: backend (the Backend and its preflight probe), transport (login target, HostRunner),
-cleanup (host sysctls journalled on the hosts: undo and wipe).
+cleanup (host sysctls journalled on the hosts: undo and wipe), doctor (``tcplab doctor
+--lab FILE``: the hosts' checks, one line each).
 """
 
 from __future__ import annotations

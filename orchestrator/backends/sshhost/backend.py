@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ... import resources
-from ...errors import InputError, RunError
+from ...errors import InputError, LabError, RunError
 from ...journal import LOCAL_HANDLERS, process_start_time
 from ..base import Backend, LabHost
 from ..common import close_runners, peer_address
@@ -70,6 +70,32 @@ try:
 except OSError as exc:
     r["address_local"] = False
     r["address_error"] = str(exc)
+def interface_of(addr):
+    # the interface holding the lab address: /proc/net/if_inet6 (IPv6), SIOCGIFADDR (IPv4)
+    if ":" in addr:
+        want = socket.inet_pton(socket.AF_INET6, addr).hex()
+        for line in open("/proc/net/if_inet6"):
+            f = line.split()
+            if f[0] == want:
+                return f[5]
+        return None
+    import fcntl, struct
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for _, name in socket.if_nameindex():
+            try:
+                got = fcntl.ioctl(probe.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))
+            except OSError:
+                continue
+            if socket.inet_ntoa(got[20:24]) == addr:
+                return name
+    finally:
+        probe.close()
+    return None
+try:
+    r["lab_interface"] = interface_of(addr)
+except (OSError, ValueError):
+    r["lab_interface"] = None
 print(json.dumps(r))
 """
 
@@ -87,13 +113,13 @@ print(json.dumps(out))
 """
 
 
-def probe(runner: HostRunner, address: str) -> dict[str, Any]:
+def probe(runner: HostRunner, address: str, lab_path: Any = "the lab file") -> dict[str, Any]:
     """Preflight facts of one host (see PROBE). Raises InputError with the fix."""
     where = f"{runner.host} ({runner.where})"
     try:
         runner.connect()
     except RunError as exc:
-        raise InputError(f"{exc}; check hosts.{runner.host}.ssh in the lab file") from None
+        raise InputError(f"{exc} (hosts.{runner.host}.ssh in {lab_path})") from None
     runner.sudo = False  # as the user first: is it root?
     first = runner.run(["python3", "-c", PROBE, address], check=False, timeout=60)
     if first.exit_code == 127 or "python3: not found" in first.stderr:
@@ -164,10 +190,18 @@ class SshBackend(Backend):
 
     # -- checks -----------------------------------------------------------------------------
     def preflight(self) -> None:
-        for name, (target, ctl_port) in self.targets().items():
-            runner = self.runners.get(name) or self.make_runner(name, target, ctl_port)
-            self.runners[name] = runner
-            self.facts[name] = probe(runner, self.lab_address(name))
+        """Log in to every host and probe it. The plan's check (no journal: nothing of a
+        run exists yet) closes its connections; a run keeps them for up()."""
+        try:
+            for name, (target, ctl_port) in self.targets().items():
+                runner = self.runners.get(name) or self.make_runner(name, target, ctl_port)
+                self.runners[name] = runner
+                self.facts[name] = probe(runner, self.lab_address(name), self.lab.path)
+        except BaseException:
+            close_runners(self.runners.values())
+            raise
+        if self.journal is None:
+            close_runners(self.runners.values())
 
     def lab_address(self, name: str) -> str:
         return next(h.address for h in self.lab.hosts if h.name == name)
@@ -181,8 +215,14 @@ class SshBackend(Backend):
             info = {"ssh": {"address": runner.target.address, "user": runner.target.user,
                             "port": runner.target.port},
                     "kernel": self.facts[spec.name]["release"],
-                    "boot_id": self.facts[spec.name].get("boot_id")}
+                    "boot_id": self.facts[spec.name].get("boot_id"),
+                    "lab_interface": self.facts[spec.name].get("lab_interface")}
             self.hosts[spec.name] = LabHost(spec, runner, info=info)
+        for _label, (_, names) in self.kernel_groups().items():
+            if len(names) > 1:
+                self.log(f"      {' and '.join(names)} share one kernel (same boot_id "
+                         f"{self.facts[names[0]].get('boot_id')}): the figures are both ends "
+                         "together, not per side")
         for name, host in self.hosts.items():
             wanted = dict(sysctls.get(name, {}))
             if wanted and self.journal_sysctls:
@@ -235,6 +275,24 @@ class SshBackend(Backend):
         if reusable:
             close_runners(self.runners.values())
         return problems
+
+    def end_time_wait(self) -> None:
+        """Close this run's own TIME_WAIT sockets (lab address to lab address) at once.
+
+        On a real host a TIME_WAIT socket holds its memory for 60 s: a next run's baseline
+        would count it, and it would vanish during that run. ``ss -K`` (sock_diag destroy,
+        kernels with CONFIG_INET_DIAG_DESTROY) ends them; best effort: where it cannot,
+        the release wait covers them.
+        """
+        for name, runner in self.runners.items():
+            peer = peer_address(self.lab, name)
+            if not peer:
+                continue
+            try:
+                runner.run(["ss", "-K", "-tn", "state", "time-wait", "src",
+                            self.lab_address(name), "dst", peer], check=False, timeout=60)
+            except LabError as exc:
+                self.log(f"      {name}: could not end this run's TIME_WAIT sockets ({exc})")
 
     # -- on the hosts ---------------------------------------------------------------------
     def side_command(self, host: LabHost) -> list[str]:
