@@ -17,6 +17,8 @@ FAMILY ?=
 SERVER ?=
 REPEAT ?=
 KERNELS ?=
+CLIENTS ?=
+ROUTER ?=
 LEDGER ?=
 ARGS ?=
 RESULTS ?= results
@@ -33,6 +35,8 @@ RUN_ARGS = --scenario $(SCENARIO) \
   $(if $(REPEAT),--repeat $(REPEAT)) \
   $(if $(KERNELS),--kernels "$(KERNELS)") \
   $(if $(FAMILY),--family $(FAMILY)) \
+  $(if $(CLIENTS),--clients $(CLIENTS)) \
+  $(if $(ROUTER),--router $(ROUTER)) \
   $(if $(SERVER),--server $(SERVER)) \
   $(if $(LEDGER),--ledger) $(ARGS)
 
@@ -52,6 +56,9 @@ help: ## list targets and variables
 	@echo "  FAMILY=ipv4|ipv6    address family (default ipv4)"
 	@echo "  SERVER=blocking|epoll  server model (default blocking)"
 	@echo "  KERNELS=\"6.1 host\"  boot these kernels in VMs, one run each, compared"
+	@echo "  CLIENTS=K           K client hosts, each its own address (docs/topologies.md)"
+	@echo "  ROUTER=plain|nat    a router between clients and server; nat masquerades them"
+	@echo "  LEDGER=1            trace live kernel allocations per host and call site (docs/ledger.md)"
 	@echo "  LAB=FILE            lab file (default lab/default.yaml); also read by make clean"
 	@echo "  ARGS=\"--flags\"      more tcplab run options, e.g. ARGS=\"--wait 600 -v\""
 	@echo "commands: .venv/bin/tcplab (or . .venv/bin/activate, then tcplab); tests: .venv/bin/python -m pytest"

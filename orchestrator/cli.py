@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .commands.machine import cmd_doctor, cmd_images, cmd_profiles, cmd_scenarios, cmd_wipe
+from .commands.machine import (
+    cmd_doctor,
+    cmd_images,
+    cmd_profiles,
+    cmd_scenarios,
+    cmd_topology,
+    cmd_wipe,
+)
 from .commands.run import cmd_run
 from .commands.saved import (
     cmd_compare,
@@ -147,6 +154,7 @@ def build_parser() -> Parser:
     run.add_argument("--bytes", type=_positive_int, dest="nbytes", metavar="BYTES", help="bytes per connection")
     run.add_argument("--lab", type=Path, metavar="FILE",
                      help="lab file (default lab/default.yaml)")
+    _topology_args(run)
     run.add_argument("--results", type=Path, metavar="DIR",
                      help="results directory (default results/)")
     run.add_argument("--allow-host-sysctls", action="store_true",
@@ -179,6 +187,11 @@ def build_parser() -> Parser:
                      metavar="SECONDS",
                      help="when another run holds the machine-wide lock, wait for it (up to "
                           "SECONDS; no value: as long as it takes) instead of exiting 2")
+
+    topo = add("topology", "print a lab's topology: hosts, addresses, links")
+    topo.add_argument("--lab", type=Path, metavar="FILE",
+                      help="lab file (default lab/default.yaml)")
+    _topology_args(topo)
 
     rep = add("report", "re-render the report of a saved run")
     rep.add_argument("run_dir", type=Path, metavar="RUN", help="a run directory (results/ID)")
@@ -259,7 +272,15 @@ def build_parser() -> Parser:
 COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "export": cmd_export,
             "runs": cmd_runs, "import": cmd_import, "site": cmd_site,
             "scenarios": cmd_scenarios, "profiles": cmd_profiles, "images": cmd_images,
-            "wipe": cmd_wipe, "doctor": cmd_doctor}
+            "wipe": cmd_wipe, "doctor": cmd_doctor, "topology": cmd_topology}
+
+
+def _topology_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--clients", type=_at_least_one, metavar="N",
+                        help="this many client hosts, each its own address (CLIENTS=4)")
+    parser.add_argument("--router", choices=["none", "plain", "nat"],
+                        help="a router between the clients' and the server's network; nat: "
+                             "it masquerades the clients (ROUTER=nat)")
 
 
 def _one_line(message: str) -> str:

@@ -16,7 +16,7 @@ from .errors import InputError
 from .yamlfile import Doc, show
 
 BACKENDS = ("netns", "docker", "auto", "ssh", "vm")
-ROLES = ("server", "client")
+ROLES = ("server", "client", "router")
 LAB_NETWORK = ipaddress.ip_network("198.18.0.0/15")
 #: IPv6 lab networks: unique-local (fd00::/8) or documentation (2001:db8::/32) space only.
 LAB_NETWORKS6 = (ipaddress.ip_network("fd00::/8"), ipaddress.ip_network("2001:db8::/32"))
@@ -37,6 +37,10 @@ class HostSpec:
     cmdline: str = ""
     vm: dict[str, int] | None = None
     address6: str = ""  # IPv6 lab address (FAMILY=ipv6); derived from subnet6 when not given
+    # router only: its address on the server's network (``address`` is on the clients'),
+    # and whether it masquerades the clients (nftables NAT in its own namespace)
+    server_address: str = ""
+    nat: bool = False
 
     def extra_dict(self) -> dict[str, Any]:
         """The optional keys that were given (none: the lab file's dict is unchanged)."""
@@ -49,6 +53,9 @@ class HostSpec:
             out["cmdline"] = self.cmdline
         if self.vm is not None:
             out["vm"] = dict(self.vm)
+        if self.role == "router":
+            out["server_address"] = self.server_address
+            out["nat"] = self.nat
         return out
 
 
@@ -61,15 +68,28 @@ class Lab:
     hosts: tuple[HostSpec, ...]
     profile: str
     subnet6: str = DEFAULT_SUBNET6
+    #: the server's network when a router joins it to the clients' (``subnet``); "" without
+    server_subnet: str = ""
 
     def host(self, role: str) -> HostSpec:
+        """The first host of a role (the only one for server and router)."""
         return next(h for h in self.hosts if h.role == role)
 
+    def of(self, role: str) -> list[HostSpec]:
+        return [h for h in self.hosts if h.role == role]
+
+    @property
+    def router(self) -> HostSpec | None:
+        return next((h for h in self.hosts if h.role == "router"), None)
+
     def to_dict(self) -> dict[str, Any]:
+        network = {"subnet": self.subnet, "subnet6": self.subnet6}
+        if self.server_subnet:
+            network["server_subnet"] = self.server_subnet
         return {
             "name": self.name,
             "backend": self.backend,
-            "network": {"subnet": self.subnet, "subnet6": self.subnet6},
+            "network": network,
             "profile": self.profile,
             "hosts": {
                 h.name: {"role": h.role, "address": h.address, "address6": h.address6,
@@ -114,18 +134,13 @@ def load_lab(path: Path) -> Lab:
     if backend not in BACKENDS:
         raise doc.fail("backend", "one of " + ", ".join(BACKENDS), backend)
     net = doc.map("network")
-    net.only(["subnet", "subnet6"])
-    subnet_text = net.str("subnet", "198.18.0.0/24")
-    try:
-        subnet = ipaddress.ip_network(subnet_text)
-    except ValueError:
-        raise net.fail("subnet", "a network like 198.18.0.0/24", subnet_text) from None
-    # Real hosts (ssh backend) keep the addresses they have; every lab this machine
-    # builds itself stays in the range reserved for benchmarks.
-    if subnet.version != 4 or (backend != "ssh"
-                               and not subnet.subnet_of(LAB_NETWORK)):  # type: ignore[arg-type]
-        raise net.fail("subnet", "a network inside 198.18.0.0/15 (reserved for benchmarks)",
-                       subnet_text)
+    net.only(["subnet", "subnet6", "server_subnet"])
+    subnet = _subnet(net, "subnet", "198.18.0.0/24", backend)
+    server_subnet = _subnet(net, "server_subnet", "", backend) if "server_subnet" in net.data \
+        else None
+    if server_subnet is not None and server_subnet.overlaps(subnet):
+        raise net.fail("server_subnet", f"a network apart from network.subnet {subnet}",
+                       str(server_subnet))
     subnet6_text = net.str("subnet6", DEFAULT_SUBNET6)
     try:
         subnet6 = ipaddress.ip_network(subnet6_text)
@@ -136,19 +151,23 @@ def load_lab(path: Path) -> Lab:
                        subnet6_text)
     hosts_doc = doc.map("hosts", required=True)
     hosts: list[HostSpec] = []
+    if server_subnet is not None and not any(
+            isinstance(h, dict) and h.get("role") == "router" for h in hosts_doc.data.values()):
+        raise InputError(f"{path}: network.server_subnet: a second network needs a host with "
+                         "role router joining it to network.subnet; add one or remove "
+                         "server_subnet")
     for name in hosts_doc.data:
         h = hosts_doc.map(str(name))
-        h.only(["role", "address", "address6", "sysctls", "ssh", "kernel", "cmdline", "vm"])
+        h.only(["role", "address", "address6", "sysctls", "ssh", "kernel", "cmdline", "vm",
+                "server_address", "nat"])
         role = h.str("role", required=True)
         if role not in ROLES:
-            raise h.fail("role", "server or client", role)
-        address = h.str("address", required=True)
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            raise h.fail("address", "an IP address", address) from None
-        if ip not in subnet or ip in (subnet.network_address, subnet.broadcast_address):
-            raise h.fail("address", f"a host address inside network.subnet {subnet}", address)
+            raise h.fail("role", "server, client or router", role)
+        topo = _topology_keys(h, role, subnet, server_subnet)
+        if role == "server" and server_subnet is not None:  # behind the router
+            address = _host_address(h, "address", server_subnet, "network.server_subnet")
+        else:
+            address = _host_address(h, "address", subnet, "network.subnet")
         address6 = h.str("address6", "") or str(
             subnet6.network_address + int(ipaddress.ip_address(address)) % 65536)
         try:
@@ -158,12 +177,10 @@ def load_lab(path: Path) -> Lab:
         if ip6 not in subnet6:
             raise h.fail("address6", f"an address inside network.subnet6 {subnet6}", address6)
         hosts.append(HostSpec(str(name), role, address, _sysctl_map(h), **_host_extras(h, path),
-                              address6=address6))
-    roles = sorted(h.role for h in hosts)
-    if roles != ["client", "server"]:
-        raise hosts_doc.fail(None, "exactly one host with role server and one with role client",
-                             ", ".join(roles) or "none")
-    if len({h.address for h in hosts}) != len(hosts):
+                              address6=address6, **topo))
+    _check_roles(hosts_doc, hosts)
+    addresses = [h.address for h in hosts] + [h.server_address for h in hosts if h.server_address]
+    if len(set(addresses)) != len(addresses):
         raise hosts_doc.fail(None, "a different address for each host")
     return Lab(
         path=path,
@@ -173,7 +190,69 @@ def load_lab(path: Path) -> Lab:
         hosts=tuple(hosts),
         profile=doc.str("profile", "default"),
         subnet6=str(subnet6),
+        server_subnet=str(server_subnet) if server_subnet is not None else "",
     )
+
+
+Net = ipaddress.IPv4Network
+
+
+def _subnet(net: Doc, key: str, default: str, backend: str) -> Net:
+    text = net.str(key, default)
+    try:
+        subnet = ipaddress.ip_network(text)
+    except ValueError:
+        raise net.fail(key, "a network like 198.18.0.0/24", text) from None
+    # Real hosts (ssh backend) keep the addresses they have; every lab this machine
+    # builds itself stays in the range reserved for benchmarks.
+    if subnet.version != 4 or (backend != "ssh"
+                               and not subnet.subnet_of(LAB_NETWORK)):  # type: ignore[arg-type]
+        raise net.fail(key, "a network inside 198.18.0.0/15 (reserved for benchmarks)", text)
+    return subnet  # type: ignore[return-value]
+
+
+def _host_address(h: Doc, key: str, subnet: Net, subnet_key: str) -> str:
+    address = h.str(key, required=True)
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise h.fail(key, "an IP address", address) from None
+    if ip not in subnet or ip in (subnet.network_address, subnet.broadcast_address):
+        raise h.fail(key, f"a host address inside {subnet_key} {subnet}", address)
+    return address
+
+
+def _topology_keys(h: Doc, role: str, subnet: Net, server_subnet: Net | None) -> dict[str, Any]:
+    """A router's second address and its NAT switch; refused on any other host."""
+    nat = h.data.get("nat", False)
+    if not isinstance(nat, bool):
+        raise h.fail("nat", "true or false", nat)
+    if role != "router":
+        if nat:
+            raise InputError(f"{h.where('nat')}: NAT needs a router: nat: true belongs on the "
+                             "host with role router (add one, with network.server_subnet for "
+                             "the server's side) or remove nat")
+        if "server_address" in h.data:
+            raise InputError(f"{h.where('server_address')}: only a router has an address on "
+                             "the server's network; remove it")
+        return {}
+    if server_subnet is None:
+        raise InputError(f"{h.where(None)}: a router joins two networks and this lab has one: "
+                         "add network.server_subnet (like 198.18.1.0/24) for the server's side, "
+                         "or remove the router")
+    return {"nat": nat, "server_address": _host_address(h, "server_address", server_subnet,
+                                                        "network.server_subnet")}
+
+
+def _check_roles(hosts_doc: Doc, hosts: list[HostSpec]) -> None:
+    count = {r: sum(1 for h in hosts if h.role == r) for r in ROLES}
+    if count["server"] != 1 or count["client"] < 1:
+        roles = ", ".join(sorted(h.role for h in hosts))
+        raise hosts_doc.fail(None, "exactly one host with role server and at least one with "
+                             "role client", roles or "none")
+    if count["router"] > 1:
+        raise hosts_doc.fail(None, "at most one host with role router",
+                             f"{count['router']} routers")
 
 
 def _host_extras(h: Doc, lab_path: Path) -> dict[str, Any]:

@@ -6,12 +6,11 @@ exits with code 2 before a namespace, container or file exists.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import resources, sysctls
+from . import resources, sysctls, topology
 from .config import Lab, Profile, load_lab, load_profile
 from .errors import InputError, LabError
 from .scenario import Scenario, load_scenario
@@ -38,6 +37,8 @@ class RunOptions:
     server_model: str = "blocking"  # or "epoll": accepted sockets registered in an epoll set
     family: str = "ipv4"
     kernel: str | None = None  # vm backend: boot every host with this kernel (--kernels)
+    clients: int | None = None  # --clients/CLIENTS: this many client hosts (topology.derive)
+    router: str | None = None  # --router/ROUTER: none, plain or nat
     bundle: dict[str, Any] | None = None  # run --bundle: the setup's origin (metadata.bundle)
     lock_wait: float | None = None  # --wait: seconds to queue for the machine-wide lock
     ledger: bool = False  # --ledger: trace live allocations per host (orchestrator/ledger)
@@ -57,12 +58,19 @@ class Plan:
     backend: str
     host_sysctls: dict[str, dict[str, str]]  # per lab host: pinned in its namespace
     global_sysctls: dict[str, str]  # host-wide, applied only with --allow-host-sysctls
-    shards: list[list[int]]  # [[server port, connections], ...]
+    shards: list[list[int]]  # the server's: [[server port, connections], ...]
     notes: list[str] = field(default_factory=list)
+    #: each client's own shards (topology.split); their per-port sums are ``shards``
+    client_shards: dict[str, list[list[int]]] = field(default_factory=dict)
+
+    def shards_of(self, host: str) -> list[list[int]]:
+        """The shards a host's side is configured with: a client's own, else the server's."""
+        return self.client_shards.get(host, self.shards)
 
     def to_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "host_sysctls": self.host_sysctls,
-                "global_sysctls": self.global_sysctls, "shards": self.shards}
+                "global_sysctls": self.global_sysctls, "shards": self.shards,
+                "client_shards": self.client_shards}
 
 
 def port_range(values: dict[str, str], defaults: dict[str, str]) -> tuple[int, int]:
@@ -70,13 +78,6 @@ def port_range(values: dict[str, str], defaults: dict[str, str]) -> tuple[int, i
         "net.ipv4.ip_local_port_range", "32768 60999")
     low, high = (int(x) for x in text.split())
     return low, high
-
-
-def make_shards(connections: int, per_port: int) -> list[list[int]]:
-    """Spread connections evenly over as few server ports as the port range allows."""
-    ports = max(1, math.ceil(connections / per_port))
-    base, extra = divmod(connections, ports)
-    return [[BASE_PORT + i, base + (1 if i < extra else 0)] for i in range(ports)]
 
 
 def choose_backend(requested: str) -> tuple[str, str]:
@@ -93,7 +94,7 @@ def choose_backend(requested: str) -> tuple[str, str]:
 
 
 def make_plan(opts: RunOptions) -> Plan:
-    lab = load_lab(opts.lab_path)
+    lab = topology.derive(load_lab(opts.lab_path), opts.clients, opts.router)
     profile = load_profile(opts.profile or lab.profile, resources.profiles_dir())
     scenario = load_scenario(opts.scenario, resources.scenarios_dir())
     if opts.connections is not None and opts.connections < 1:
@@ -111,6 +112,7 @@ def make_plan(opts: RunOptions) -> Plan:
                          f"got {requested!r}")
     backend, why = choose_backend(requested)
     _check_capabilities(backend, scenario)
+    _check_topology(backend, lab, opts)
     if opts.ledger:
         from .ledger.tracer import refuse_unless_ready
 
@@ -142,35 +144,59 @@ def make_plan(opts: RunOptions) -> Plan:
             "tcplab save those values and restore them after the run, or use --backend netns")
     per_ns = {k: v for k, v in profile.sysctls.items() if classes[k] == "namespace"}
     host_sysctls = {h.name: {**h.sysctls, **per_ns} for h in lab.hosts}
+    for name, pinned in topology.router_sysctls(lab).items():
+        host_sysctls[name].update(pinned)
 
-    shards = _shards(lab, host_sysctls, scenario)
+    shards, client_shards = _shards(lab, host_sysctls, scenario)
     _check_memory(scenario)
     if backend == "docker":
-        _check_conntrack(scenario, global_sysctls)
+        # behind a router each connection crosses two Docker bridges: two host entries
+        _check_conntrack(scenario, global_sysctls, 2 if lab.router else 1)
     _check_environment()
     _check_backend(backend, lab, opts.root)
     _check_disk(opts.results_dir or opts.root / "results")
-    plan = Plan(opts, lab, profile, scenario, backend, host_sysctls, global_sysctls, shards)
+    plan = Plan(opts, lab, profile, scenario, backend, host_sysctls, global_sysctls, shards,
+                client_shards=client_shards)
     plan.notes.append(f"backend {backend} ({why})")
     return plan
 
 
+def _check_topology(backend: str, lab: Lab, opts: RunOptions) -> None:
+    """What a backend or family cannot build yet is refused before anything exists."""
+    many = len(lab.of("client")) > 1 or lab.router is not None
+    if many and backend in ("ssh", "vm"):
+        raise InputError(
+            f"the {backend} backend runs one server and one client; this lab has "
+            f"{len(lab.of('client'))} client(s){' and a router' if lab.router else ''}, "
+            "which it does not support yet: use BACKEND=netns or BACKEND=docker, or drop "
+            "--clients/--router")
+    if lab.router is not None and opts.family == "ipv6":
+        raise InputError("--family/FAMILY ipv6 with a router is not supported yet (the "
+                         "router forwards and masquerades IPv4 only); use FAMILY=ipv4 or "
+                         "drop the router")
+
+
 def _shards(lab: Lab, host_sysctls: dict[str, dict[str, str]],
-            scenario: Scenario) -> list[list[int]]:
-    """Server ports and connections per port, from the client's port range; checks backlog."""
+            scenario: Scenario) -> tuple[list[list[int]], dict[str, list[list[int]]]]:
+    """Server ports and connections per port, and each client's share of them, from the
+    clients' port range (the narrowest); checks backlog."""
     defaults = sysctls.namespace_defaults()
-    client = lab.host("client")
-    low, high = port_range(host_sysctls[client.name], defaults)
+    ranges = {c.name: port_range(host_sysctls[c.name], defaults) for c in lab.of("client")}
+    client = min(lab.of("client"), key=lambda c: ranges[c.name][1] - ranges[c.name][0])
+    low, high = ranges[client.name]
     per_port = max(1, int((high - low + 1) * PORT_SHARE))
-    ports = -(-scenario.connections // per_port)  # counted before the list is built, in ints:
-    if ports > 2000:                                    # N=10**20 must not fill the memory
+    nat = bool(lab.router and lab.router.nat)
+    # counted before the lists are built, in ints: N=10**20 must not fill the memory
+    ports = topology.ports_needed(scenario.connections, len(ranges), per_port, nat)
+    if ports > 2000:
         raise InputError(
             f"{scenario.connections:,} connections need {ports} server ports with the "
             f"client's ip_local_port_range {low} {high}; widen it in {lab.path} "
             f"(hosts.{client.name}.sysctls) or lower N")
-    shards = make_shards(scenario.connections, per_port)
+    shards, client_shards = topology.split(scenario.connections, list(ranges), per_port, nat,
+                                           BASE_PORT)
     _check_backlog(lab, host_sysctls, defaults, scenario)
-    return shards
+    return shards, client_shards
 
 
 def _remote_plan(opts: RunOptions, lab: Lab, profile: Profile, scenario: Scenario,
@@ -207,10 +233,11 @@ def _remote_plan(opts: RunOptions, lab: Lab, profile: Profile, scenario: Scenari
         # The command line's kernel for every host: the result's lab says what booted.
         lab = dataclasses.replace(lab, hosts=tuple(dataclasses.replace(h, kernel=opts.kernel)
                                                    for h in lab.hosts))
-    shards = _shards(lab, host_sysctls, scenario)
+    shards, client_shards = _shards(lab, host_sysctls, scenario)
     if backend == "vm":
         _check_vm_memory(lab, scenario)
-    plan = Plan(opts, lab, profile, scenario, backend, host_sysctls, {}, shards)
+    plan = Plan(opts, lab, profile, scenario, backend, host_sysctls, {}, shards,
+                client_shards=client_shards)
     plan.notes.append(f"backend {backend} ({why})")
     return plan
 
@@ -307,7 +334,7 @@ def _check_memory(scenario: Scenario) -> None:
 CONNTRACK = Path("/proc/sys/net/netfilter")
 
 
-def _check_conntrack(scenario: Scenario, global_sysctls: dict[str, str]) -> None:
+def _check_conntrack(scenario: Scenario, global_sysctls: dict[str, str], per: int = 1) -> None:
     """Docker's bridge rules make the host track every lab connection: a full table drops SYNs.
 
     Measured: one host entry per connection; the ramp stalls at nf_conntrack_max.
@@ -318,9 +345,10 @@ def _check_conntrack(scenario: Scenario, global_sysctls: dict[str, str]) -> None
         used = int((CONNTRACK / "nf_conntrack_count").read_text())
     except (OSError, ValueError):
         return  # conntrack not loaded: nothing is tracked
-    if scenario.connections + used > limit:
+    if scenario.connections * per + used > limit:
         raise InputError(
-            f"{scenario.connections:,} connections on the docker backend need as many host "
+            f"{scenario.connections:,} connections on the docker backend need "
+            f"{'twice ' if per == 2 else ''}as many host "
             f"connection-tracking entries; net.netfilter.nf_conntrack_max is {limit:,} with "
             f"{used:,} in use. Raise it in a profile (sysctls: net.netfilter.nf_conntrack_max) "
             f"and run with --allow-host-sysctls, use BACKEND=netns, or lower N below "

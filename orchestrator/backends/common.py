@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ..config import Lab
+from ..config import HostSpec, Lab
 from ..errors import RunError
 from .base import LabHost
 
@@ -58,6 +58,40 @@ def read_fd_limits(host: LabHost) -> str:
 def peer_address(lab: Lab, host: str) -> str:
     """The lab address of the other host (a two-host lab: server and client)."""
     return next(h.address for h in lab.hosts if h.name != host)
+
+
+#: A member of a lab network: the host, its address there, its interface name.
+Member = tuple[HostSpec, str, str]
+
+def nat_ruleset(lab: Lab) -> str:
+    """nat: true on the router: masquerade what it forwards to the server's network, in the
+    router's own namespace, so it holds one conntrack entry per connection as a NAT
+    gateway does. Matched by destination, not interface name (Docker names interfaces in
+    its own order). Goes away with the namespace (container)."""
+    return ("table ip tcplab_nat {\n chain post {\n  type nat hook postrouting priority 100;\n"
+            f"  ip daddr {lab.server_subnet} masquerade\n }}\n}}\n")
+
+
+def lab_networks(lab: Lab) -> list[tuple[str, list[Member]]]:
+    """The lab's networks (subnet, members): one without a router; with one, the clients'
+    (router on eth0) and the server's (router on eth1)."""
+    server, clients, router = lab.host("server"), lab.of("client"), lab.router
+    if router is None:
+        return [(lab.subnet, [(h, h.address, "eth0") for h in (server, *clients)])]
+    return [(lab.subnet, [*((c, c.address, "eth0") for c in clients),
+                          (router, router.address, "eth0")]),
+            (lab.server_subnet, [(router, router.server_address, "eth1"),
+                                 (server, server.address, "eth0")])]
+
+
+def route_argvs(lab: Lab, spec: HostSpec) -> list[list[str]]:
+    """The route a host needs to the other network, via the router (none without one)."""
+    router = lab.router
+    if router is None or spec.role == "router":
+        return []
+    if spec.role == "server":
+        return [["ip", "route", "add", lab.subnet, "via", router.server_address]]
+    return [["ip", "route", "add", lab.server_subnet, "via", router.address]]
 
 
 def close_runners(runners: Iterable[Any], log: Callable[[str], None] | None = None) -> None:

@@ -66,3 +66,12 @@ def cmd_wipe(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     for line in wipe(include_live=args.all, lab=args.lab):
         out(line)
     return 0
+
+
+def cmd_topology(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    from .. import topology
+
+    lab = topology.derive(config.load_lab(args.lab or resources.default_lab()), args.clients,
+                          args.router)
+    out(topology.render(lab).rstrip("\n"))
+    return 0

@@ -54,6 +54,7 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
                           stall=args.stall, per_worker=args.per_worker, levels=args.levels or 1,
                           family=args.family or "ipv4",
                           server_model=args.server_model or "blocking",
+                          clients=args.clients, router=args.router,
                           ledger=getattr(args, "ledger", False),
                           bundle=getattr(args, "bundle_info", None), lock_wait=args.wait,
                           release_wait=getattr(args, "release_wait", True))

@@ -154,7 +154,9 @@ def take(name: str, hosts: dict[str, LabHost], raw_dir: Path, kernel: MeasuredKe
                     fh.write(line if line.endswith("\n") else line + "\n")
         (out / f"{host.name}-sockstat.txt").write_text(sockstat_text)
         memory = memory_of(host) if memory_of else None
-        return host.name, HostSnapshot(parsers.parse_sockstat(sockstat_text), summary, memory)
+        conntrack = conntrack_count(host) if host.role == "router" else None
+        return host.name, HostSnapshot(parsers.parse_sockstat(sockstat_text), summary, memory,
+                                       conntrack)
 
     # Hosts in parallel: each dump is its own process on its own host.
     with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
@@ -164,6 +166,15 @@ def take(name: str, hosts: dict[str, LabHost], raw_dir: Path, kernel: MeasuredKe
     (out / "meminfo.txt").write_text(mem_text)
     return Snapshot(name, when, slab, meminfo, host_snaps, time.monotonic() - start,
                     per if len(per) > 1 else {}, kernel.slab_aliases(), kernel.page_size)
+
+
+def conntrack_count(host: LabHost) -> int:
+    """Connection-tracking entries of the host's own network namespace (a router's):
+    nf_conntrack_count is per namespace; 0 where conntrack never started there (a router
+    without NAT tracks nothing)."""
+    text = host.runner.run(["sh", "-c", "cat /proc/sys/net/netfilter/nf_conntrack_count "
+                            "2>/dev/null || echo 0"], timeout=30).stdout
+    return int(text.split()[0]) if text.split() else 0
 
 
 def _read_kernels(kernel: MeasuredKernel, out: Path) -> tuple[

@@ -18,9 +18,11 @@ class HostSnapshot:
     sockstat: dict[str, dict[str, int]]
     ss: SsSummary
     memory: dict[str, Any] | None = None  # cgroup accounting, where the backend has it
+    conntrack: int | None = None  # a router's conntrack entries (its own namespace)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"sockstat": self.sockstat, "ss": self.ss.to_dict(), "memory": self.memory}
+        return {"sockstat": self.sockstat, "ss": self.ss.to_dict(), "memory": self.memory,
+                "conntrack": self.conntrack}
 
 
 @dataclass(frozen=True)

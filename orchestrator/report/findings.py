@@ -57,6 +57,12 @@ class ReadPair:
     sender: str | None
 
 
+def first_host(result: Result, role: str) -> str | None:
+    """The first host of a role: with several clients each holds its share alike, so
+    the first stands for them all in the findings."""
+    return (result.hosts_by_role().get(role) or [result.host(role)])[0]
+
+
 def read_pair(result: Result) -> ReadPair | None:
     """Find ``send`` → checkpoint (data unread) → ``read`` → checkpoint in the steps."""
     sent_by: str | None = None
@@ -70,8 +76,8 @@ def read_pair(result: Result) -> ReadPair | None:
             if reader is not None and unread_name is not None:
                 unread, read = result.checkpoint(unread_name), result.checkpoint(name or "")
                 if unread and read and unread.buffers and read.buffers:
-                    receiver = result.host(reader)
-                    sender = result.host(sent_by) if sent_by else None
+                    receiver = first_host(result, reader)
+                    sender = first_host(result, sent_by) if sent_by else None
                     if receiver in unread.buffers and receiver in read.buffers:
                         return ReadPair(unread, read, receiver, sender)
                 reader = None
@@ -92,7 +98,7 @@ def unread_checkpoint(result: Result) -> tuple[Checkpoint, str] | None:
             sent_by = None
         elif action == "checkpoint" and sent_by is not None:
             cp = result.checkpoint(arg if isinstance(arg, str) else "")
-            receiver = result.host("client" if sent_by == "server" else "server")
+            receiver = first_host(result, "client" if sent_by == "server" else "server")
             if cp and receiver and receiver in cp.buffers:
                 return cp, receiver
             return None

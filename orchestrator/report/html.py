@@ -24,6 +24,7 @@ from . import charts, findings
 from . import kernels as kernels_compare
 from . import text as report_text
 from .ledger import ledger_context
+from .topology import topology_text
 
 TEMPLATES = resources.templates_dir()
 REPORT_FILE = "report.html"
@@ -349,6 +350,7 @@ def context(result: Result, kernel_defaults: dict[str, str] | None = None) -> di
         "merged": report_text.merged_notes(result),
         "estimate": meta.idle_pair_estimate,
         "measured": bool(result.measured()),
+        "topology": topology_text(result),
         "ledger": ledger_context(result),
     }
 

@@ -10,6 +10,7 @@ from ..measure.analysis import CGROUP_CAVEAT
 from ..results.model import Checkpoint, Result
 from . import findings
 from .ledger import header_note, ledger_text
+from .topology import topology_text
 
 TOP_CACHES = 7
 
@@ -130,6 +131,9 @@ def shared_kernel(result: Result) -> list[str]:
 
 def render(result: Result, fmt: str = "simple") -> str:
     parts = [header(result), *header_note(result), ""]
+    topo = topology_text(result, fmt)
+    if topo:
+        parts.append(topo)
     if not result.measured():
         parts.append("no checkpoint was measured")
         return "\n".join(parts)

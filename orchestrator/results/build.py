@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__, resources, sysctls
+from .. import __version__, resources, sysctls, topology
 from ..measure import analysis
 
 if TYPE_CHECKING:  # types only: loading results must not load the backends
@@ -64,6 +64,9 @@ def build_result(*, plan: Plan, run_id: str, started: float, error: LabError | N
             # every host-wide net.* value of this machine, when the lab runs on it
             "machine_net_sysctls": sysctls.host_wide_values() if kernel_local else None,
             "shards": plan.shards,
+            # which client got how many connections, on which server ports; the drawing
+            "clients": topology.split_summary(plan.client_shards),
+            "topology": {**topology.describe(plan.lab), "text": topology.render(plan.lab)},
             "workers": events.get("workers"),
             # the measured kernel's machine's (a VM's or remote host's own), else ours
             "page_size": snapshots[0].page_size if snapshots else os.sysconf("SC_PAGE_SIZE"),

@@ -32,19 +32,32 @@ Wanted = dict[str, dict[str, Count]]
 TW_STATES = ("TIME-WAIT", "FIN-WAIT-2")
 
 
-def _share(value: Count, index: int, parts: int) -> Count:
+def _share(value: Count, index: int, weights: list[int]) -> Count:
+    """Host ``index``'s part of ``value``, in proportion to its weight (its connections),
+    cumulative so the parts add up: a role's whole N gives each host exactly its own."""
     if isinstance(value, tuple):
-        return (_share(value[0], index, parts), _share(value[1], index, parts))  # type: ignore[return-value]
-    return value * (index + 1) // parts - value * index // parts
+        return (_share(value[0], index, weights), _share(value[1], index, weights))  # type: ignore[return-value]
+    total = sum(weights) or 1
+    before = sum(weights[:index])
+    return value * (before + weights[index]) // total - value * before // total
 
 
-def per_host(expect: Expect, roles: dict[str, str]) -> Wanted:
-    """Each host's share of its role's expected states (all of it for a role's only host)."""
+def per_host(expect: Expect, roles: dict[str, str],
+             weights: dict[str, int] | None = None) -> Wanted:
+    """Each host's share of its role's expected states (all of it for a role's only host).
+
+    ``weights``: connections per host (clients of a topology, which need not be equal);
+    equal shares without. A key of ``expect.states`` that names a host is that host's own.
+    """
     out: Wanted = {}
     for role, wanted in expect.states.items():
+        if role in roles:
+            out[role] = dict(wanted)
+            continue
         members = [h for h, r in roles.items() if r == role]
+        w = [(weights or {}).get(h, 1) for h in members]
         for i, host in enumerate(members):
-            out[host] = {st: _share(c, i, len(members)) for st, c in wanted.items()}
+            out[host] = {st: _share(c, i, w) for st, c in wanted.items()}
     return out
 
 
@@ -143,9 +156,11 @@ class Checkpoints:
 
     def __init__(self, ui: UI, backend: Backend, hosts: dict[str, LabHost],
                  kernel: MeasuredKernel, sides: Sides, raw_dir: Path, stall: float,
-                 sampler: Sampler | None, ledger: LedgerSession | None = None) -> None:
+                 sampler: Sampler | None, ledger: LedgerSession | None = None,
+                 weights: dict[str, int] | None = None) -> None:
         self.ui = ui
         self.ledger = ledger  # --ledger: started after the baseline, dumped at each checkpoint
+        self.weights = weights  # connections per client host (topology.split)
         self.backend = backend
         self.hosts = hosts
         self.kernel = kernel
@@ -182,7 +197,7 @@ class Checkpoints:
             left = held()
 
     def take(self, name: str, expect: Expect, n: int, app_pending: bool = False) -> None:
-        wanted, tw_dropped = tw_capped(per_host(expect, self.roles), self.hosts)
+        wanted, tw_dropped = tw_capped(per_host(expect, self.roles, self.weights), self.hosts)
         labels = {h: self.sides.label(h) for h in self.hosts}
         if tw_dropped:
             self.ui.note(f"{name}: tcp_max_tw_buckets reached: the kernel drops "
@@ -259,7 +274,10 @@ class Checkpoints:
                 "collect_seconds": round(snap.seconds, 3),
                 "states": {h: dict(s.ss.states) for h, s in snap.hosts.items()},
                 "sockstat": {h: s.sockstat for h, s in snap.hosts.items()},
-                "memory": {h: s.memory for h, s in snap.hosts.items() if s.memory is not None}}
+                "memory": {h: s.memory for h, s in snap.hosts.items() if s.memory is not None},
+                **({"router": {h: {"conntrack": s.conntrack} for h, s in snap.hosts.items()
+                               if s.conntrack is not None}}
+                   if any(s.conntrack is not None for s in snap.hosts.values()) else {})}
 
 
 def netstat(host: LabHost, key: str) -> int | None:

@@ -143,8 +143,9 @@ class LabRun:
         if opts.ledger:
             self.ledger = LedgerSession(backend.journal, run_dir / "raw", hosts,
                                         plan.scenario.connections)
+        weights = {c: sum(n for _, n in s) for c, s in plan.client_shards.items()}
         checkpoints = Checkpoints(self.ui, backend, hosts, kernel, sides, run_dir / "raw",
-                                  opts.stall, self.sampler, self.ledger)
+                                  opts.stall, self.sampler, self.ledger, weights)
         self.state = StepState(plan, self.ui, backend, hosts, sides, checkpoints, self.events,
                                plan.scenario.expectations())
 

@@ -170,7 +170,7 @@ def start_sides(backend: Backend, hosts: dict[str, LabHost], plan: Plan,
     side samples its own kernel for the timeline (VMs, remote hosts)."""
     opts = plan.options
     six = opts.family == "ipv6"
-    config = {"shards": plan.shards, "stall": opts.stall, "per_worker": opts.per_worker,
+    config = {"stall": opts.stall, "per_worker": opts.per_worker,
               "server_model": opts.server_model, "sample": SAMPLE_INTERVAL if sample else 0}
 
     def address(host: LabHost) -> str:
@@ -179,9 +179,12 @@ def start_sides(backend: Backend, hosts: dict[str, LabHost], plan: Plan,
     channels: dict[str, LineChannel] = {}
     starting = side_hosts(hosts)
     for host in starting:
+        # a client's peer is the server; the server's, the first client (with several
+        # clients, or behind a NAT router, only what its connections come from tells)
         peer = next(h for h in starting if h.role == PEER_ROLE[host.role])
         channel = backend.start_side(host)
         channels[host.name] = channel
         channel.send({"role": host.role, "address": address(host), "peer": address(peer),
+                      "shards": plan.shards_of(host.name),
                       "fault": faults.side_fault(host.role), **config})
     return Sides(channels, {h.name: h.role for h in starting}, opts.stall)

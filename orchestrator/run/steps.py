@@ -56,29 +56,55 @@ def level_plans(shards: list[list[int]], levels: int) -> list[dict[str, int]]:
     return out
 
 
-def level_expect(sides: Sides, done: int) -> Expect:
-    """A level checkpoint: every side role holds ``done`` connections ESTABLISHED."""
+def host_levels(plan: Plan, hosts: list[str]) -> list[dict[str, dict[str, int]]]:
+    """Per level, each side host's connections to add per server port.
+
+    A client takes its own shards in levels; the server accepts, on each port, what the
+    clients connect there at that level (their sum), so every accept has its connect.
+    """
+    levels = plan.options.levels
+    clients = [h for h in hosts if h in plan.client_shards]
+    per_client = {c: level_plans(plan.client_shards[c], levels) for c in clients}
+    out = []
+    for i, whole in enumerate(level_plans(plan.shards, levels)):
+        step: dict[str, dict[str, int]] = {c: per_client[c][i] for c in clients}
+        summed = {port: sum(step[c].get(port, 0) for c in clients) for port in whole}
+        for host in hosts:
+            if host not in step:
+                step[host] = summed if clients else whole
+        out.append(step)
+    return out
+
+
+def level_expect(sides: Sides, done: int, per_host: dict[str, int] | None = None) -> Expect:
+    """A level checkpoint: every side role holds ``done`` connections ESTABLISHED; with
+    ``per_host`` (connections made so far by each host) each host is held to its own."""
+    if per_host:
+        return Expect({h: {"ESTAB": c} for h, c in per_host.items()}, {})
     roles = sorted({sides.roles[h] for h in sides.everyone()}, reverse=True)
     return Expect({role: {"ESTAB": done} for role in roles}, {})
 
 
 def connect(s: StepState, step: Step) -> None:
     seconds = 0.0
-    levels = level_plans(s.plan.shards, s.plan.options.levels)
-    done = 0
     everyone = s.sides.everyone()
+    levels = host_levels(s.plan, everyone)
+    done = 0
+    made = dict.fromkeys(everyone, 0)  # connections per host so far
     with s.ui.progress("connect", s.n) as ticker:
-        for i, ports in enumerate(levels, 1):
-            done += sum(ports.values())
+        for i, per_host in enumerate(levels, 1):
+            done += sum(sum(per_host[h].values()) for h in s.sides.of("client"))
+            for h in everyone:
+                made[h] += sum(per_host[h].values())
             start = time.monotonic()
-            msg = {"op": "connect", "ports": ports, "accept": step.accept}
             for host in everyone:
-                s.sides.send(host, msg)
+                s.sides.send(host, {"op": "connect", "ports": per_host[host],
+                                    "accept": step.accept})
             faults.pause("ramp")
             s.sides.wait(everyone, "connect", ticker, "client")
             seconds += time.monotonic() - start
             if i < len(levels):  # a level checkpoint: N*i/L connections
-                s.checkpoints.take(f"level{i}", level_expect(s.sides, done), done)
+                s.checkpoints.take(f"level{i}", level_expect(s.sides, done, made), done)
     s.events["ramp"] = {"seconds": round(seconds, 3), "rate": round(s.n / seconds, 1)}
     s.ui.note(f"{s.n:,}/{s.n:,} connected in {seconds:.2f} s · {s.n / seconds:,.0f} conn/s")
     s.ui.phase("measure", "checkpoints")

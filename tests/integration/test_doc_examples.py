@@ -50,6 +50,19 @@ ELSEWHERE = {
     ".venv/bin/tcplab site lab-results -o /srv/www/tcplab": "tests/unit/test_site_build.py",
     ".venv/bin/tcplab runs other/results --origin alice --format json":
         "tests/unit/test_library.py (imported runs)",
+    ".venv/bin/tcplab doctor": "tests/integration/test_wheel.py (doctor from /)",
+    ".venv/bin/tcplab run --scenario s2c -n 2000 --bytes 65536 --backend netns \\":
+        "tests/unit/test_compare.py (the runs it made, stored in tests/data/repeats)",
+    ".venv/bin/tcplab compare tests/data/repeats/": "tests/unit/test_compare.py",
+    ".venv/bin/tcplab topology --clients 4 --router nat": "tests/unit/test_topology.py",
+    ".venv/bin/tcplab run -s idle -n 10000 --clients 4 --router nat":
+        "tests/integration/test_topologies.py (4 x 2,500 through NAT)",
+    "make lab SCENARIO=idle N=10000 CLIENTS=4 ROUTER=nat": "tests/integration/test_topologies.py",
+    ".venv/bin/tcplab run -s idle -n 10000 -b netns": "tests/integration/test_topologies.py",
+    ".venv/bin/tcplab run -s idle -n 10000 -b netns --clients 4 --router plain":
+        "tests/integration/test_topologies.py",
+    ".venv/bin/tcplab run -s idle -n 10000 -b netns --clients 4 --router nat":
+        "tests/integration/test_topologies.py",
 }
 
 #: Read-only examples, run on a copy of tests/data/results (no root, seconds).

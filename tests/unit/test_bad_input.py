@@ -162,6 +162,8 @@ class Case:
 
 LAB = "lab/default.yaml"
 RUN = ("run", "-b", "netns")
+ROUTER_HOST = ("hosts:\n  router:\n    role: router\n    address: 198.18.0.1\n"
+               "    server_address: 198.18.1.1\n")
 
 
 def _too_many_for_memory() -> tuple[str, ...]:
@@ -303,9 +305,39 @@ CASES = [
          files=(("lab/mine.yaml", (LAB, "198.18.0.3", "198.18.1.3")),)),
     Case("two-servers",
          (*RUN, "-s", "idle", "--lab", "{root}/lab/mine.yaml"),
-         "{root}/lab/mine.yaml: hosts: expected exactly one host with role server and one with "
-         'role client, got "server, server"',
+         "{root}/lab/mine.yaml: hosts: expected exactly one host with role server and at least "
+         'one with role client, got "server, server"',
          files=(("lab/mine.yaml", (LAB, "role: client", "role: server")),)),
+    Case("router-one-network",
+         (*RUN, "-s", "idle", "--lab", "{root}/lab/mine.yaml"),
+         "{root}/lab/mine.yaml: hosts.router: a router joins two networks and this lab has one: "
+         "add network.server_subnet (like 198.18.1.0/24) for the server's side, or remove the "
+         "router",
+         files=(("lab/mine.yaml", (LAB, "hosts:\n", ROUTER_HOST)),)),
+    Case("nat-without-router",
+         (*RUN, "-s", "idle", "--lab", "{root}/lab/mine.yaml"),
+         "{root}/lab/mine.yaml: hosts.client.nat: NAT needs a router: nat: true belongs on the "
+         "host with role router (add one, with network.server_subnet for the server's side) or "
+         "remove nat",
+         files=(("lab/mine.yaml", (LAB, "    role: client\n", "    role: client\n    nat: true\n")),)),
+    Case("too-many-clients",
+         (*RUN, "-s", "idle", "--clients", "300"),
+         "--clients/CLIENTS: 300 clients need 300 addresses and network.subnet 198.18.0.0/24 of "
+         "{root}/lab/default.yaml has 253 left (after the server's and the router's); use fewer "
+         "clients or a larger network.subnet in a lab file (--lab)"),
+    Case("clients-on-ssh",
+         ("run", "-b", "ssh", "-s", "idle", "--clients", "2"),
+         "the ssh backend runs one server and one client; this lab has 2 client(s), which it "
+         "does not support yet: use BACKEND=netns or BACKEND=docker, or drop --clients/--router"),
+    Case("ipv6-with-router",
+         (*RUN, "-s", "idle", "--router", "plain", "--family", "ipv6"),
+         "--family/FAMILY ipv6 with a router is not supported yet (the router forwards and "
+         "masquerades IPv4 only); use FAMILY=ipv4 or drop the router"),
+    Case("router-on-vm",
+         ("run", "-b", "vm", "-s", "idle", "--router", "nat"),
+         "the vm backend runs one server and one client; this lab has 1 client(s) and a router, "
+         "which it does not support yet: use BACKEND=netns or BACKEND=docker, or drop "
+         "--clients/--router"),
     Case("hosts-not-a-mapping",
          (*RUN, "-s", "idle", "--lab", "{root}/lab/mine.yaml"),
          "{root}/lab/mine.yaml: hosts: expected a mapping, got ['server', 'client']",

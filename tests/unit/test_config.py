@@ -272,14 +272,21 @@ def test_lab_errors(tmp_path: Path, kw: dict, want: str) -> None:
 
 @pytest.mark.parametrize(("edit", "want"), [
     (("role: client", "role: server"),
-     ('hosts: expected exactly one host with role server and one with role client, '
+     ('hosts: expected exactly one host with role server and at least one with role client, '
      'got "server, server"')),
-    (("role: client", "role: router"), 'hosts.cli.role: expected server or client, got "router"'),
+    (("role: client", "role: router"),
+     "hosts.cli: a router joins two networks and this lab has one: add network.server_subnet "
+     "(like 198.18.1.0/24) for the server's side, or remove the router"),
+    (("hosts:", "  server_subnet: 198.18.1.0/24\nhosts:"),
+     "network.server_subnet: a second network needs a host with role router joining it to "
+     "network.subnet; add one or remove server_subnet"),
+    (("role: client", "role: gateway"), 'hosts.cli.role: expected server, client or router, '
+     'got "gateway"'),
     (("backend: netns", "backend: kvm"), 'backend: expected one of netns, docker, auto, ssh, vm, got "kvm"'),
     (("backend: netns", "backend: netns\nhostz: 1"),
      "hostz: unknown key; expected one of name, description, backend, network, hosts, profile"),
     (("    role: server\n", "    role: server\n    adress: x\n"),
-     "hosts.srv.adress: unknown key; expected one of role, address, address6, sysctls, ssh, kernel, cmdline, vm"),
+     "hosts.srv.adress: unknown key; expected one of role, address, address6, sysctls, ssh, kernel, cmdline, vm, server_address, nat"),
     (("net.ipv4.ip_local_port_range", "net.ipv4.tcp_nonexistent"),
      'hosts.cli.sysctls."net.ipv4.tcp_nonexistent": this kernel'),
 ])

@@ -38,8 +38,17 @@ from ...journal import LOCAL_HANDLERS, process_start_time, state_root
 from ...runner import LocalRunner
 from ...ssh import SshRunner
 from ..base import Backend, LabHost
-from ..common import close_runners, make_key, object_name, read_fd_limits
-from ..netns import ACK_DROP_RULESET, LAB_QDISC, LAB_QDISC_ARGV
+from ..common import (
+    Member,
+    close_runners,
+    lab_networks,
+    make_key,
+    nat_ruleset,
+    object_name,
+    read_fd_limits,
+    route_argvs,
+)
+from ..netns import ACK_DROP_RULESET, LAB_QDISC, qdisc_argv
 from .cgroup import cgroup_of, read_cgroup_memory
 from .cleanup import (
     LABEL_LAB,
@@ -66,6 +75,7 @@ class DockerBackend(Backend):
         self.client: Any = None
         self.image: Any = None  # image.ImageInfo
         self.network_name = object_name(self.run_id)
+        self.networks: list[str] = []  # every network made, the first named network_name
         self.containers: dict[str, Any] = {}  # host name -> Container
         self.runners: dict[str, SshRunner] = {}
 
@@ -97,16 +107,22 @@ class DockerBackend(Backend):
         public = key.with_suffix(".pub").read_text().strip()
         if self.family == "ipv6":
             self._journal_ipv6_forwarding()
-        network = self._create_network()
+        nets = lab_networks(self.lab)
+        networks = [self._create_network(i, net, members) for i, (net, members) in enumerate(nets)]
         side_tar = _side_archive(resources.side_program().encode())
-        server, client_spec = self.lab.host("server"), self.lab.host("client")
-        for spec in (server, client_spec):
+        for spec in self.lab.hosts:
+            mine = [(n, a) for n, (_, members) in zip(networks, nets, strict=True)
+                    for h, a, _ in members if h.name == spec.name]
+            network = mine[0][0]
             container = self._create_container(spec, network, sysctls.get(spec.name, {}), public)
+            for other, address in mine[1:]:  # the router: on the server's network too
+                self.client.api.connect_container_to_network(container.id, other.id,
+                                                             ipv4_address=address)
             container.put_archive("/", side_tar)
             container.start()
             container.reload()
             self.containers[spec.name] = container
-        for spec in (server, client_spec):
+        for spec in self.lab.hosts:
             container = self.containers[spec.name]
             why_down = partial(container_down, self.client, container.id, container.name,
                                spec.name)
@@ -126,8 +142,18 @@ class DockerBackend(Backend):
                 info["cgroup"] = {"error": str(exc)}
             # the queue the netns backend gives its interfaces (see LAB_QDISC), set from
             # this machine: the container stays unprivileged
-            self._in_netns(spec.name, pid).run(LAB_QDISC_ARGV)
+            in_netns = self._in_netns(spec.name, pid)
+            for dev in (("eth0", "eth1") if spec.role == "router" else ("eth0",)):
+                in_netns.run(qdisc_argv(dev))
             info["qdisc"] = LAB_QDISC
+            # routes via the router and its NAT, also from this machine (see block_acks);
+            # no default route: nothing leaves the lab networks (see _create_network)
+            if self.lab.router is not None:
+                in_netns.run(["ip", "route", "del", "default"], check=False)
+            for argv in route_argvs(self.lab, spec):
+                in_netns.run(argv)
+            if spec.nat:
+                in_netns.run(["nft", "-f", "-"], stdin=nat_ruleset(self.lab))
             self.hosts[spec.name] = LabHost(spec, runner, info=info)
         for name, host in self.hosts.items():
             wanted = dict(sysctls.get(name, {}))
@@ -168,12 +194,18 @@ class DockerBackend(Backend):
                 continue  # an interface that went away meanwhile
             self.journal.record("host_sysctl", name=key, old=old, new="1", why="dockerd")
 
-    def _create_network(self) -> Any:
+    def _create_network(self, index: int = 0, subnet: str = "",
+                        members: list[Member] | None = None) -> Any:
+        """One Docker network per lab network: the clients' (or the only one), then the
+        server's behind a router. The first keeps the run's name."""
         docker = sdk()
         from docker.types import IPAMConfig, IPAMPool
 
         six = self.family == "ipv6"
-        families = [(self.lab.subnet, [h.address for h in self.lab.hosts])]
+        routed = self.lab.router is not None
+        name = self.network_name if index == 0 else f"{self.network_name}-net{index}"
+        families = [(subnet or self.lab.subnet,
+                     [a for _, a, _ in members] if members else [h.address for h in self.lab.hosts])]
         if six:
             families.append((self.lab.subnet6, [h.address6 for h in self.lab.hosts]))
         pools = []
@@ -183,13 +215,21 @@ class DockerBackend(Backend):
             gateway = next(ip for ip in subnet.hosts() if ip not in used)
             pools.append(IPAMPool(subnet=str(subnet), gateway=str(gateway)))
         shown = " and ".join(net for net, _ in families)
-        self.journal.record("network", name=self.network_name, run=self.run_id)
+        self.journal.record("network", name=name, run=self.run_id)
+        self.networks.append(name)
         try:
             network = self.client.networks.create(
-                self.network_name, driver="bridge", check_duplicate=True,
+                name, driver="bridge", check_duplicate=True,
                 # internal: no route and no NAT out of the lab. The containers reach each
-                # other; the orchestrator talks to them over Docker exec streams.
-                internal=True,
+                # other; the orchestrator talks to them over Docker exec streams. Behind a
+                # router that is not enough: dockerd drops what enters an internal network's
+                # bridge for an address outside its subnet (bridge netfilter), i.e. every
+                # packet to the router for the server. Then the networks are plain bridges
+                # without NAT out, and each container loses its default route (up()): still
+                # no way out of the lab.
+                internal=not routed,
+                options=({"com.docker.network.bridge.enable_ip_masquerade": "false"}
+                         if routed else None),
                 # IPv6 only for FAMILY=ipv6: dockerd then turns the host's IPv6
                 # forwarding on (see _journal_ipv6_forwarding). Docker adds the addresses
                 # without duplicate address detection (nodad).
@@ -203,9 +243,9 @@ class DockerBackend(Backend):
                 hint = (f"; another network already uses {shown}: "
                         "`tcplab wipe` removes one left by a crashed run, or change "
                         "network.subnet / network.subnet6 in the lab file")
-            raise RunError(f"creating Docker network {self.network_name} on {shown} failed: "
+            raise RunError(f"creating Docker network {name} on {shown} failed: "
                            f"{short_error(exc)}{hint}") from None
-        self.log(f"      network {self.network_name} ({shown}, internal)")
+        self.log(f"      network {name} ({shown}, {'no NAT out' if routed else 'internal'})")
         return network
 
     def _create_container(self, spec: Any, network: Any, sysctls: Mapping[str, str],
@@ -322,6 +362,7 @@ class DockerBackend(Backend):
             "image_recipe_hash": image.recipe_hash if image else None,
             "image_cached": image.cached if image else None,
             "network": self.network_name,
+            "networks": list(self.networks),
             "subnet": self.lab.subnet,
             "containers": {name: c.id for name, c in self.containers.items()},
         }
