@@ -359,7 +359,10 @@ def test_wipe_restores_ipv6_forwarding_after_sigkill(
                                results, state, start_new_session=True)
     proc.kill()
     proc.wait(timeout=30)
-    assert _forwarding6() == "1"  # dockerd's doing, for the run's IPv6 network
+    # What dockerd does for an IPv6 network unless it was started with --ip-forward=false
+    # (as .ci/setup-docker.sh starts it): the journal recorded the value before, so the
+    # wipe must bring it back either way.
+    Path("/proc/sys/net/ipv6/conf/all/forwarding").write_text("1\n")
     wiped = subprocess.run(_cli("wipe"), cwd=ROOT, env=_env(state), capture_output=True,
                            text=True, timeout=300, check=False)
     assert wiped.returncode == 0, wiped.stderr

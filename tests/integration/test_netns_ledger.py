@@ -74,5 +74,12 @@ def test_timewait_tw_socks_belong_to_the_closing_host(tmp_path: Path) -> None:
     closing = [h for h, s in cp["states"].items() if s.get("TIME-WAIT")]
     assert len(closing) == 1
     other = "server" if closing == ["client"] else "client"
-    assert _objects(cp, closing[0], "tw_sock_TCP") == cp["states"][closing[0]]["TIME-WAIT"]
-    assert _objects(cp, other, "tw_sock_TCP") == 0
+    tw, held = _objects(cp, closing[0], "tw_sock_TCP"), cp["states"][closing[0]]["TIME-WAIT"]
+    assert _objects(cp, other, "tw_sock_TCP") == 0  # never on the peer
+    # Exact unless the kernel skipped some of the program's events (a tracepoint's BPF
+    # program does not run while another runs on that CPU: docs/ledger.md). The run
+    # counts those skips: every tw sock not in the ledger is one of them.
+    missed = cp["ledger"]["missed_events"]
+    assert tw <= held and tw + missed >= held, (tw, held, missed)
+    if missed == 0:
+        assert tw == held

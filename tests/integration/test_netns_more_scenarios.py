@@ -91,7 +91,8 @@ def test_epoll_server_adds_an_epitem_per_socket(tmp_path: Path) -> None:
 def test_custom_scenario_from_docs(tmp_path: Path) -> None:
     """The worked example of docs/scenarios.md, as a user would add it."""
     doc = (Path(__file__).resolve().parents[2] / "docs" / "scenarios.md").read_text()
-    example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    # the worked example under "## Add your own" (an earlier block shows a reset)
+    example = doc.split("## Add your own", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
     path = tmp_path / "pingpong.yaml"
     path.write_text(textwrap.dedent(example))
     result = run_ok(str(path), tmp_path, n=500)
