@@ -15,41 +15,14 @@ pytestmark = [pytest.mark.root, pytest.mark.skipif(
     os.geteuid() != 0 and not os.environ.get("CI"), reason="needs root for network namespaces")]
 N = 1000
 
-UNREAD_CLOSE = """\
-description: The server sends 100 KB the client never reads; the client closes (a reset).
-connections: 1000
-bytes: 102400
-steps:
-  - checkpoint: baseline
-  - connect: {}
-  - send: server
-  - checkpoint: unread
-  - close: client
-  - checkpoint: reset
-  - close: server
-  - checkpoint: gone
-"""
-
-ABORT = """\
-description: The client aborts idle connections (SO_LINGER 0, then close).
-connections: 1000
-steps:
-  - checkpoint: baseline
-  - connect: {}
-  - checkpoint: established
-  - abort: client
-  - checkpoint: aborted
-"""
-
-
-def scenario(tmp_path: Path, text: str) -> str:
-    path = tmp_path / "reset.yaml"
-    path.write_text(text)
-    return str(path)
+SCENARIOS = Path(__file__).resolve().parents[1] / "data" / "scenarios"
+#: shared with tests/unit/test_scenario.py, which checks the model's expectations of them
+UNREAD_CLOSE = str(SCENARIOS / "unread-close.yaml")
+ABORT = str(SCENARIOS / "abort.yaml")
 
 
 def test_a_close_with_unread_data_resets(tmp_path: Path) -> None:
-    result = run_ok(scenario(tmp_path, UNREAD_CLOSE), tmp_path, n=N)
+    result = run_ok(UNREAD_CLOSE, tmp_path, n=N)
     assert checkpoint(result, "unread")["states"] == {"server": {"ESTAB": N},
                                                        "client": {"ESTAB": N}}
     reset = checkpoint(result, "reset")
@@ -63,7 +36,7 @@ def test_a_close_with_unread_data_resets(tmp_path: Path) -> None:
 
 
 def test_abort_resets_idle_connections(tmp_path: Path) -> None:
-    result = run_ok(scenario(tmp_path, ABORT), tmp_path, n=N)
+    result = run_ok(ABORT, tmp_path, n=N)
     aborted = checkpoint(result, "aborted")
     assert aborted["states"]["client"] == {}
     assert set(aborted["states"]["server"]) <= {"UNCONN"}

@@ -256,18 +256,9 @@ def test_malformed_yaml_names_file_and_line(tmp_path: Path) -> None:
 # resets: a close with unread data, and abort
 # --------------------------------------------------------------------------
 
-UNREAD_CLOSE = """\
-connections: 1000
-bytes: 102400
-steps:
-  - checkpoint: baseline
-  - connect: {}
-  - send: server
-  - close: client
-  - checkpoint: reset
-  - close: server
-  - checkpoint: gone
-"""
+#: shared with tests/integration/test_netns_resets.py, which runs it
+UNREAD_CLOSE = (Path(__file__).resolve().parents[1] / "data" / "scenarios"
+                / "unread-close.yaml").read_text()
 
 
 def test_a_close_with_unread_data_resets(tmp_path: Path) -> None:
@@ -276,10 +267,10 @@ def test_a_close_with_unread_data_resets(tmp_path: Path) -> None:
     exp = load_scenario(str(write(tmp_path, UNREAD_CLOSE)), SCENARIOS).expectations()
     assert exp["reset"] == Expect({"client": {}, "server": {"UNCONN": (0, 1000)}}, {})
     assert exp["reset"].cause == (
-        "steps[3] `close: client` with 102,400 unread bytes per connection "
+        "steps[4] `close: client` with 102,400 unread bytes per connection "
         "(a close with unread data sends a reset, not a FIN)")
     assert exp["gone"] == Expect({"client": {}, "server": {}}, {})
-    assert exp["gone"].cause == "steps[5] `close: server` (a FIN)"
+    assert exp["gone"].cause == "steps[6] `close: server` (a FIN)"
 
 
 def test_a_close_after_reading_everything_is_a_fin(tmp_path: Path) -> None:
@@ -290,16 +281,9 @@ def test_a_close_after_reading_everything_is_a_fin(tmp_path: Path) -> None:
     assert exp["gone"] == Expect({"client": {"TIME-WAIT": 1000}, "server": {}}, {})
 
 
-def test_abort_resets_without_unread_data(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
-connections: 1000
-steps:
-  - checkpoint: baseline
-  - connect: {}
-  - checkpoint: established
-  - abort: client
-  - checkpoint: aborted
-""")
+def test_abort_resets_without_unread_data() -> None:
+    # shared with tests/integration/test_netns_resets.py, which runs it
+    path = Path(__file__).resolve().parents[1] / "data" / "scenarios" / "abort.yaml"
     sc = load_scenario(str(path), SCENARIOS)
     assert sc.steps[3] == Step("abort", side="client")
     assert sc.to_dict()["steps"][3] == {"abort": {"side": "client"}}
