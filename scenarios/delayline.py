@@ -318,11 +318,10 @@ class DelayLine:
         self.sock.bind((0, 0))
         q = self.queue
         code = self.request(bind_message(q, self.next_seq(), self.args.limit), "binding the queue")
-        if code == errno.EBUSY:
-            raise SetupError("queue %d is bound by another process in this network namespace: "
-                             "stop it or pick another --queue-num" % q)
-        if code == errno.EPERM:
-            raise SetupError("binding queue %d needs CAP_NET_ADMIN: run as root" % q)
+        if code == errno.EPERM:  # the kernel's answer to both
+            raise SetupError("binding queue %d: permission denied: another process in this network "
+                             "namespace holds the queue (stop it or pick another --queue-num), or "
+                             "this one lacks CAP_NET_ADMIN (run as root)" % q)
         if code:
             raise SetupError("binding queue %d failed: %s" % (q, os.strerror(code)))
         if not self.args.no_gso:
