@@ -34,7 +34,8 @@ PROBE = struct.Struct("!QQ")  # sequence number, send time (ns)
 
 class LinkLab:
     """Namespaces ``<tag>a`` (198.18.254.1) and ``<tag>b`` (198.18.254.2) joined by a veth;
-    everything is removed by close(), rules included (they live in the namespaces)."""
+    everything is removed by close(), rules included (they live in the namespaces).
+    ``python`` runs the delay line (the traffic tools run with this interpreter)."""
 
     A_ADDR, B_ADDR = "198.18.254.1", "198.18.254.2"
 
@@ -113,7 +114,7 @@ class LinkLab:
         SCHED_FIFO priority 5, below the delay line's 10, so that a busy machine does not
         delay its time stamps (only for tools that mostly sleep)."""
         chrt = ["chrt", "-f", "5"] if rt else []
-        return self.exec(side, *chrt, self.python, __file__, *map(str, args),
+        return self.exec(side, *chrt, sys.executable, __file__, *map(str, args),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
