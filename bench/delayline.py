@@ -113,10 +113,10 @@ def main() -> None:
     rows: list[dict] = []
     tmp = Path(tempfile.mkdtemp(prefix="delayline-bench-"))
     with LinkLab(f"tlbd{os.getpid() % 10000}") as lab:
-        for pps in map(int, args.pps.split(",")):
+        for pps in [int(p) for p in args.pps.split(",") if p]:
             rows.append(packet_rate(lab, tmp, pps, args.seconds))
             print(json.dumps(rows[-1]), flush=True)
-        for mbit in map(int, args.rates.split(",")):
+        for mbit in [int(r) for r in args.rates.split(",") if r]:
             for options in ((), ("--no-gso",)):
                 rows.append(bulk(lab, tmp, mbit * 1_000_000, args.seconds, *options))
                 print(json.dumps(rows[-1]), flush=True)
