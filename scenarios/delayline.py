@@ -59,7 +59,9 @@ NF_DROP, NF_ACCEPT = 0, 1
 
 PACKET_TYPE = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET
 NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, portid (host order)
+NLMSGHDR_HEAD = struct.Struct("=IH")  # len, type
 ATTR = struct.Struct("=HH")  # nla_len, nla_type (host order); payloads are big-endian
+U32 = struct.Struct("!I")
 COPY_RANGE = 128  # enough for the IP and TCP headers, which give the segment headers' size
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 PROC_QUEUES = "/proc/net/netfilter/nfnetlink_queue"
@@ -150,8 +152,10 @@ def header_bytes(head: bytes) -> int:
 def wire_bytes(length: int, head: bytes, gso: bool, mtu: int, overhead: int) -> int:
     """Bytes the packet takes on the wire: segments at ``mtu``, each with its headers and
     ``overhead`` link-layer bytes."""
+    if not gso and length <= mtu:
+        return length + overhead
     hdr = header_bytes(head)
-    if (gso or length > mtu) and hdr and mtu > hdr:
+    if hdr and mtu > hdr:
         segments = max(1, -(-(length - hdr) // (mtu - hdr)))
         return length + (segments - 1) * hdr + segments * overhead
     return length + overhead
@@ -165,21 +169,36 @@ class Packet:
         self.wire = 0
 
 
+def packet_fields(data: bytes, start: int, end: int) -> tuple[int, int, bool, int, bytes]:
+    """(id, IP length, GSO, incoming ifindex, first bytes) of the NFQNL_MSG_PACKET whose
+    body is data[start:end]: the per-packet hot path, so a plain walk over the attributes
+    (the length is NFQA_CAP_LEN when the copy was cut short, else the copy's)."""
+    offset, packet_id, cap, gso, indev, head = start + 4, -1, -1, False, 0, b""
+    unpack_attr, unpack_u32 = ATTR.unpack_from, U32.unpack_from
+    while offset + 4 <= end:
+        length, kind = unpack_attr(data, offset)
+        if length < 4:
+            break
+        kind &= 0x3FFF
+        if kind == NFQA_PACKET_HDR:
+            packet_id = unpack_u32(data, offset + 4)[0]
+        elif kind == NFQA_PAYLOAD:
+            head = data[offset + 4:offset + length]
+        elif kind == NFQA_CAP_LEN:
+            cap = unpack_u32(data, offset + 4)[0]
+        elif kind == NFQA_SKB_INFO:
+            gso = bool(unpack_u32(data, offset + 4)[0] & NFQA_SKB_GSO)
+        elif kind == NFQA_IFINDEX_INDEV:
+            indev = unpack_u32(data, offset + 4)[0]
+        offset += (length + 3) & ~3
+    return packet_id, cap if cap >= 0 else len(head), gso, indev, head
+
+
 def parse_packet(body: memoryview) -> Packet | None:
-    """An NFQNL_MSG_PACKET body: id, IP length (NFQA_CAP_LEN when the copy was cut short),
-    GSO flag, incoming interface, first bytes."""
-    attrs = attributes(body)
-    hdr = attrs.get(NFQA_PACKET_HDR)
-    if hdr is None:
-        return None
-    payload = bytes(attrs.get(NFQA_PAYLOAD, b""))
-    cap = attrs.get(NFQA_CAP_LEN)
-    length = struct.unpack("!I", cap)[0] if cap is not None else len(payload)
-    info = attrs.get(NFQA_SKB_INFO)
-    gso = bool(info is not None and struct.unpack("!I", info)[0] & NFQA_SKB_GSO)
-    indev = attrs.get(NFQA_IFINDEX_INDEV)
-    return Packet(struct.unpack_from("!I", hdr, 0)[0], length, gso,
-                  struct.unpack("!I", indev)[0] if indev is not None else 0, payload)
+    """An NFQNL_MSG_PACKET body (after the nlmsghdr), or None without a packet header."""
+    data = bytes(body)
+    packet_id, length, gso, indev, head = packet_fields(data, 0, len(data))
+    return Packet(packet_id, length, gso, indev, head) if packet_id >= 0 else None
 
 
 class LinkModel:
@@ -355,34 +374,39 @@ class DelayLine:
                     continue
                 raise
             now = time.monotonic_ns()
-            for kind, _flags, body in split_messages(data):
-                if kind == NLMSG_ERROR:
-                    if error_code(body):
+            offset, size = 0, len(data)
+            while offset + 16 <= size:
+                length, kind = NLMSGHDR_HEAD.unpack_from(data, offset)
+                if length < 16 or offset + length > size:
+                    break
+                start, offset = offset + 16, offset + ((length + 3) & ~3)
+                if kind != PACKET_TYPE:
+                    if kind == NLMSG_ERROR and error_code(memoryview(data)[start:start + 4]):
                         counts["verdict_errors"] += 1
                     continue
-                if kind != PACKET_TYPE:
-                    continue
-                pkt = parse_packet(body)
-                if pkt is None:
+                packet_id, ip_len, gso, indev, head = packet_fields(data, start, start + length - 16)
+                if packet_id < 0:
                     continue
                 counts["packets"] += 1
-                counts["bytes"] += pkt.length
-                counts["gso_packets"] += pkt.gso
+                counts["bytes"] += ip_len
+                counts["gso_packets"] += gso
                 if self.args.loss and self.loss_rng.random() < self.args.loss:
                     counts["lost"] += 1
-                    drops.append(verdict_message(self.queue, pkt.id, NF_DROP))
+                    drops.append(verdict_message(self.queue, packet_id, NF_DROP))
                     continue
-                wire = wire_bytes(pkt.length, pkt.head, pkt.gso, self.mtu(pkt.indev),
-                                  self.args.overhead)
+                mtu = self.mtus.get(indev) or self.mtu(indev)
+                wire = wire_bytes(ip_len, head, gso, mtu, self.args.overhead)
                 counts["wire_bytes"] += wire
                 due = self.model.due(now, wire)
                 if self.model.ordered:
-                    self.held.append((due, pkt.id, pkt.length))
+                    self.held.append((due, packet_id, ip_len))
                 else:
-                    heapq.heappush(self.held, (due, pkt.id, pkt.length))
-                self.held_bytes += pkt.length
-                counts["max_held"] = max(counts["max_held"], len(self.held))
-                counts["max_held_bytes"] = max(counts["max_held_bytes"], self.held_bytes)
+                    heapq.heappush(self.held, (due, packet_id, ip_len))
+                self.held_bytes += ip_len
+                if len(self.held) > counts["max_held"]:
+                    counts["max_held"] = len(self.held)
+                if self.held_bytes > counts["max_held_bytes"]:
+                    counts["max_held_bytes"] = self.held_bytes
         return drops
 
     def release(self, now: int, everything: bool = False) -> list[bytes]:
