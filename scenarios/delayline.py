@@ -575,6 +575,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.ready and os.path.exists(args.ready):
+        os.unlink(args.ready)  # a stale one would say "bound" too early
     wake, wake_write = socket.socketpair()
     wake.setblocking(False)
     wake_write.setblocking(False)
