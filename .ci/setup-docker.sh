@@ -13,7 +13,10 @@ DOCKERD_PID=""
 
 # Installed with --no-install-recommends: nothing more is needed from them.
 # qemu-system-x86 (seabios, ipxe as dependencies), qemu-utils and kmod: the vm backend.
-PACKAGES_NO_RECOMMENDS=(debootstrap openssh-server openssh-client iproute2 procps nftables util-linux chromium
+# iptables: the link conditions' delay line (its NFQUEUE rule; nftables' own queue is not
+# built into every kernel).
+PACKAGES_NO_RECOMMENDS=(debootstrap openssh-server openssh-client iproute2 procps nftables iptables
+                        util-linux chromium
                         qemu-system-x86 qemu-utils kmod bpftrace)
 # docker.io with its recommends (iptables, etc.) is what the daemon needs.
 PACKAGES_WITH_RECOMMENDS=(docker.io)
