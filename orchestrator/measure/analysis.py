@@ -197,7 +197,25 @@ def checkpoint(base: Snapshot, snap: Snapshot, connections: int,
         for key in ("total", "objects_total"):
             pcb[key] = round(sum(k["per_connection_bytes"][key]
                                  for k in out["per_kernel"].values()), 1)
+        own_kernel_cost(out.get("router") or {}, out["per_kernel"], connections)
     return out
+
+
+def own_kernel_cost(router: dict[str, Any], kernels: Mapping[str, Any], connections: int) -> None:
+    """A router with a kernel of its own (a VM, a machine): everything that kernel's slab
+    grew by, per connection, at slab footprints (``kernel_bytes_per_connection``), and its
+    conntrack category (``kernel_conntrack_per_connection``): exact for that host, where
+    one shared kernel only knows the router's count."""
+    n = max(connections, 1)
+    for host, cost in router.items():
+        own = next((k for k in kernels.values() if list(k["hosts"]) == [host]), None)
+        if own is None:
+            continue
+        pcb = own["per_connection_bytes"]
+        cost["own_kernel"] = True
+        cost["kernel_bytes_per_connection"] = round(sum(r["bytes"] for r in pcb["by_cache"])
+                                                    / n, 1)
+        cost["kernel_conntrack_per_connection"] = pcb["conntrack"]
 
 
 def router_cost(base: Snapshot, snap: Snapshot, connections: int,
