@@ -41,7 +41,8 @@ def topology_text(result: Result, fmt: str = "simple") -> str:
             rows = [r[:-1] for r in rows]
             headers = headers[:-1]
         note = ("Each VM is its own kernel: the per-host slab figures are exact for each host "
-                "(Per side), and the router's kernel's whole slab growth is its own column."
+                "(Per side, in the run's output and report.html), and the router's "
+                "kernel's whole slab growth is its own column."
                 if own else
                 "The slab counters are machine-wide (one kernel): the router's entries are "
                 "known from its own namespace; its other memory is not told apart.")

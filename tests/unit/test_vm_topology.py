@@ -197,3 +197,31 @@ def test_the_switch_floods_then_learns(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_report_of_a_vm_topology_shows_the_routers_own_kernel() -> None:
+    """A captured run (vm, kernel 6.1, 2 client VMs x 200 through a NAT router VM)."""
+    import gzip
+    import json
+
+    from orchestrator.report.html import per_side
+    from orchestrator.report.text import render
+    from orchestrator.results.model import Result
+
+    data = json.loads(gzip.open(ROOT / "tests/data/topology/nat-vm-result.json.gz").read())
+    result = Result.from_dict(data)
+    text = render(result)
+    assert "client2 198.18.0.4 ─┘── 198.18.0.1 [router: NAT] 198.18.1.1 ─── 198.18.1.2 server" \
+        in text
+    assert ("established   router (NAT)                  401             1.000"
+            "                 384                             426") in text
+    assert "Each VM is its own kernel: the per-host slab figures are exact for each host" in text
+    assert "The slab counters are machine-wide" not in text
+    sides = per_side(result)
+    assert sides is not None
+    assert [(r["label"], r["role"]) for r in sides["rows"]] == [
+        ("server", "server"), ("router", "router"), ("client1", "client"),
+        ("client2", "client")]
+    # the client VMs' kernels add up to the client side, beside the server's
+    totals = result.side_totals(result.last_measured())
+    assert totals == {"server": 3687.0, "client": 3387.2}

@@ -8,18 +8,22 @@ content hash under /var/cache/tcplab and built on first use.
 
 Each VM is then reached over SSH exactly like an ssh-backend host (this class is the
 ssh backend with VMs behind it): a forwarded port on 127.0.0.1 leads to the VM's sshd
-on its control interface, the lab's traffic goes over a private point-to-point link
-between the two VMs (qemu ``-netdev stream`` on a Unix socket in the run's directory),
-and each VM is its own kernel, so every checkpoint has per-side figures.
+on its control interface, the lab's traffic goes over private links between the VMs
+(qemu ``-netdev stream`` on Unix sockets in the run's directory; a switch process for a
+network of more than two: network.py, hub.py), and each VM is its own kernel, so every
+checkpoint has per-host figures. A topology (several clients, a router VM, NAT) is built
+as on netns: the same networks, routes and NAT table (common.py), set inside the VMs.
 
 KVM is used when it boots a kernel here, else TCG (``-accel tcg,thread=multi``); see
 orchestrator/vm/qemu.py. Sysctls are set inside the VMs, which die with the run: no
 ``--allow-host-sysctls`` needed and nothing to restore.
 
 Resources, each journalled before it exists: the run's directory under /var/tmp (qcow2
-overlays, the link socket, console logs), and each qemu (kind ``vm``: found again by
+overlays, the link sockets, console logs), and each qemu (kind ``vm``: found again by
 its pidfile and checked by its command line; plus a ``process`` entry with pid and
-start time). Teardown, Ctrl-C and ``tcplab wipe`` stop the VMs and remove the files.
+start time). A switch process is journalled (``process``) once started and exits by
+itself when its socket goes with the directory. Teardown, Ctrl-C and ``tcplab wipe``
+stop the VMs and switches and remove the files.
 """
 
 from __future__ import annotations
