@@ -63,6 +63,8 @@ ELSEWHERE = {
         "tests/integration/test_topologies.py",
     ".venv/bin/tcplab run -s idle -n 10000 -b netns --clients 4 --router nat":
         "tests/integration/test_topologies.py",
+    ".venv/bin/tcplab run -s idle -b vm --kernels 6.1 -n 400 --clients 2 --router nat":
+        "tests/integration/test_vm_topology.py (opt-in: four VMs)",
 }
 
 #: Read-only examples, run on a copy of tests/data/results (no root, seconds).
