@@ -225,3 +225,21 @@ def test_report_of_a_vm_topology_shows_the_routers_own_kernel() -> None:
     # the client VMs' kernels add up to the client side, beside the server's
     totals = result.side_totals(result.last_measured())
     assert totals == {"server": 3687.0, "client": 3387.2}
+
+
+def test_a_client_vm_is_classified_against_the_connections_it_holds() -> None:
+    """One of two client VMs holds 200 of 400 connections: 190 new filp objects there
+    (some still in per-CPU slabs) are 0.95 per connection it holds, socket memory; against
+    all 400 they would be 0.475, below TRACKS_MIN, and called drift. Bytes stay per
+    connection of the run."""
+    from orchestrator.measure.analysis import cache_deltas
+    from orchestrator.measure.parsers import SlabLine
+
+    base = {"filp": SlabLine("filp", 1000, 1008, 256, 16, 1, 63, 63)}
+    now = {"filp": SlabLine("filp", 1190, 1200, 256, 16, 1, 75, 75)}
+    (shared,) = cache_deltas(base, now, 400, {})
+    assert shared["category"] == "drift"
+    (own,) = cache_deltas(base, now, 400, {}, held=200)
+    assert own["category"] == "socket"
+    assert own["reason"] == "0.95 objects per connection it holds (200)"
+    assert own["objects_per_connection"] == 0.475 and own["bytes_per_connection"] == 121.6
