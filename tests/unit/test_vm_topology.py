@@ -243,3 +243,18 @@ def test_a_client_vm_is_classified_against_the_connections_it_holds() -> None:
     assert own["category"] == "socket"
     assert own["reason"] == "0.95 objects per connection it holds (200)"
     assert own["objects_per_connection"] == 0.475 and own["bytes_per_connection"] == 121.6
+
+
+def test_no_ssh_to_vms_gone_with_the_run() -> None:
+    """After teardown the VMs are gone, and their TIME_WAIT sockets with them: the vm
+    backend does not try to log in to end them (the ssh backend does, ss -K)."""
+    from types import SimpleNamespace
+
+    from orchestrator.backends.vm.backend import VmBackend
+
+    def refuse(*_a: object, **_k: object) -> None:
+        raise AssertionError("logged in to a stopped VM")
+
+    backend = VmBackend.__new__(VmBackend)
+    backend.runners = {"server": SimpleNamespace(run=refuse)}
+    backend.end_time_wait()

@@ -223,6 +223,9 @@ class VmBackend(SshBackend):
     def runners_reusable(self) -> bool:
         return False  # the VMs are gone after down()
 
+    def end_time_wait(self) -> None:
+        """Nothing to end: the TIME_WAIT sockets went with the VMs (no SSH to try)."""
+
     def metadata(self) -> dict[str, Any]:
         out = super().metadata()
         out["vm"] = {
