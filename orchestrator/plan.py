@@ -164,11 +164,11 @@ def make_plan(opts: RunOptions) -> Plan:
 def _check_topology(backend: str, lab: Lab, opts: RunOptions) -> None:
     """What a backend or family cannot build yet is refused before anything exists."""
     many = len(lab.of("client")) > 1 or lab.router is not None
-    if many and backend in ("ssh", "vm"):
+    if many and backend == "ssh":
         raise InputError(
             f"the {backend} backend runs one server and one client; this lab has "
             f"{len(lab.of('client'))} client(s){' and a router' if lab.router else ''}, "
-            "which it does not support yet: use BACKEND=netns or BACKEND=docker, or drop "
+            "which it does not support yet: use BACKEND=netns, docker or vm, or drop "
             "--clients/--router")
     if lab.router is not None and opts.family == "ipv6":
         raise InputError("--family/FAMILY ipv6 with a router is not supported yet (the "
@@ -233,31 +233,71 @@ def _remote_plan(opts: RunOptions, lab: Lab, profile: Profile, scenario: Scenari
         # The command line's kernel for every host: the result's lab says what booted.
         lab = dataclasses.replace(lab, hosts=tuple(dataclasses.replace(h, kernel=opts.kernel)
                                                    for h in lab.hosts))
+    if backend == "vm":
+        for name, pinned in topology.router_sysctls(lab).items():
+            host_sysctls[name].update(pinned)
+        if lab.router is not None and lab.router.nat:
+            # the router VM's own table: by default its size follows the VM's memory
+            # (4,096 entries in 512 MiB); nothing outlives the VM
+            host_sysctls[lab.router.name].setdefault(
+                CONNTRACK_MAX, str(max(65536, 2 * scenario.connections)))
     shards, client_shards = _shards(lab, host_sysctls, scenario)
     if backend == "vm":
-        _check_vm_memory(lab, scenario)
+        _check_vm_memory(lab, scenario, client_shards)
     plan = Plan(opts, lab, profile, scenario, backend, host_sysctls, {}, shards,
                 client_shards=client_shards)
     plan.notes.append(f"backend {backend} ({why})")
     return plan
 
 
-VM_MEMORY_MB = 1024  # per VM unless the lab file says hosts.NAME.vm.memory
+CONNTRACK_MAX = "net.netfilter.nf_conntrack_max"
+#: A NAT router VM's memory per connection: a conntrack entry and its NAT extension (384 B
+#: at their slab footprints, docs/topologies.md), its hash bucket, with room to spare.
+ROUTER_BYTES = 1024
 
 
-def _check_vm_memory(lab: Lab, scenario: Scenario) -> None:
-    """Each VM holds one side: its half of the connections must fit in the VM's memory."""
+def _check_vm_memory(lab: Lab, scenario: Scenario,
+                     client_shards: dict[str, list[list[int]]]) -> None:
+    """Each VM holds its own share: the server one end of every connection, each client
+    one end of its own, a NAT router one conntrack entry per connection (a plain router
+    nothing). Each share must fit in its VM's memory, and all the VMs in this machine's."""
+    from .backends.vm.backend import vm_size
+
     per_side = memory_estimate(scenario) // 2 + 2048  # + the side process's share per socket
+    total_mb = 0
     for host in lab.hosts:
-        mb = (host.vm or {}).get("memory", VM_MEMORY_MB)
-        need = 192 * 2**20 + scenario.connections * per_side
+        mb = vm_size(host)[0]
+        total_mb += mb
+        if host.role == "client":
+            held, each = sum(n for _, n in client_shards.get(host.name, [])), per_side
+        elif host.role == "router":
+            held, each = (scenario.connections if host.nat else 0), ROUTER_BYTES
+        else:
+            held, each = scenario.connections, per_side
+        need = 192 * 2**20 + held * each
         if need > 0.8 * mb * 2**20:
-            fits = int((0.8 * mb * 2**20 - 192 * 2**20) / per_side)
+            fits = int((0.8 * mb * 2**20 - 192 * 2**20) / each)
             raise InputError(
-                f"{lab.path}: hosts.{host.name}.vm.memory: {scenario.connections:,} connections "
+                f"{lab.path}: hosts.{host.name}.vm.memory: {held:,} connections "
                 f"need about {need / 2**20:,.0f} MiB in the {host.name} VM ({mb} MiB); raise "
                 f"it (vm: {{memory: {int(need / 0.8 / 2**20) + 1}}}) or lower N (about "
                 f"{max(fits, 0):,} fit)")
+    avail = _mem_available()
+    if avail and total_mb * 2**20 > 0.8 * avail:
+        raise InputError(
+            f"{lab.path}: the {len(lab.hosts)} VMs of this lab ask for {total_mb:,} MiB and this "
+            f"machine has {avail / 2**20:,.0f} MiB available; size them down (hosts.NAME.vm: "
+            "{memory: MiB}) or use fewer clients")
+
+
+def _mem_available() -> int:
+    """MemAvailable of this machine in bytes (0 when unknown)."""
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) * 1024 for line in meminfo.splitlines()
+                 if line.startswith("MemAvailable:")), 0)
 
 
 def _ssh_sysctl_source(lab: Lab, profile: Profile) -> tuple[Path, list[str]]:
@@ -315,12 +355,7 @@ def memory_estimate(scenario: Scenario, slabinfo: str | None = None) -> int:
 
 def _check_memory(scenario: Scenario) -> None:
     """Refuse a run whose connections would not fit in available memory."""
-    try:
-        meminfo = Path("/proc/meminfo").read_text()
-    except OSError:
-        return
-    avail = next((int(line.split()[1]) * 1024 for line in meminfo.splitlines()
-                  if line.startswith("MemAvailable:")), 0)
+    avail = _mem_available()
     per_conn = memory_estimate(scenario)
     need = scenario.connections * per_conn
     if avail and need > 0.8 * avail:

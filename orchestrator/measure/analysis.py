@@ -58,10 +58,15 @@ def slab_footprint(line: SlabLine, page_size: int = PAGE_SIZE) -> float:
 
 def cache_deltas(base: Mapping[str, SlabLine], now: Mapping[str, SlabLine], connections: int,
                  aliases: Mapping[str, list[str]],
-                 page_size: int = PAGE_SIZE) -> list[dict[str, Any]]:
+                 page_size: int = PAGE_SIZE, held: int | None = None) -> list[dict[str, Any]]:
     """Per-cache change between two slabinfo snapshots, classified (``page_size``: the
-    measured kernel's machine's, which slabs are made of)."""
+    measured kernel's machine's, which slabs are made of). ``held``: the connections
+    whose ends this kernel holds when fewer than all (one of several client VMs): a cache
+    tracks them at TRACKS_MIN objects per connection it holds; bytes stay per connection
+    of the run."""
     n = max(connections, 1)
+    own = max(held, 1) if held else n
+    whose = f" it holds ({own:,})" if own != n else ""
     rows = []
     proc_growth = 0
     if "proc_inode_cache" in now and "proc_inode_cache" in base:
@@ -81,7 +86,7 @@ def cache_deltas(base: Mapping[str, SlabLine], now: Mapping[str, SlabLine], conn
             objs -= share
             note = f"{share:,} dentries of /proc fd lookups set apart"
         nbytes = round(objs * slab_footprint(line, page_size))
-        per_conn_objs = objs / n
+        per_conn_objs = objs / own
         merged_socket = [a for a in aliases.get(name, []) if a in SOCKET_ALIASES]
         if name in NOT_SOCKET and merged_socket and abs(per_conn_objs) >= TRACKS_MIN:
             category = "socket"
@@ -92,9 +97,9 @@ def cache_deltas(base: Mapping[str, SlabLine], now: Mapping[str, SlabLine], conn
         elif name.startswith(CONNTRACK):
             category, reason = "conntrack", "connection tracking entry (not socket memory)"
         elif abs(per_conn_objs) >= TRACKS_MIN and abs(objs) >= MIN_OBJECTS:
-            category, reason = "socket", f"{per_conn_objs:.2f} objects per connection"
+            category, reason = "socket", f"{per_conn_objs:.2f} objects per connection{whose}"
         else:
-            category, reason = "drift", f"{per_conn_objs:.3f} objects per connection"
+            category, reason = "drift", f"{per_conn_objs:.3f} objects per connection{whose}"
         rows.append({
             "cache": name,
             "aliases": list(aliases.get(name, [])),
@@ -102,7 +107,7 @@ def cache_deltas(base: Mapping[str, SlabLine], now: Mapping[str, SlabLine], conn
             "objects": objs,
             "bytes": nbytes,
             "page_bytes": page_bytes,
-            "objects_per_connection": round(per_conn_objs, 4),
+            "objects_per_connection": round(objs / n, 4),
             "bytes_per_connection": round(nbytes / n, 1),
             "object_bytes_per_connection": round(objs * line.objsize / n, 1),
             "category": category,
@@ -197,7 +202,25 @@ def checkpoint(base: Snapshot, snap: Snapshot, connections: int,
         for key in ("total", "objects_total"):
             pcb[key] = round(sum(k["per_connection_bytes"][key]
                                  for k in out["per_kernel"].values()), 1)
+        own_kernel_cost(out.get("router") or {}, out["per_kernel"], connections)
     return out
+
+
+def own_kernel_cost(router: dict[str, Any], kernels: Mapping[str, Any], connections: int) -> None:
+    """A router with a kernel of its own (a VM, a machine): everything that kernel's slab
+    grew by, per connection, at slab footprints (``kernel_bytes_per_connection``), and its
+    conntrack category (``kernel_conntrack_per_connection``): exact for that host, where
+    one shared kernel only knows the router's count."""
+    n = max(connections, 1)
+    for host, cost in router.items():
+        own = next((k for k in kernels.values() if list(k["hosts"]) == [host]), None)
+        if own is None:
+            continue
+        pcb = own["per_connection_bytes"]
+        cost["own_kernel"] = True
+        cost["kernel_bytes_per_connection"] = round(sum(r["bytes"] for r in pcb["by_cache"])
+                                                    / n, 1)
+        cost["kernel_conntrack_per_connection"] = pcb["conntrack"]
 
 
 def router_cost(base: Snapshot, snap: Snapshot, connections: int,
@@ -227,10 +250,11 @@ def router_cost(base: Snapshot, snap: Snapshot, connections: int,
 def per_connection(base_slab: Mapping[str, SlabLine], slab: Mapping[str, SlabLine],
                    base_meminfo: Mapping[str, int], meminfo: Mapping[str, int],
                    connections: int, aliases: Mapping[str, list[str]],
-                   pages_delta: int, page_size: int = PAGE_SIZE) -> dict[str, Any]:
+                   pages_delta: int, page_size: int = PAGE_SIZE,
+                   held: int | None = None) -> dict[str, Any]:
     """Per-connection bytes between two slabinfo/meminfo readings of one kernel (or a sum)."""
     n = max(connections, 1)
-    rows = cache_deltas(base_slab, slab, connections, aliases, page_size)
+    rows = cache_deltas(base_slab, slab, connections, aliases, page_size, held)
     slab_delta = meminfo.get("Slab", 0) - base_meminfo.get("Slab", 0)
     return {
         **category_totals(rows, n),
@@ -258,8 +282,12 @@ def category_totals(rows: list[dict[str, Any]], n: int) -> dict[str, float]:
 
 def per_kernel(base: Snapshot, snap: Snapshot, connections: int) -> dict[str, Any]:
     """Per measured kernel (one per VM or remote machine): the same figures, that kernel's
-    own, so the server side and the client side are shown apart."""
+    own, so the server side and the client side are shown apart. A kernel holding a share
+    of the connections (one of several clients) is classified against its share."""
     out: dict[str, Any] = {}
+    sockets = {label: sum(sum(snap.hosts[h].ss.states.values()) for h in k.hosts
+                          if h in snap.hosts) for label, k in snap.kernels.items()}
+    most = max(sockets.values(), default=0)
     for label, k in snap.kernels.items():
         b = base.kernels.get(label)
         if b is None:
@@ -272,9 +300,10 @@ def per_kernel(base: Snapshot, snap: Snapshot, connections: int) -> dict[str, An
         out[label] = {
             "hosts": list(k.hosts),
             "release": k.release,
-            "per_connection_bytes": per_connection(b.slab, k.slab, b.meminfo, k.meminfo,
-                                                   connections, k.aliases,
-                                                   pages * k.page_size, k.page_size),
+            "per_connection_bytes": per_connection(
+                b.slab, k.slab, b.meminfo, k.meminfo, connections, k.aliases,
+                pages * k.page_size, k.page_size,
+                round(connections * sockets[label] / most) if sockets[label] else None),
             "objsize": {c: line.objsize for c, line in k.slab.items()},
         }
     return out

@@ -441,10 +441,11 @@ class Result:
 
     def side_totals(self, cp: Checkpoint) -> dict[str, float | None]:
         """Per role: bytes per connection of the kernel that role ran on alone (per_kernel:
-        VMs, remote hosts), None where no kernel held that role's host only."""
+        VMs, remote hosts), None where no kernel held that role's host only. Several
+        hosts of a role (client VMs) each hold their share: their kernels' totals add up."""
         out: dict[str, float | None] = dict.fromkeys(ROLES)
         for share in cp.per_kernel.values():
             role = self.role_of(share.hosts[0]) if len(share.hosts) == 1 else None
             if role in out:
-                out[role] = share.per_connection.total
+                out[role] = round((out[role] or 0.0) + share.per_connection.total, 1)
         return out

@@ -69,6 +69,8 @@ ELSEWHERE = {
     ".venv/bin/tcplab run -s idle -b netns -n 1000000 --clients 4 --router nat \\":
         "run once (~25 min with the lock wait); tests/integration/test_topologies.py runs the "
         "NAT topology at N=10,000",
+    ".venv/bin/tcplab run -s idle -b vm --kernels 6.1 -n 400 --clients 2 --router nat":
+        "tests/integration/test_vm_topology.py (opt-in: four VMs)",
 }
 
 #: Read-only examples, run on a copy of tests/data/results (no root, seconds).

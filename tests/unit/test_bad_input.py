@@ -328,16 +328,16 @@ CASES = [
     Case("clients-on-ssh",
          ("run", "-b", "ssh", "-s", "idle", "--clients", "2"),
          "the ssh backend runs one server and one client; this lab has 2 client(s), which it "
-         "does not support yet: use BACKEND=netns or BACKEND=docker, or drop --clients/--router"),
+         "does not support yet: use BACKEND=netns, docker or vm, or drop --clients/--router"),
     Case("ipv6-with-router",
          (*RUN, "-s", "idle", "--router", "plain", "--family", "ipv6"),
          "--family/FAMILY ipv6 with a router is not supported yet (the router forwards and "
          "masquerades IPv4 only); use FAMILY=ipv4 or drop the router"),
-    Case("router-on-vm",
-         ("run", "-b", "vm", "-s", "idle", "--router", "nat"),
-         "the vm backend runs one server and one client; this lab has 1 client(s) and a router, "
-         "which it does not support yet: use BACKEND=netns or BACKEND=docker, or drop "
-         "--clients/--router"),
+    Case("vms-exceed-memory",
+         ("run", "-b", "vm", "-s", "idle", "--clients", "200", "--router", "nat"),
+         r"/\S+/lab/default.yaml: the 202 VMs of this lab ask for 206,336 MiB and this "
+         r"machine has [\d,]+ MiB available; size them down \(hosts.NAME.vm: \{memory: MiB\}\) "
+         r"or use fewer clients", regex=True),
     Case("hosts-not-a-mapping",
          (*RUN, "-s", "idle", "--lab", "{root}/lab/mine.yaml"),
          "{root}/lab/mine.yaml: hosts: expected a mapping, got ['server', 'client']",

@@ -19,6 +19,7 @@ from orchestrator.backends.sshhost import (
 )
 from orchestrator.backends.vm import kernels, qemu, rootfs
 from orchestrator.backends.vm.kernels import Kernel
+from orchestrator.backends.vm.network import LabNic
 from orchestrator.errors import InputError
 from orchestrator.measure.probes import SOCKDIAG, sockdiag_argv
 
@@ -66,9 +67,10 @@ def test_bzimage_release(tmp_path: Path) -> None:
 
 def _config(tmp_path: Path, **kw) -> qemu.VmConfig:
     kernel = Kernel("6.1", "6.1.0-56-cloud-amd64", "/cache/vmlinuz", "/cache/modules.img", "apt")
+    listen = kw.pop("listen", True)
+    lab = LabNic("52:54:00:7c:02:01", "198.18.0.2/24", tmp_path / "lab.sock", listen)
     args = dict(name="tcplab-abc123-server", host="server", index=1, kernel=kernel,
-                rootfs="/cache/root.img", workdir=tmp_path, lab_address="198.18.0.2/24",
-                link=tmp_path / "lab.sock", link_server=True, public_key="AAAAKEY",
+                rootfs="/cache/root.img", workdir=tmp_path, labs=[lab], public_key="AAAAKEY",
                 cmdline="slab_nomerge", ssh_port=40022)
     args.update(kw)
     return qemu.VmConfig(**args)
@@ -84,13 +86,13 @@ def test_qemu_argv_tcg_nvme_private_link(tmp_path: Path) -> None:
     assert "readonly=on" in line
     # SSH only through 127.0.0.1, no way out of the VM; the lab link is a Unix socket.
     assert "user,id=ctl,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22" in argv
-    assert f"stream,id=lab,server=on,addr.type=unix,addr.path={tmp_path}/lab.sock" in argv
+    assert f"stream,id=lab0,server=on,addr.type=unix,addr.path={tmp_path}/lab.sock" in argv
     append = argv[argv.index("-append") + 1]
     assert "init=/sbin/tcplab-init" in append
     assert "tcplab.lab=52:54:00:7c:02:01,198.18.0.2/24" in append
     assert "tcplab.ctl=52:54:00:7c:01:01" in append
     assert append.endswith("slab_nomerge")
-    client = _config(tmp_path, link_server=False, accel="kvm", index=2).argv()
+    client = _config(tmp_path, listen=False, accel="kvm", index=2).argv()
     assert "server=off" in " ".join(client)
     assert client[client.index("-accel") + 1] == "kvm"
 
@@ -295,6 +297,7 @@ def test_diagnose_names_a_killed_vm() -> None:
         backend = VmBackend.__new__(VmBackend)
         backend.vms = {"server": SimpleNamespace(proc=dead, pid=dead.pid, boot_seconds=21.5),
                        "client": SimpleNamespace(proc=alive, pid=alive.pid, boot_seconds=20.0)}
+        backend.hubs = []
         assert backend.diagnose() == [
             f"server: its VM (qemu pid {dead.pid}) was killed by SIGKILL during the run"]
         backend.vms["server"] = SimpleNamespace(proc=dead, pid=dead.pid, boot_seconds=None)

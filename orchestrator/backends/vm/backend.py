@@ -8,43 +8,69 @@ content hash under /var/cache/tcplab and built on first use.
 
 Each VM is then reached over SSH exactly like an ssh-backend host (this class is the
 ssh backend with VMs behind it): a forwarded port on 127.0.0.1 leads to the VM's sshd
-on its control interface, the lab's traffic goes over a private point-to-point link
-between the two VMs (qemu ``-netdev stream`` on a Unix socket in the run's directory),
-and each VM is its own kernel, so every checkpoint has per-side figures.
+on its control interface, the lab's traffic goes over private links between the VMs
+(qemu ``-netdev stream`` on Unix sockets in the run's directory; a switch process for a
+network of more than two: network.py, hub.py), and each VM is its own kernel, so every
+checkpoint has per-host figures. A topology (several clients, a router VM, NAT) is built
+as on netns: the same networks, routes and NAT table (common.py), set inside the VMs.
 
 KVM is used when it boots a kernel here, else TCG (``-accel tcg,thread=multi``); see
 orchestrator/vm/qemu.py. Sysctls are set inside the VMs, which die with the run: no
 ``--allow-host-sysctls`` needed and nothing to restore.
 
 Resources, each journalled before it exists: the run's directory under /var/tmp (qcow2
-overlays, the link socket, console logs), and each qemu (kind ``vm``: found again by
+overlays, the link sockets, console logs), and each qemu (kind ``vm``: found again by
 its pidfile and checked by its command line; plus a ``process`` entry with pid and
-start time). Teardown, Ctrl-C and ``tcplab wipe`` stop the VMs and remove the files.
+start time). A switch process is journalled (``process``) once started and exits by
+itself when its socket goes with the directory. Teardown, Ctrl-C and ``tcplab wipe``
+stop the VMs and switches and remove the files.
 """
 
 from __future__ import annotations
 
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ... import resources
+from ...config import HostSpec
 from ...errors import InputError, RunError
-from ...journal import LOCAL_HANDLERS
+from ...journal import LOCAL_HANDLERS, process_start_time
 from ...runner import wait_for
 from ..base import LabHost
-from ..common import make_key, object_name, peer_address, read_fd_limits, short_id
+from ..common import (
+    make_key,
+    nat_ruleset,
+    object_name,
+    peer_address,
+    read_fd_limits,
+    route_argvs,
+    short_id,
+)
 from ..sshhost import HostRunner, SshBackend, Target, probe
-from . import qemu
+from . import network, qemu
 from .kernels import Kernel
 
 DEFAULT_KERNEL = "6.1"
 DEFAULT_MEMORY_MB = 1024
 DEFAULT_CPUS = 2
+#: A router forwards (and with NAT tracks) but holds no sockets: a small VM unless the
+#: lab file sizes it (hosts.NAME.vm).
+ROLE_SIZES = {"router": (512, 1)}
 WORK_PARENT = Path("/var/tmp")
+
+
+def vm_size(spec: HostSpec) -> tuple[int, int]:
+    """(memory MiB, vCPUs) of a host's VM: the lab file's hosts.NAME.vm, else its role's
+    default (ROLE_SIZES), else 1024 MiB and 2 vCPUs."""
+    memory, cpus = ROLE_SIZES.get(spec.role, (DEFAULT_MEMORY_MB, DEFAULT_CPUS))
+    size = spec.vm or {}
+    return int(size.get("memory", memory)), int(size.get("cpus", cpus))
 
 
 class VmBackend(SshBackend):
@@ -54,6 +80,7 @@ class VmBackend(SshBackend):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.vms: dict[str, qemu.Vm] = {}
+        self.hubs: list[subprocess.Popen] = []
         self.kernels_used: dict[str, Kernel] = {}
         self.rootfs: Any = None
         self.accel: str | None = None
@@ -98,27 +125,33 @@ class VmBackend(SshBackend):
         self.workdir.mkdir(mode=0o700)
         key = make_key(self.journal.dir, self.run_id)
         public = key.with_suffix(".pub").read_text().split()[1]
-        link = self.workdir / "lab.sock"
-        prefix = self.lab.subnet.split("/")[1]
-        server, client = self.lab.host("server"), self.lab.host("client")
+        links = network.plan_links(self.lab, self.workdir)
+        order = network.start_order(self.lab)
         t0 = time.monotonic()
-        for index, spec in enumerate((server, client), 1):
-            size = spec.vm or {}
+        openers: dict[Path, tuple[str, Callable[[], bool], Path | None]] = {}
+        for path in links.hubs:
+            hub = self._start_hub(path)
+            openers[path] = (f"the switch of {path.name} (pid {hub.pid})",
+                             lambda hub=hub: hub.poll() is None, None)
+        for index, spec in enumerate(order, 1):
+            memory, cpus = vm_size(spec)
             config = qemu.VmConfig(
                 name=object_name(self.run_id, spec.name), host=spec.name,
                 index=index, kernel=self.kernels_used[spec.name], rootfs=self.rootfs.path,
-                workdir=self.workdir, lab_address=f"{spec.address}/{prefix}", link=link,
-                link_server=spec is server, public_key=public, cmdline=spec.cmdline,
-                memory_mb=size.get("memory", DEFAULT_MEMORY_MB),
-                cpus=size.get("cpus", DEFAULT_CPUS), accel=self.accel)
+                workdir=self.workdir, labs=links.nics[spec.name], public_key=public,
+                cmdline=spec.cmdline, memory_mb=memory, cpus=cpus, accel=self.accel)
+            for nic in config.labs:  # a connecting qemu finds its link's socket at start
+                if not nic.listen:
+                    qemu.wait_link(nic.socket, *openers[nic.socket])
             self.journal.record("vm", name=config.name, pidfile=str(config.pidfile),
                                 host=spec.name)
             vm = qemu.start(config)
             self.journal.record("process", pid=vm.pid, start=vm.start_ticks, host=spec.name)
             self.vms[spec.name] = vm
-            if spec is server:
-                qemu.wait_link(vm)  # the client's qemu connects to it at start
-        for spec in (server, client):
+            for nic in config.labs:
+                if nic.listen:
+                    openers[nic.socket] = (f"{spec.name}: qemu", vm.alive, config.qemu_log)
+        for spec in order:
             vm = self.vms[spec.name]
             seconds = qemu.wait_booted(vm)
             _wait_banner(vm)
@@ -139,11 +172,34 @@ class VmBackend(SshBackend):
                     "boot_id": self.facts[spec.name].get("boot_id")}
             self.hosts[spec.name] = LabHost(spec, runner, info=info)
         self.timings["boot"] = round(time.monotonic() - t0, 1)
+        for host in self.hosts.values():  # as on netns: routes via the router, its NAT table
+            for argv in route_argvs(self.lab, host.spec):
+                host.runner.run(argv)
+            if host.spec.nat:  # loads nf_conntrack: its sysctls exist from here on
+                host.runner.run(["nft", "-f", "-"], stdin=nat_ruleset(self.lab))
         for name, host in self.hosts.items():
             host.sysctls = self.apply_sysctls(host, dict(sysctls.get(name, {})))
             read_fd_limits(host)
         self.timings["up"] = round(time.monotonic() - started, 1)
         return self.hosts
+
+    def _start_hub(self, path: Path) -> subprocess.Popen:
+        """The switch of a network of more than two VMs (hub.py), listening on ``path``.
+        Journalled once started; it also exits by itself when the run's directory (and
+        its socket) goes, so it never outlives the run."""
+        from . import hub
+
+        log = open(self.workdir / f"{path.stem}-switch.log", "wb")
+        try:
+            proc = subprocess.Popen([sys.executable, hub.__file__, str(path), self.run_id],
+                                    stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            log.close()
+        self.journal.record("process", pid=proc.pid, start=process_start_time(proc.pid),
+                            host=f"switch {path.name}")
+        self.hubs.append(proc)
+        return proc
 
     def diagnose(self) -> list[str]:
         """VMs whose qemu exited during the run (killed, crashed, powered off): the cause
@@ -157,6 +213,10 @@ class VmBackend(SshBackend):
                 when = ("during the run" if vm.boot_seconds is not None
                         else "while booting, before its init was ready")
                 notes.append(f"{name}: its VM (qemu pid {vm.pid}) {how} {when}")
+        for hub in self.hubs:
+            if hub.poll() is not None:
+                notes.append(f"the switch of a lab network (pid {hub.pid}) exited with status "
+                             f"{hub.returncode} during the run")
         return notes
 
     def undo_handlers(self) -> dict[str, Callable[[dict], None]]:
@@ -164,6 +224,9 @@ class VmBackend(SshBackend):
 
     def runners_reusable(self) -> bool:
         return False  # the VMs are gone after down()
+
+    def end_time_wait(self) -> None:
+        """Nothing to end: the TIME_WAIT sockets went with the VMs (no SSH to try)."""
 
     def metadata(self) -> dict[str, Any]:
         out = super().metadata()

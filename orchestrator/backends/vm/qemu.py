@@ -11,9 +11,10 @@ One VM per lab host:
   (``tcplab.mods=``);
 * control network: qemu user-mode networking with ``restrict=on`` (no way out of the
   VM) and one forwarded port, ``127.0.0.1:<port>`` -> the VM's sshd;
-* lab network: a point-to-point Ethernet link between the two VMs carried by a Unix
-  stream socket in the run's directory (``-netdev stream``): nothing of the lab's
-  traffic touches a network of this machine;
+* lab networks: one interface per network the host is on (a router has two), each
+  a Unix stream socket in the run's directory (``-netdev stream``) that this qemu
+  listens on or connects to: a point-to-point link to one other VM, or a hub of more
+  (network.py); nothing of the lab's traffic touches a network of this machine;
 * the serial console goes to ``<host>-console.log`` in the run's directory.
 
 Every qemu is started with ``-pidfile`` and a ``-name`` naming the run, and is
@@ -35,11 +36,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...errors import InputError, RunError
 from ...journal import process_start_time
 from .cache import cache_dir
 from .kernels import MODULES_LABEL, Kernel
+
+if TYPE_CHECKING:
+    from .network import LabNic
 from .rootfs import ROOT_PARTUUID
 
 QEMU = "qemu-system-x86_64"
@@ -118,7 +123,8 @@ def free_port() -> int:
 
 
 def mac(index: int, kind: int) -> str:
-    """A locally administered MAC: kind 1 control, 2 lab; index the host's number."""
+    """A locally administered MAC: kind 1 control, 2 and up the lab interfaces in order;
+    index the host's number in the start order (1-based)."""
     return f"52:54:00:7c:{kind:02x}:{index:02x}"
 
 
@@ -130,9 +136,7 @@ class VmConfig:
     kernel: Kernel
     rootfs: str
     workdir: Path
-    lab_address: str  # "198.18.0.2/24"
-    link: Path  # the Unix socket of the lab link
-    link_server: bool  # this VM listens on the link socket
+    labs: list[LabNic]  # its lab interfaces (network.plan_links)
     public_key: str  # the base64 body of an ssh-ed25519 key
     cmdline: str = ""
     memory_mb: int = 1024
@@ -162,7 +166,7 @@ class VmConfig:
             "init=/sbin/tcplab-init", "quiet", "loglevel=4", "panic=-1", "net.ifnames=0",
             f"tcplab.host={self.host}", f"tcplab.key={self.public_key}",
             f"tcplab.ctl={mac(self.index, 1)}",
-            f"tcplab.lab={mac(self.index, 2)},{self.lab_address}",
+            *(f"tcplab.lab={nic.mac},{nic.address}" for nic in self.labs),
         ]
         if self.kernel.modules_image:
             params.append(f"tcplab.mods={MODULES_LABEL}")
@@ -171,8 +175,6 @@ class VmConfig:
     def argv(self) -> list[str]:
         accel = ["-accel", "kvm", "-cpu", "host"] if self.accel == "kvm" else \
             ["-accel", "tcg,thread=multi", "-cpu", "max"]
-        link = (f"stream,id=lab,server={'on' if self.link_server else 'off'},"
-                f"addr.type=unix,addr.path={self.link}")
         argv = [
             QEMU, "-name", f"{self.name},process={self.name}", "-machine", "q35",
             *accel, "-m", str(self.memory_mb), "-smp", str(self.cpus),
@@ -189,8 +191,12 @@ class VmConfig:
         argv += [
             "-netdev", f"user,id=ctl,restrict=on,hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22",
             "-device", f"virtio-net-pci,netdev=ctl,mac={mac(self.index, 1)}",
-            "-netdev", link,
-            "-device", f"virtio-net-pci,netdev=lab,mac={mac(self.index, 2)}",
+        ]
+        for i, nic in enumerate(self.labs):
+            argv += ["-netdev", f"stream,id=lab{i},server={'on' if nic.listen else 'off'},"
+                                f"addr.type=unix,addr.path={nic.socket}",
+                     "-device", f"virtio-net-pci,netdev=lab{i},mac={nic.mac}"]
+        argv += [
             "-serial", f"file:{self.console}",
             "-pidfile", str(self.pidfile),
         ]
@@ -233,15 +239,17 @@ def start(config: VmConfig) -> Vm:
     return Vm(config, proc, time.monotonic(), proc.pid, process_start_time(proc.pid))
 
 
-def wait_link(vm: Vm, timeout: float = 20.0) -> None:
-    """Wait for the listening VM's link socket (the other VM connects to it at start)."""
+def wait_link(path: Path, owner: str, alive: Callable[[], bool], log: Path | None = None,
+              timeout: float = 20.0) -> None:
+    """Wait for a lab link's socket to exist: the listening VM's qemu or a hub opens it,
+    and a connecting qemu must find it at its start. ``owner`` names who opens it."""
     deadline = time.monotonic() + timeout
-    while not vm.config.link.exists():
-        if not vm.alive():
-            raise RunError(f"{vm.config.host}: qemu exited at start: {tail(vm.config.qemu_log)}")
+    while not path.exists():
+        if not alive():
+            raise RunError(f"{owner}: exited at start" + (f": {tail(log)}" if log else ""))
         if time.monotonic() > deadline:
-            raise RunError(f"{vm.config.host}: qemu did not open the lab link socket "
-                           f"{vm.config.link} within {timeout:.0f} s")
+            raise RunError(f"{owner}: did not open the lab link socket {path} within "
+                           f"{timeout:.0f} s")
         time.sleep(0.05)
 
 

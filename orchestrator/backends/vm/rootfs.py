@@ -41,8 +41,9 @@ from pathlib import Path
 from ...errors import InputError, RunError
 from .cache import cache_dir, cache_lock
 
-FORMAT = "tcplab-vm-rootfs/2"  # 2: partitioned, root=PARTUUID; modules disk by label
-EXTRA_PACKAGES = ("kmod",)
+FORMAT = "tcplab-vm-rootfs/3"  # 2: partitioned, root=PARTUUID; 3: several lab interfaces
+#: kmod: the VM loads its network driver; nftables: a NAT router masquerades with nft
+EXTRA_PACKAGES = ("kmod", "nftables")
 IMAGE_SIZE = "1536M"  # of the root filesystem; the disk is 1 MiB more
 SECTOR = 512
 PART_START = 2048  # sectors: the partition starts at 1 MiB
@@ -54,8 +55,9 @@ Log = Callable[[str], None]
 
 #: PID 1 of every lab VM. Parameters come from the kernel command line:
 #: tcplab.host=NAME tcplab.key=BASE64 (ed25519 public key) tcplab.ctl=MAC
-#: tcplab.lab=MAC,ADDRESS/PREFIX tcplab.mods=LABEL (the modules disk's ext4 label; it may
-#: appear after init starts, so init waits up to 20 s for it)
+#: tcplab.lab=MAC,ADDRESS/PREFIX (once per lab interface: a router has one on each network)
+#: tcplab.mods=LABEL (the modules disk's ext4 label; it may appear after init starts, so
+#: init waits up to 20 s for it)
 INIT = r"""#!/bin/sh
 # tcplab VM init (PID 1): mount the basics, bring up the control and lab interfaces,
 # install the run's SSH key, then become sshd (which reaps every orphan handed to it).
@@ -76,7 +78,7 @@ for arg in $(cat /proc/cmdline); do
         tcplab.host=*) HOST=${arg#*=} ;;
         tcplab.key=*) KEY=${arg#*=} ;;
         tcplab.ctl=*) CTL=${arg#*=} ;;
-        tcplab.lab=*) LAB=${arg#*=} ;;
+        tcplab.lab=*) LAB="$LAB ${arg#*=}" ;;
         tcplab.mods=*) MODS=${arg#*=} ;;
     esac
 done
@@ -93,32 +95,42 @@ if [ -n "$MODS" ]; then
     fi
 fi
 for mod in virtio_pci virtio_net inet_diag tcp_diag; do modprobe -q "$mod" 2>/dev/null; done
-LABMAC=${LAB%%,*}
-LABADDR=${LAB#*,}
-CTLDEV= LABDEV=
+# every lab interface and the control one, found by MAC (each may appear late)
 i=0
-while [ -z "$CTLDEV" ] || [ -z "$LABDEV" ]; do
+while :; do
+    CTLDEV= LABDEVS= MISSING=
     for dev in /sys/class/net/*; do
-        mac=$(cat "$dev/address" 2>/dev/null)
-        [ "$mac" = "$CTL" ] && CTLDEV=${dev##*/}
-        [ "$mac" = "$LABMAC" ] && LABDEV=${dev##*/}
+        [ "$(cat "$dev/address" 2>/dev/null)" = "$CTL" ] && CTLDEV=${dev##*/}
     done
+    [ -n "$CTLDEV" ] || MISSING="ctl $CTL"
+    for lab in $LAB; do
+        mac=${lab%%,*} found=
+        for dev in /sys/class/net/*; do
+            [ "$(cat "$dev/address" 2>/dev/null)" = "$mac" ] && found=${dev##*/}
+        done
+        if [ -n "$found" ]; then LABDEVS="$LABDEVS $found,${lab#*,}"
+        else MISSING="$MISSING lab $mac"
+        fi
+    done
+    [ -z "$MISSING" ] && break
     i=$((i + 1))
-    if [ "$i" -gt 100 ]; then say "network interfaces not found (ctl $CTL, lab $LABMAC)"; break; fi
-    [ -n "$CTLDEV" ] && [ -n "$LABDEV" ] || sleep 0.1
+    if [ "$i" -gt 100 ]; then say "network interfaces not found ($MISSING)"; break; fi
+    sleep 0.1
 done
 ip link set lo up
 ip addr add 10.0.2.15/24 dev "$CTLDEV"
 ip link set "$CTLDEV" up
-ip addr add "$LABADDR" dev "$LABDEV"
-ip link set "$LABDEV" up
+for lab in $LABDEVS; do
+    ip addr add "${lab#*,}" dev "${lab%%,*}"
+    ip link set "${lab%%,*}" up
+done
 umask 077
 mkdir -p /root/.ssh /run/sshd
 echo "ssh-ed25519 $KEY tcplab" > /root/.ssh/authorized_keys
 [ -s /etc/ssh/ssh_host_ed25519_key ] || ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key
 umask 022
 ulimit -n 1048576 2>/dev/null
-say "ready: $HOST ctl $CTLDEV lab $LABDEV $LABADDR kernel $(uname -r)"
+say "ready: $HOST ctl $CTLDEV lab$LABDEVS kernel $(uname -r)"
 exec /usr/sbin/sshd -D -e -o ListenAddress=10.0.2.15
 """
 
