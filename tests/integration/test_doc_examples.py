@@ -71,6 +71,9 @@ ELSEWHERE = {
         "NAT topology at N=10,000",
     ".venv/bin/tcplab run -s idle -b vm --kernels 6.1 -n 400 --clients 2 --router nat":
         "tests/integration/test_vm_topology.py (opt-in: four VMs)",
+    ".venv/bin/tcplab run -s idle -b vm --kernels 6.1 -n 400 --clients 2 --router plain":
+        "run once (70 s, four VMs); tests/unit/test_vm_topology.py checks its routes and "
+        "that nothing masquerades",
 }
 
 #: Read-only examples, run on a copy of tests/data/results (no root, seconds).
