@@ -343,6 +343,7 @@ def context(result: Result, kernel_defaults: dict[str, str] | None = None) -> di
         "charts": charts.all_charts(result),
         "buffers": buffers_rows(result),
         "limits": buffer_limits(result),
+        "sockstat_scope": report_text.sockstat_scope(result),
         "states": states_table(result),
         "metadata": metadata_rows(result),
         "hosts": hosts_rows(result),

@@ -120,6 +120,13 @@ def ends(result: Result) -> str:
     return "client + server ends, one kernel"
 
 
+def sockstat_scope(result: Result) -> str:
+    """Whose pages sockstat's ``mem`` counts: the machine's (one kernel), or each host's
+    own where every host is its own kernel (VMs, remote hosts)."""
+    kernels = max((len(cp.per_kernel) for cp in result.measured()), default=0)
+    return "each host's own kernel" if kernels > 1 else "machine-wide, not per host"
+
+
 def shared_kernel(result: Result) -> list[str]:
     """Hosts of a remote backend (ssh) that turned out to share one kernel: each would be
     its own machine, yet they have the same boot_id (namespaces or containers of one)."""
@@ -145,7 +152,7 @@ def render(result: Result, fmt: str = "simple") -> str:
               "pages, not slab; overlaps the skb heads above)", ""]
     parts += ["Socket buffers per host (median per socket from ss -m skmem; queues summed), bytes",
               buffers_table(result, fmt),
-              "† pages charged to TCP in /proc/net/sockstat: machine-wide, not per host", ""]
+              f"† pages charged to TCP in /proc/net/sockstat: {sockstat_scope(result)}", ""]
     cgroup = cgroup_table(result, fmt)
     if cgroup:
         parts += ["Per-host memory cgroup (container), bytes per connection", cgroup,
