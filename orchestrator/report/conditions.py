@@ -1,0 +1,284 @@
+"""What the real-conditions scenarios state: each measured figure against what is expected.
+
+Computed from a saved result alone, like the article's findings (findings.py), and shown
+after them (text and HTML) where they apply:
+
+* **slow readers** - a checkpoint taken while a paced read (``read: {rate: R}``) runs:
+  the reader's receive memory and the sender's send queue per socket (median), against
+  the bandwidth-delay product (link rate × RTT, when the run had a link) and against
+  ``tcp_rmem[2]``/``tcp_wmem[2]``. Holds when both stay within the limits.
+* **tcp_mem pressure** - where ``tcp_mem`` is known and the run aimed at it (scenario
+  ``pressure``) or reached its low mark: the sockstat ``mem`` peak from the timeline
+  against the three marks, the time spent above the pressure mark, and what the kernel
+  did (TcpExt counters, where the run recorded them). Holds when the peak crossed the
+  pressure mark.
+* **loss** - where the run's link had loss (or the scenario is ``lossy``): the
+  retransmission and out-of-order counters. Holds when retransmissions occurred and the
+  receiver queued segments out of order.
+
+Two inputs come from other work and are read defensively: the link of a run
+(:func:`link_of`) and the per-checkpoint kernel counters (:func:`counters`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ..results.model import Checkpoint, Result, Scenario
+from .findings import FAILS, HOLDS, MARK, UNTESTED, first_host
+
+F_SLOW = "slow readers: buffers against the BDP and the limits"
+F_PRESSURE = "tcp_mem: the pressure mark is crossed"
+F_LOSS = "loss fills the retransmit and out-of-order queues"
+LIMIT_SLACK = 65536  # one skb's truesize over the limit is still "within"
+#: TcpExt/Tcp counters that tell what the kernel did under memory pressure or loss.
+PRESSURE_COUNTERS = ("TCPMemoryPressures", "TCPMemoryPressuresChrono", "PruneCalled",
+                     "RcvPruned", "OfoPruned", "TCPRcvCollapsed", "TCPRcvQDrop",
+                     "TCPAbortOnMemory", "TCPOFODrop")
+LOSS_COUNTERS = ("RetransSegs", "TCPLostRetransmit", "TCPFastRetrans", "TCPSlowStartRetrans",
+                 "TCPTimeouts", "TCPSACKReorder", "TCPOFOQueue", "TCPOFODrop", "TCPOFOMerge")
+_UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}
+
+
+def _n(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _verdict(finding: str, verdict: str, evidence: str) -> dict[str, str]:
+    return {"finding": finding, "verdict": verdict, "evidence": evidence}
+
+
+# -- inputs from the link and counters work ----------------------------------------------
+
+def link_of(result: Result) -> dict[str, Any] | None:
+    """The run's link conditions (``{"delay": "25ms", "rate": "100mbit", ...}``) where the
+    result records them (``link`` at the top, in ``metadata`` or in ``lab``), else None."""
+    for where in (result.raw, result.metadata.raw, result.lab):
+        link = where.get("link") if isinstance(where, dict) else None
+        if isinstance(link, dict) and link:
+            return link
+    return None
+
+
+def seconds(text: Any) -> float | None:
+    """``25ms`` -> 0.025, ``1s`` -> 1.0, a number -> seconds."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    m = re.fullmatch(r"\s*([0-9.]+)\s*(us|ms|s)?\s*", str(text or ""))
+    if not m:
+        return None
+    return float(m.group(1)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, None: 1e-3}[m.group(2)]
+
+
+def bytes_per_second(text: Any) -> float | None:
+    """``100mbit`` -> 12.5e6 B/s, ``1gbit`` -> 125e6; a number is bits/s."""
+    if isinstance(text, (int, float)):
+        return float(text) / 8
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([kmg]?)(bit|bps)?\s*", str(text or "").lower())
+    if not m:
+        return None
+    return float(m.group(1)) * _UNITS[m.group(2)] / 8
+
+
+def bdp(link: dict[str, Any] | None) -> tuple[float, float, float] | None:
+    """(bytes/s, RTT s, BDP bytes) of a link with a rate and a delay (RTT = 2 × delay
+    unless the link records ``rtt``)."""
+    if not link:
+        return None
+    rate = bytes_per_second(link.get("rate"))
+    rtt = seconds(link.get("rtt")) or (2 * (seconds(link.get("delay")) or 0.0))
+    if not rate or not rtt:
+        return None
+    return rate, rtt, rate * rtt
+
+
+def _leaves(data: Any, out: dict[str, int]) -> None:
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out[key] = out.get(key, 0) + int(value)
+            else:
+                _leaves(value, out)
+
+
+def counters(result: Result, cp: Checkpoint) -> dict[str, dict[str, int]] | None:
+    """Kernel counter deltas (TcpExt, Tcp) at a checkpoint, per host where the result
+    holds them per host (else under "all"); None when the run recorded none."""
+    raw = cp.raw.get("counters") if isinstance(cp.raw, dict) else None
+    if not isinstance(raw, dict) or not raw:
+        return None
+    hosts = set(result.metadata.hosts)
+    if hosts and set(raw) <= hosts:
+        out = {}
+        for host, data in raw.items():
+            flat: dict[str, int] = {}
+            _leaves(data, flat)
+            out[host] = flat
+        return out
+    flat = {}
+    _leaves(raw, flat)
+    return {"all": flat}
+
+
+def _counter_text(result: Result, names: tuple[str, ...]) -> tuple[str, dict[str, int]]:
+    """The non-zero counters of ``names`` summed over the measured checkpoints, per host."""
+    totals: dict[str, dict[str, int]] = {}
+    seen = False
+    for cp in result.measured():
+        got = counters(result, cp)
+        if got is None:
+            continue
+        seen = True
+        for host, flat in got.items():
+            for name in names:
+                if flat.get(name):
+                    totals.setdefault(host, {})[name] = totals.get(host, {}).get(name, 0) + flat[name]
+    if not seen:
+        return "kernel counters: not recorded in this result", {}
+    if not totals:
+        return "kernel counters: none of " + ", ".join(names[:4]) + " ... moved", {}
+    summed: dict[str, int] = {}
+    parts = []
+    for host, flat in totals.items():
+        parts.append(f"{host}: " + ", ".join(f"{k} {_n(v)}" for k, v in flat.items()))
+        for k, v in flat.items():
+            summed[k] = summed.get(k, 0) + v
+    return "kernel counters " + "; ".join(parts), summed
+
+
+# -- slow readers ------------------------------------------------------------------------
+
+def paced_read(result: Result) -> tuple[float, str, Checkpoint] | None:
+    """(rate B/s per connection, reader role, first checkpoint while it runs)."""
+    reading: tuple[float, str] | None = None
+    for action, arg in result.scenario.actions():
+        if action == "read" and isinstance(arg, dict) and arg.get("rate") and \
+                arg.get("background"):
+            reading = (float(arg["rate"]), Scenario.side(arg) or "client")
+        elif action == "join":
+            reading = None
+        elif action == "checkpoint" and reading is not None:
+            cp = result.checkpoint(arg if isinstance(arg, str) else str((arg or {}).get("name")))
+            if cp is not None and cp.buffers:
+                return reading[0], reading[1], cp
+    return None
+
+
+def slow_readers(result: Result) -> dict[str, str] | None:
+    found = paced_read(result)
+    if found is None:
+        return None
+    rate, reader_role, cp = found
+    reader = first_host(result, reader_role)
+    sender = first_host(result, "server" if reader_role == "client" else "client")
+    rbuf, sbuf = cp.buffers.get(reader or ""), cp.buffers.get(sender or "")
+    rmem = result.sysctl_ints(reader or "", "net.ipv4.tcp_rmem")
+    wmem = result.sysctl_ints(sender or "", "net.ipv4.tcp_wmem")
+    if rbuf is None or sbuf is None or not rmem or not wmem:
+        return _verdict(F_SLOW, UNTESTED, f"not tested: no socket buffers or tcp_rmem/tcp_wmem "
+                        f"of both sides at {cp.name}")
+    held_r, held_s = rbuf.rmem_alloc.median, sbuf.wmem_queued.median
+    parts = [f"at {cp.name}, the {reader_role}s read {_n(rate)} B/s per connection",
+             f"{reader} holds {_n(held_r)} B per socket (median rmem_alloc) = "
+             f"{held_r / rmem[2]:.1%} of tcp_rmem[2] {_n(rmem[2])} B "
+             f"({held_r / rmem[1]:.1f}× tcp_rmem[1] {_n(rmem[1])})",
+             f"{sender} queues {_n(held_s)} B per socket (median wmem_queued) = "
+             f"{held_s / wmem[2]:.1%} of tcp_wmem[2] {_n(wmem[2])} B"]
+    link = bdp(link_of(result))
+    if link is not None:
+        rate_l, rtt, product = link
+        parts.append(f"BDP = {_n(rate_l)} B/s × {rtt * 1000:.1f} ms = {_n(product)} B: the "
+                     f"receiver holds {held_r / product:.2f}× and the sender "
+                     f"{held_s / product:.2f}× the BDP")
+    else:
+        parts.append("no link in this run (RTT well under 1 ms on the lab's veth): the BDP is "
+                     "about 0, so what the sockets hold is set by the reader's pace and the "
+                     "limits alone (a link: --link \"delay=25ms rate=...\")")
+    within = held_r <= rmem[2] + LIMIT_SLACK and held_s <= wmem[2] + LIMIT_SLACK
+    return _verdict(F_SLOW, HOLDS if within else FAILS, "; ".join(parts))
+
+
+# -- tcp_mem pressure -----------------------------------------------------------------------
+
+def tcp_mem(result: Result) -> list[int] | None:
+    """tcp_mem (pages: low, pressure, high) as the run had it: set for the run (host-wide),
+    read back on the measured host (a VM's own), else this machine's."""
+    meta = result.metadata
+    host = first_host(result, "server") or ""
+    value = (meta.host_sysctls.get("net.ipv4.tcp_mem") or result.sysctl(host, "net.ipv4.tcp_mem")
+             or (meta.raw.get("machine_net_sysctls") or {}).get("net.ipv4.tcp_mem"))
+    try:
+        marks = [int(p) for p in str(value).split()] if value else []
+    except ValueError:
+        return None
+    return marks if len(marks) == 3 else None
+
+
+def mem_series(result: Result) -> tuple[list[float], list[float]]:
+    """(seconds, sockstat TCP mem pages) of the timeline (the first host's; machine-wide
+    on one kernel)."""
+    cols = result.timeline.columns
+    t = cols.get("t") or []
+    host = first_host(result, "server") or ""
+    mem = cols.get(f"{host}.mem") or next((v for k, v in cols.items() if k.endswith(".mem")), [])
+    n = min(len(t), len(mem))
+    return list(t[:n]), list(mem[:n])
+
+
+def pressure(result: Result) -> dict[str, str] | None:
+    marks = tcp_mem(result)
+    t, mem = mem_series(result)
+    if not marks or not mem:
+        return None
+    low, press, high = marks
+    peak = max(mem)
+    if peak < low and result.scenario.name != "pressure":
+        return None
+    interval = float(result.timeline.interval or 0.1)
+    above = sum(1 for v in mem if v >= press) * interval
+    page = result.metadata.page_size or 4096
+    text = (f"sockstat TCP mem peaked at {_n(peak)} pages ({peak * page / 2**20:,.1f} MiB) "
+            f"against tcp_mem low {_n(low)} / pressure {_n(press)} / high {_n(high)} pages; "
+            f"above the pressure mark for about {above:.1f} s"
+            + (f", at or above the high mark for {sum(1 for v in mem if v >= high) * interval:.1f} s"
+               if peak >= high else ""))
+    said, summed = _counter_text(result, PRESSURE_COUNTERS)
+    text += f"; {said}"
+    if summed and not summed.get("TCPMemoryPressures") and peak >= press:
+        text += " (TCPMemoryPressures did not move: the per-CPU reserve can hide a short crossing)"
+    return _verdict(F_PRESSURE, HOLDS if peak >= press else FAILS, text)
+
+
+# -- loss --------------------------------------------------------------------------------
+
+def lossy(result: Result) -> dict[str, str] | None:
+    link = link_of(result) or {}
+    if not link.get("loss") and result.scenario.name != "lossy":
+        return None
+    if not link.get("loss"):
+        return _verdict(F_LOSS, UNTESTED, "not tested: the run had no link loss (run it with "
+                        "LINK=\"delay=10ms loss=1%\", --link)")
+    said, summed = _counter_text(result, LOSS_COUNTERS)
+    if not summed:
+        return _verdict(F_LOSS, UNTESTED, f"link loss {link['loss']}; {said}")
+    retrans = summed.get("RetransSegs", 0) + summed.get("TCPFastRetrans", 0)
+    ofo = summed.get("TCPOFOQueue", 0)
+    holds = retrans > 0 and ofo > 0
+    return _verdict(F_LOSS, HOLDS if holds else FAILS, f"link loss {link['loss']}; {said}")
+
+
+def statements(result: Result) -> list[dict[str, str]]:
+    """The real-conditions verdicts that apply to this run (none for most scenarios)."""
+    return [v for v in (slow_readers(result), pressure(result), lossy(result)) if v]
+
+
+def conditions_text(result: Result) -> str:
+    """The statements as terminal lines; "" when none applies."""
+    found = statements(result)
+    if not found:
+        return ""
+    lines = ["Findings (real conditions: measured against expected)"]
+    for v in found:
+        lines.append(f" {MARK[v['verdict']]} {v['finding']} — {v['verdict']}: {v['evidence']}")
+    return "\n".join(lines)
