@@ -170,9 +170,11 @@ def _options(args: argparse.Namespace, root: Path, profile: str | None, kernel: 
                       clients=args.clients, router=args.router,
                       ledger=getattr(args, "ledger", False),
                       bundle=getattr(args, "bundle_info", None), lock_wait=args.wait,
-                      release_wait=getattr(args, "release_wait", True), **extra)
+                      release_wait=getattr(args, "release_wait", True))
     if kernel not in (None, "host"):
         opts.kernel = kernel
+    for key, value in extra.items():  # a sweep point's: over what the command line gave
+        setattr(opts, key, value)
     return opts
 
 

@@ -22,7 +22,6 @@ Two inputs come from other work and are read defensively: the link of a run
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from ..results.model import Checkpoint, Result, Scenario
@@ -38,7 +37,6 @@ PRESSURE_COUNTERS = ("TCPMemoryPressures", "TCPMemoryPressuresChrono", "PruneCal
                      "TCPAbortOnMemory", "TCPOFODrop")
 LOSS_COUNTERS = ("RetransSegs", "TCPLostRetransmit", "TCPFastRetrans", "TCPSlowStartRetrans",
                  "TCPTimeouts", "TCPSACKReorder", "TCPOFOQueue", "TCPOFODrop", "TCPOFOMerge")
-_UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}
 
 
 def _n(value: float) -> str:
@@ -52,45 +50,31 @@ def _verdict(finding: str, verdict: str, evidence: str) -> dict[str, str]:
 # -- inputs from the link and counters work ----------------------------------------------
 
 def link_of(result: Result) -> dict[str, Any] | None:
-    """The run's link conditions (``{"delay": "25ms", "rate": "100mbit", ...}``) where the
-    result records them (``link`` at the top, in ``metadata`` or in ``lab``), else None."""
-    for where in (result.raw, result.metadata.raw, result.lab):
-        link = where.get("link") if isinstance(where, dict) else None
-        if isinstance(link, dict) and link:
-            return link
+    """The run's link conditions where the result records them (the ``link`` work:
+    ``metadata.link.link`` with ``delay_us`` one-way, ``rate_bps``, ``loss_pct``...), else
+    None (a perfect link)."""
+    link = result.metadata.raw.get("link") if isinstance(result.metadata.raw, dict) else None
+    if isinstance(link, dict):
+        inner = link.get("link")
+        return inner if isinstance(inner, dict) and inner else (link or None)
     return None
 
 
-def seconds(text: Any) -> float | None:
-    """``25ms`` -> 0.025, ``1s`` -> 1.0, a number -> seconds."""
-    if isinstance(text, (int, float)):
-        return float(text)
-    m = re.fullmatch(r"\s*([0-9.]+)\s*(us|ms|s)?\s*", str(text or ""))
-    if not m:
-        return None
-    return float(m.group(1)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, None: 1e-3}[m.group(2)]
-
-
-def bytes_per_second(text: Any) -> float | None:
-    """``100mbit`` -> 12.5e6 B/s, ``1gbit`` -> 125e6; a number is bits/s."""
-    if isinstance(text, (int, float)):
-        return float(text) / 8
-    m = re.fullmatch(r"\s*([0-9.]+)\s*([kmg]?)(bit|bps)?\s*", str(text or "").lower())
-    if not m:
-        return None
-    return float(m.group(1)) * _UNITS[m.group(2)] / 8
-
-
 def bdp(link: dict[str, Any] | None) -> tuple[float, float, float] | None:
-    """(bytes/s, RTT s, BDP bytes) of a link with a rate and a delay (RTT = 2 × delay
-    unless the link records ``rtt``)."""
+    """(bytes/s, RTT s, BDP bytes) of a link with a rate and a delay (RTT = 2 × the one-way
+    delay: the lab's own RTT is well under a millisecond)."""
     if not link:
         return None
-    rate = bytes_per_second(link.get("rate"))
-    rtt = seconds(link.get("rtt")) or (2 * (seconds(link.get("delay")) or 0.0))
+    rate = float(link.get("rate_bps") or 0) / 8
+    rtt = 2 * float(link.get("delay_us") or 0) / 1e6
     if not rate or not rtt:
         return None
     return rate, rtt, rate * rtt
+
+
+def loss_of(link: dict[str, Any] | None) -> float:
+    """The link's loss in percent (0 without)."""
+    return float((link or {}).get("loss_pct") or 0)
 
 
 def _leaves(data: Any, out: dict[str, int]) -> None:
@@ -253,19 +237,20 @@ def pressure(result: Result) -> dict[str, str] | None:
 # -- loss --------------------------------------------------------------------------------
 
 def lossy(result: Result) -> dict[str, str] | None:
-    link = link_of(result) or {}
-    if not link.get("loss") and result.scenario.name != "lossy":
+    link = link_of(result)
+    loss = loss_of(link)
+    if not loss and result.scenario.name != "lossy":
         return None
-    if not link.get("loss"):
+    if not loss:
         return _verdict(F_LOSS, UNTESTED, "not tested: the run had no link loss (run it with "
                         "LINK=\"delay=10ms loss=1%\", --link)")
     said, summed = _counter_text(result, LOSS_COUNTERS)
     if not summed:
-        return _verdict(F_LOSS, UNTESTED, f"link loss {link['loss']}; {said}")
+        return _verdict(F_LOSS, UNTESTED, f"link loss {loss:g}%; {said}")
     retrans = summed.get("RetransSegs", 0) + summed.get("TCPFastRetrans", 0)
     ofo = summed.get("TCPOFOQueue", 0)
     holds = retrans > 0 and ofo > 0
-    return _verdict(F_LOSS, HOLDS if holds else FAILS, f"link loss {link['loss']}; {said}")
+    return _verdict(F_LOSS, HOLDS if holds else FAILS, f"link loss {loss:g}%; {said}")
 
 
 def statements(result: Result) -> list[dict[str, str]]:

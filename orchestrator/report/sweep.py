@@ -35,17 +35,20 @@ FIGURES = (
 LABELS = {key: label for key, label, _ in FIGURES}
 
 
-def goodput(result: Result, cp: Checkpoint) -> float | None:
-    """Total goodput (MB/s) of the transfers up to ``cp``, where the run recorded it.
+TRANSFER = "transfer"  # goodput is one figure per run: shown as this pseudo-checkpoint
 
-    Hook for the ``counters`` work (goodput of every transfer): it reads
-    ``checkpoint.goodput.total_bps`` (bytes/s) from the result once runs write it; until
-    then every point shows "–" and the chart says goodput was not recorded.
+
+def goodput(result: Result) -> float | None:
+    """Goodput (MB/s, all connections) of the run's largest transfer, where runs record it.
+
+    Hook for the ``counters`` work: ``Result.goodput()`` (its ``.goodput``, bytes/s) once
+    that model is merged; until then every point shows "–" and the report says goodput
+    was not recorded.
     """
-    raw = cp.raw.get("goodput") if isinstance(cp.raw, dict) else None
-    if isinstance(raw, dict) and isinstance(raw.get("total_bps"), (int, float)):
-        return float(raw["total_bps"]) / 1e6
-    return None
+    method = getattr(result, "goodput", None)
+    measured = method() if callable(method) else None
+    rate = getattr(measured, "goodput", None)
+    return float(rate) / 1e6 if isinstance(rate, (int, float)) else None
 
 
 def figures(result: Result, cp: Checkpoint) -> dict[str, float]:
@@ -60,9 +63,6 @@ def figures(result: Result, cp: Checkpoint) -> dict[str, float]:
         if buf is not None:
             out[f"rmem_{role}"] = buf.rmem_alloc.median
             out[f"wmem_{role}"] = buf.wmem_queued.median
-    rate = goodput(result, cp)
-    if rate is not None:
-        out["goodput"] = rate
     return out
 
 
@@ -82,6 +82,11 @@ def summarize(sweep: dict[str, Any], results: list[Result], points: list[int],
                 checkpoints.append(cp.name)
             for key, value in figures(result, cp).items():
                 values.setdefault((point, cp.name, key), []).append(float(value))
+        rate = goodput(result)
+        if rate is not None:
+            if TRANSFER not in checkpoints:
+                checkpoints.append(TRANSFER)
+            values.setdefault((point, TRANSFER, "goodput"), []).append(rate)
     shown = [key for key, _, _ in FIGURES
              if any(k == key and any(v) for (_, _, k), v in values.items())]
     rows = [{"point": p, "checkpoint": c, "figure": k, **spread(v)}
