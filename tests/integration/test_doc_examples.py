@@ -63,6 +63,12 @@ ELSEWHERE = {
         "tests/integration/test_topologies.py",
     ".venv/bin/tcplab run -s idle -n 10000 -b netns --clients 4 --router nat":
         "tests/integration/test_topologies.py",
+    'make lab SCENARIO=bulk SWEEP="net.ipv4.tcp_rmem=4096 131072 {1M,4M,32M}" REPEAT=3':
+        "tests/integration/test_netns_sweep.py (a tcp_rmem sweep at small N)",
+    '.venv/bin/tcplab run -s s2c --bytes 65536 --sweep "net.core.somaxconn=128,4096"':
+        "tests/integration/test_netns_sweep.py",
+    "make lab SCENARIO=pressure PROFILE=small-tcp-mem ARGS=--allow-host-sysctls":
+        "tests/integration/test_netns_pressure.py",
 }
 
 #: Read-only examples, run on a copy of tests/data/results (no root, seconds).
