@@ -77,37 +77,30 @@ def loss_of(link: dict[str, Any] | None) -> float:
     return float((link or {}).get("loss_pct") or 0)
 
 
-def _leaves(data: Any, out: dict[str, int]) -> None:
-    if isinstance(data, dict):
-        for key, value in data.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                out[key] = out.get(key, 0) + int(value)
-            else:
-                _leaves(value, out)
+def _bare(name: str) -> str:
+    """``TcpExtTCPMemoryPressures`` (nstat's name) -> ``TCPMemoryPressures``."""
+    for section in ("TcpExt", "IpExt", "Tcp"):
+        if name.startswith(section) and len(name) > len(section) and name[len(section)].isupper():
+            return name[len(section):]
+    return name
 
 
 def counters(result: Result, cp: Checkpoint) -> dict[str, dict[str, int]] | None:
-    """Kernel counter deltas (TcpExt, Tcp) at a checkpoint, per host where the result
-    holds them per host (else under "all"); None when the run recorded none."""
+    """Kernel counter deltas since the baseline at a checkpoint, per host, by bare name
+    (the ``counters`` work: ``checkpoint.counters`` = {host: {nstat name: delta}});
+    None when the run recorded none."""
     raw = cp.raw.get("counters") if isinstance(cp.raw, dict) else None
     if not isinstance(raw, dict) or not raw:
         return None
-    hosts = set(result.metadata.hosts)
-    if hosts and set(raw) <= hosts:
-        out = {}
-        for host, data in raw.items():
-            flat: dict[str, int] = {}
-            _leaves(data, flat)
-            out[host] = flat
-        return out
-    flat = {}
-    _leaves(raw, flat)
-    return {"all": flat}
+    return {host: {_bare(k): int(v) for k, v in (moved or {}).items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            for host, moved in raw.items() if isinstance(moved, dict)}
 
 
 def _counter_text(result: Result, names: tuple[str, ...]) -> tuple[str, dict[str, int]]:
-    """The non-zero counters of ``names`` summed over the measured checkpoints, per host."""
-    totals: dict[str, dict[str, int]] = {}
+    """The counters of ``names`` that moved, per host (each the largest delta since the
+    baseline over the measured checkpoints), and their sums over the hosts."""
+    peak: dict[str, dict[str, int]] = {}
     seen = False
     for cp in result.measured():
         got = counters(result, cp)
@@ -117,14 +110,15 @@ def _counter_text(result: Result, names: tuple[str, ...]) -> tuple[str, dict[str
         for host, flat in got.items():
             for name in names:
                 if flat.get(name):
-                    totals.setdefault(host, {})[name] = totals.get(host, {}).get(name, 0) + flat[name]
+                    mine = peak.setdefault(host, {})
+                    mine[name] = max(mine.get(name, 0), flat[name])
     if not seen:
         return "kernel counters: not recorded in this result", {}
-    if not totals:
+    if not peak:
         return "kernel counters: none of " + ", ".join(names[:4]) + " ... moved", {}
     summed: dict[str, int] = {}
     parts = []
-    for host, flat in totals.items():
+    for host, flat in peak.items():
         parts.append(f"{host}: " + ", ".join(f"{k} {_n(v)}" for k, v in flat.items()))
         for k, v in flat.items():
             summed[k] = summed.get(k, 0) + v
