@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import sweep as sweeping
-from ..errors import InputError, LabError
+from ..errors import InputError
 from ..results.model import Result
 from ..sweep import WHAT, Sweep
 from . import _shown
@@ -40,17 +40,11 @@ def point_options(sweep: Sweep, value: str, args: argparse.Namespace) -> dict[st
 
 def new_sweep_dir(results: Path, plan: Any, sweep: Sweep) -> Path:
     """``results/sweep-<YYYYmmdd-HHMMSS>-<scenario>-<key>``, never an existing one."""
+    from ..results.store import new_dir
+
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = f"sweep-{stamp}-{plan.scenario.name}-{sweep.key.rsplit('.', 1)[-1]}"
-    results.mkdir(parents=True, exist_ok=True)
-    for i in range(1, 1000):
-        path = results / (base if i == 1 else f"{base}-{i}")
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-    raise LabError(f"{results}: too many sweeps named {base}; remove some")
+    return new_dir(results, f"sweep-{stamp}-{plan.scenario.name}-{sweep.key.rsplit('.', 1)[-1]}",
+                   "sweeps")
 
 
 def write(sweep_dir: Path, doc: dict[str, Any], run_dirs: list[Path]) -> dict[str, Path]:
