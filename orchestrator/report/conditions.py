@@ -156,12 +156,16 @@ def slow_readers(result: Result) -> dict[str, str] | None:
     if rbuf is None or sbuf is None or not rmem or not wmem:
         return _verdict(F_SLOW, UNTESTED, f"not tested: no socket buffers or tcp_rmem/tcp_wmem "
                         f"of both sides at {cp.name}")
-    held_r, held_s = rbuf.rmem_alloc.median, sbuf.wmem_queued.median
+    # the larger of median and mean: sockets a reader serves unevenly hold unevenly
+    held_r = max(rbuf.rmem_alloc.median, rbuf.rmem_alloc.per_socket)
+    held_s = max(sbuf.wmem_queued.median, sbuf.wmem_queued.per_socket)
     parts = [f"at {cp.name}, the {reader_role}s read {_n(rate)} B/s per connection",
-             f"{reader} holds {_n(held_r)} B per socket (median rmem_alloc) = "
+             f"{reader} holds {_n(held_r)} B per socket (rmem_alloc, median "
+             f"{_n(rbuf.rmem_alloc.median)}, mean {_n(rbuf.rmem_alloc.per_socket)}) = "
              f"{held_r / rmem[2]:.1%} of tcp_rmem[2] {_n(rmem[2])} B "
              f"({held_r / rmem[1]:.1f}× tcp_rmem[1] {_n(rmem[1])})",
-             f"{sender} queues {_n(held_s)} B per socket (median wmem_queued) = "
+             f"{sender} queues {_n(held_s)} B per socket (wmem_queued, median "
+             f"{_n(sbuf.wmem_queued.median)}, mean {_n(sbuf.wmem_queued.per_socket)}) = "
              f"{held_s / wmem[2]:.1%} of tcp_wmem[2] {_n(wmem[2])} B"]
     link = bdp(link_of(result))
     if link is not None:

@@ -48,8 +48,8 @@ def test_slow_readers_without_a_link_against_the_limits():
     v = conditions.slow_readers(result(steps=PACED))
     assert v["verdict"] == HOLDS
     assert v["evidence"].startswith("at unread, the clients read 1,048,576 B/s per connection")
-    assert "client holds 67,200 B per socket (median rmem_alloc) = 0.2% of tcp_rmem[2] " \
-           "33,554,432 B (0.5× tcp_rmem[1] 131,072)" in v["evidence"]
+    assert "client holds 67,248 B per socket (rmem_alloc, median 67,200, mean 67,248) = 0.2% " \
+           "of tcp_rmem[2] 33,554,432 B (0.5× tcp_rmem[1] 131,072)" in v["evidence"]
     assert "of tcp_wmem[2] 4,194,304 B" in v["evidence"]
     assert "no link in this run" in v["evidence"]
 
