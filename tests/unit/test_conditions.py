@@ -96,3 +96,35 @@ def test_lossy_needs_a_link_with_loss():
     assert v["verdict"] == HOLDS
     assert v["evidence"] == ("link loss 1%; kernel counters server: RetransSegs 40; "
                              "client: TCPOFOQueue 12")
+
+
+CAPTURED = Path(__file__).resolve().parents[1] / "data" / "conditions"
+
+
+def captured(name: str) -> Result:
+    import gzip
+
+    return Result.from_dict(json.loads(gzip.decompress((CAPTURED / name).read_bytes())))
+
+
+def test_captured_pressure_run():
+    r = captured("pressure-20261201-033739.result.json.gz")
+    v = conditions.pressure(r)
+    assert v["verdict"] == HOLDS
+    assert v["evidence"] == (
+        "sockstat TCP mem peaked at 11,607 pages (45.3 MiB) against tcp_mem low 4,096 / "
+        "pressure 8,192 / high 12,288 pages; above the pressure mark for about 3.6 s; kernel "
+        "counters server: TCPMemoryPressures 1; client: PruneCalled 1,771, OfoPruned 201, "
+        "TCPRcvQDrop 1,383, TCPOFODrop 190, TCPMemoryPressuresChrono 4,284")
+    assert conditions.tcp_mem(r) == [4096, 8192, 12288]
+    assert conditions.slow_readers(r) is None and conditions.lossy(r) is None
+
+
+def test_captured_slow_readers_run():
+    r = captured("slow-readers-20261201-033622.result.json.gz")
+    v = conditions.slow_readers(r)
+    assert v["verdict"] == HOLDS
+    assert "client holds 124,936 B per socket (rmem_alloc, median 124,936, mean 124,587)" \
+        in v["evidence"]
+    assert "server queues 1,204,583 B per socket" in v["evidence"]
+    assert conditions.pressure(r) is None
