@@ -116,7 +116,8 @@ def cell(row: dict[str, Any] | None) -> str:
     """median (min..max, CV) of one figure at one point."""
     if row is None:
         return "–"
-    text = f"{row['median']:,.0f}" if abs(row["median"]) >= 100 else f"{row['median']:,.2f}"
+    med = row["median"]
+    text = f"{med:,.0f}" if abs(med) >= 100 or med == int(med) else f"{med:,.2f}"
     if row["n"] > 1:
         cv = "–" if row["cv"] is None else f"{row['cv']:.1%}"
         text += f" ({row['min']:,.0f}..{row['max']:,.0f}, CV {cv})"
@@ -125,6 +126,12 @@ def cell(row: dict[str, Any] | None) -> str:
 
 def lookup(doc: dict[str, Any]) -> dict[tuple[int, str, str], dict[str, Any]]:
     return {(r["point"], r["checkpoint"], r["figure"]): r for r in doc["rows"]}
+
+
+def figures_at(doc: dict[str, Any], checkpoint: str) -> list[str]:
+    """The figures recorded at a checkpoint (goodput only at the transfer), in order."""
+    there = {r["figure"] for r in doc["rows"] if r["checkpoint"] == checkpoint}
+    return [f for f in doc["figures"] if f in there]
 
 
 def render(doc: dict[str, Any]) -> str:
@@ -136,12 +143,13 @@ def render(doc: dict[str, Any]) -> str:
              f"N={doc['connections']:,} · BYTES={doc['bytes']:,}",
              "each cell: median over the point's runs (min..max, coefficient of variation)"]
     for cp in doc["checkpoints"]:
+        shown = figures_at(doc, cp)
         table = []
         for p, label in enumerate(sw["labels"]):
             runs = len(doc["runs"].get(label, []))
-            table.append([label, runs] + [cell(rows.get((p, cp, f))) for f in doc["figures"]])
+            table.append([label, runs] + [cell(rows.get((p, cp, f))) for f in shown])
         lines += ["", f"at {cp}",
-                  tabulate(table, [sw["key"], "runs"] + [LABELS[f] for f in doc["figures"]],
+                  tabulate(table, [sw["key"], "runs"] + [LABELS[f] for f in shown],
                            tablefmt="simple", disable_numparse=True)]
     unstable = [r for r in doc["rows"] if r["n"] > 1 and r["cv"] is not None
                 and r["cv"] > CV_WARN]

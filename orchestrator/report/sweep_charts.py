@@ -20,7 +20,7 @@ from .charts import (
     to_svg,
 )
 from .compare_charts import setup_colour
-from .sweep import LABELS, cell, lookup
+from .sweep import LABELS, cell, figures_at, lookup
 
 MEMORY = ("slab", "tcp_mem")
 BUFFERS = ("rmem_client", "wmem_server", "rmem_server", "wmem_client")
@@ -65,8 +65,14 @@ def chart(doc: dict[str, Any], figures: tuple[str, ...], prefix: str, title: str
                              squeeze=False)
         for ax, figure in zip(axes[0], shown, strict=True):
             _panel(ax, doc, figure)
-        if axes[0][-1].get_legend_handles_labels()[0]:
-            axes[0][-1].legend(title="checkpoint", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        legend: dict[str, Any] = {}  # every checkpoint drawn in any panel, once
+        for ax in axes[0]:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                legend.setdefault(label, handle)
+        ordered = [c for c in doc["checkpoints"] if c in legend]
+        if ordered:
+            axes[0][-1].legend([legend[c] for c in ordered], ordered, title="checkpoint",
+                               loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         return to_svg(fig, prefix, title)
 
@@ -85,9 +91,10 @@ def tables(doc: dict[str, Any]) -> list[dict[str, Any]]:
     rows = lookup(doc)
     out = []
     for cp in doc["checkpoints"]:
-        out.append({"checkpoint": cp, "rows": [
+        shown = figures_at(doc, cp)
+        out.append({"checkpoint": cp, "figures": shown, "rows": [
             {"label": label, "runs": len(doc["runs"].get(label, [])),
-             "cells": [cell(rows.get((p, cp, f))) for f in doc["figures"]]}
+             "cells": [cell(rows.get((p, cp, f))) for f in shown]}
             for p, label in enumerate(doc["sweep"]["labels"])]})
     return out
 
