@@ -20,6 +20,7 @@ KERNELS ?=
 CLIENTS ?=
 ROUTER ?=
 LEDGER ?=
+SWEEP ?=
 ARGS ?=
 RESULTS ?= results
 SITE ?= site
@@ -34,6 +35,7 @@ RUN_ARGS = --scenario $(SCENARIO) \
   $(if $(LEVELS),--levels $(LEVELS)) \
   $(if $(REPEAT),--repeat $(REPEAT)) \
   $(if $(KERNELS),--kernels "$(KERNELS)") \
+  $(if $(SWEEP),--sweep "$(SWEEP)") \
   $(if $(FAMILY),--family $(FAMILY)) \
   $(if $(CLIENTS),--clients $(CLIENTS)) \
   $(if $(ROUTER),--router $(ROUTER)) \
@@ -56,6 +58,7 @@ help: ## list targets and variables
 	@echo "  FAMILY=ipv4|ipv6    address family (default ipv4)"
 	@echo "  SERVER=blocking|epoll  server model (default blocking)"
 	@echo "  KERNELS=\"6.1 host\"  boot these kernels in VMs, one run each, compared"
+	@echo "  SWEEP=\"KEY=V1,V2\"   one run per value of a sysctl or link key, one sweep report (docs/conditions.md)"
 	@echo "  CLIENTS=K           K client hosts, each its own address (docs/topologies.md)"
 	@echo "  ROUTER=plain|nat    a router between clients and server; nat masquerades them"
 	@echo "  LEDGER=1            trace live kernel allocations per host and call site (docs/ledger.md)"

@@ -47,6 +47,7 @@ EXAMPLES = {
   tcplab run -s s2c -n 2000 --bytes 65536 -b netns
   tcplab run -s idle -p default -p small-buffers       # one run per profile, compared
   tcplab run -s idle --levels 4 --repeat 3
+  tcplab run -s bulk --sweep "net.ipv4.tcp_rmem=4096 131072 {1M,4M,32M}" --repeat 3
   tcplab run -s idle --json                # stdout: the result path and headline figures
   tcplab run -s idle --wait 600            # queue behind a run holding the lock""",
     "report": """examples:
@@ -178,6 +179,12 @@ def build_parser() -> Parser:
     run.add_argument("--levels", type=_at_least_one, metavar="K",
                      help="ramp in this many steps with a checkpoint after each; fits bytes "
                           "per connection as a slope (LEVELS=4)")
+    run.add_argument("--sweep", metavar="KEY=V1,V2,...",
+                     help="run the scenario once per value of one sysctl or link condition "
+                          "(times --repeat) and report memory per connection against it: "
+                          "SWEEP=\"net.core.somaxconn=128,4096\", \"net.ipv4.tcp_rmem=4096 "
+                          "131072 {1M,4M,32M}\" (braces expand one field; K/M/G suffixes), "
+                          "\"delay=0ms,10ms,50ms\"")
     run.add_argument("--per-worker", type=_positive_int, default=0, metavar="K",
                      help="sockets per side worker process (default: as the fd limit allows)")
     run.add_argument("--json", action="store_true",

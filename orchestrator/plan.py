@@ -6,6 +6,7 @@ exits with code 2 before a namespace, container or file exists.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ class RunOptions:
     lock_wait: float | None = None  # --wait: seconds to queue for the machine-wide lock
     ledger: bool = False  # --ledger: trace live allocations per host (orchestrator/ledger)
     release_wait: bool = True  # --no-release-wait: never wait for the kernel to free sockets
+    #: --sweep: a sweep point's sysctls, set over the profile's (checked by orchestrator.sweep)
+    sysctl_overrides: dict[str, str] = field(default_factory=dict)
 
     @property
     def lab_path(self) -> Path:
@@ -96,6 +99,9 @@ def choose_backend(requested: str) -> tuple[str, str]:
 def make_plan(opts: RunOptions) -> Plan:
     lab = topology.derive(load_lab(opts.lab_path), opts.clients, opts.router)
     profile = load_profile(opts.profile or lab.profile, resources.profiles_dir())
+    if opts.sysctl_overrides:  # a sweep point: like a profile that includes this one
+        profile = dataclasses.replace(profile, sysctls={**profile.sysctls,
+                                                        **opts.sysctl_overrides})
     scenario = load_scenario(opts.scenario, resources.scenarios_dir())
     if opts.connections is not None and opts.connections < 1:
         raise InputError(f"-n/N: expected a number of connections >= 1, got {opts.connections}")
@@ -223,8 +229,6 @@ def _remote_plan(opts: RunOptions, lab: Lab, profile: Profile, scenario: Scenari
                 "restored afterwards), or remove them from that file")
         _check_backend(backend, lab, opts.root)  # logs in to every host: before anything exists
     if backend == "vm" and opts.kernel is not None:
-        import dataclasses
-
         from .backends.vm.kernels import is_path
 
         if is_path(opts.kernel) and not Path(opts.kernel).expanduser().is_file():

@@ -34,7 +34,7 @@ def cmd_run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
 
 def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     from .. import repeats
-    from ..plan import RunOptions, make_plan
+    from ..plan import make_plan
     from ..report import text as report_text
     from ..report.html import write_report
     from ..results import load_result
@@ -45,23 +45,23 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     _refuse_stale()
     profiles = args.profile or [None]
     kernels = _kernel_list(args)
-    plans = []
-    for profile, kernel in ((p, k) for p in profiles for k in kernels):  # all validated first
-        opts = RunOptions(scenario=args.scenario, root=root, profile=profile,
-                          backend=_kernel_backend(args, kernel), connections=args.connections,
-                          nbytes=args.nbytes, lab_file=args.lab,
-                          allow_host_sysctls=args.allow_host_sysctls, results_dir=args.results,
-                          stall=args.stall, per_worker=args.per_worker, levels=args.levels or 1,
-                          family=args.family or "ipv4",
-                          server_model=args.server_model or "blocking",
-                          clients=args.clients, router=args.router,
-                          ledger=getattr(args, "ledger", False),
-                          bundle=getattr(args, "bundle_info", None), lock_wait=args.wait,
-                          release_wait=getattr(args, "release_wait", True))
-        if kernel not in (None, "host"):
-            opts.kernel = kernel
-        plans.append(make_plan(opts))
+    sweep = None
+    if getattr(args, "sweep", None):
+        from . import sweeping
+
+        sweep = sweeping.check(args, profiles, kernels)
+        plans = [make_plan(_options(args, root, profiles[0], kernels[0],
+                                    **sweeping.point_options(sweep, value, args)))
+                 for value in sweep.values]  # every point validated before any run
+        sweep_dir = sweeping.new_sweep_dir(args.results or root / "results", plans[0], sweep)
+        for plan in plans:
+            plan.options.results_dir = sweep_dir
+    else:
+        plans = [make_plan(_options(args, root, p, k))  # all validated first
+                 for p, k in ((p, k) for p in profiles for k in kernels)]
     run_dirs: list[Path] = []
+    points: list[int] = []  # the plan (sweep point) of each run in run_dirs
+    failed_points: list[tuple[int, LabError]] = []
     failed: list[tuple[str, str, LabError]] = []  # (kernel label, what, error)
     if args.json:  # stdout carries the JSON alone; the tables stay unprinted
         out = _silent
@@ -71,6 +71,8 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
             runner.TRACE = ui.command if ui.verbose else None
             sc = plan.scenario
             tag = f" · run {rep + 1}/{args.repeat}" if args.repeat > 1 else ""
+            if sweep is not None:
+                tag = f" · {sweep.key}={sweep.labels[index]}" + tag
             label = (plan.lab.hosts[0].kernel or "6.1") if plan.backend == "vm" else "host"
             kernel_shown = label if plan.backend == "vm" else os.uname().release
             ui.line(f"tcplab {__version__} · backend {plan.backend} · kernel {kernel_shown} · "
@@ -85,15 +87,19 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
                     raise
                 what = f"kernel {label} · profile {plan.profile.name}{tag}"
                 failed.append((label, what, exc))
+                failed_points.append((index, exc))
                 ui.line(f"! {what} failed: {exc}")
                 ui.line("  going on with the other runs")
                 continue
             ui.phase("report", str(run_dir / "result.json"))
             run_dirs.append(run_dir)
+            points.append(index)
     if failed and not run_dirs:
         raise failed[0][2]
     results = [load_result(d) for d in run_dirs]
-    if len(kernels) > 1:  # KERNELS="6.1 6.12 host": one comparison of the kernels
+    if sweep is not None:
+        pass  # the sweep report, below: it links each run's report
+    elif len(kernels) > 1:  # KERNELS="6.1 6.12 host": one comparison of the kernels
         from ..report import kernels as kernels_compare
 
         out("")
@@ -133,8 +139,14 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     reports = [write_report(run_dir) for run_dir in run_dirs]
     for report in reports:
         out(f"report: {_shown(report)}")
+    doc = headline(results, run_dirs, reports)
+    if sweep is not None:
+        from . import sweeping
+
+        doc["sweep"] = sweeping.finish(sweep, sweep_dir, results, run_dirs, points,
+                                       [(i, str(e)) for i, e in failed_points], out)
     if args.json:
-        print(json.dumps(headline(results, run_dirs, reports), indent=1))
+        print(json.dumps(doc, indent=1))
     for _label, what, exc in failed:
         print(f"tcplab: error: {what} failed: {exc}", file=sys.stderr)
     if failed:
@@ -142,6 +154,29 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
               "the others completed and are compared above", file=sys.stderr)
         return 1
     return 0
+
+
+def _options(args: argparse.Namespace, root: Path, profile: str | None, kernel: str | None,
+             **extra: Any) -> Any:
+    """The RunOptions of one run of ``tcplab run`` (``extra``: a sweep point's)."""
+    from ..plan import RunOptions
+
+    opts = RunOptions(scenario=args.scenario, root=root, profile=profile,
+                      backend=_kernel_backend(args, kernel), connections=args.connections,
+                      nbytes=args.nbytes, lab_file=args.lab,
+                      allow_host_sysctls=args.allow_host_sysctls, results_dir=args.results,
+                      stall=args.stall, per_worker=args.per_worker, levels=args.levels or 1,
+                      family=args.family or "ipv4",
+                      server_model=args.server_model or "blocking",
+                      clients=args.clients, router=args.router,
+                      ledger=getattr(args, "ledger", False),
+                      bundle=getattr(args, "bundle_info", None), lock_wait=args.wait,
+                      release_wait=getattr(args, "release_wait", True))
+    if kernel not in (None, "host"):
+        opts.kernel = kernel
+    for key, value in extra.items():  # a sweep point's: over what the command line gave
+        setattr(opts, key, value)
+    return opts
 
 
 def _silent(_text: str) -> None:

@@ -20,9 +20,10 @@ from ..errors import LabError
 from ..measure.analysis import CGROUP_CAVEAT
 from ..results import load_result
 from ..results.model import Checkpoint, Result
-from . import charts, findings
+from . import charts, conditions, findings
 from . import kernels as kernels_compare
 from . import text as report_text
+from .conditions_charts import pressure_chart
 from .ledger import ledger_context
 from .topology import topology_text
 
@@ -332,6 +333,8 @@ def context(result: Result, kernel_defaults: dict[str, str] | None = None) -> di
         "version": meta.tool_version or "?",
         "summary": summary(result),
         "verdicts": findings.verdicts(result),
+        "conditions": conditions.statements(result),
+        "pressure_chart": pressure_chart(result),
         "marks": findings.MARK,
         "memory": memory_table(result),
         "short": short,

@@ -8,7 +8,7 @@ from tabulate import tabulate
 
 from ..measure.analysis import CGROUP_CAVEAT
 from ..results.model import Checkpoint, Result
-from . import findings
+from . import conditions, findings
 from .ledger import header_note, ledger_text
 from .topology import topology_text
 
@@ -176,6 +176,9 @@ def render(result: Result, fmt: str = "simple") -> str:
         parts += ["", f"Objects of one idle connection pair by live object sizes: "
                       f"{est['total']:,} B"]
     parts += ["", findings.findings_text(result)]
+    said = conditions.conditions_text(result)
+    if said:
+        parts += ["", said]
     return "\n".join(parts)
 
 

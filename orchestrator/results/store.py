@@ -25,7 +25,11 @@ REQUIRED = ("run_id", "status", "scenario", "profile", "lab", "metadata", "check
 def new_run_dir(results: Path, scenario: str, profile: str, now: float | None = None) -> Path:
     """``results/<YYYYmmdd-HHMMSS>-<scenario>-<profile>``, never an existing one."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
-    base = f"{stamp}-{scenario}-{profile}"
+    return new_dir(results, f"{stamp}-{scenario}-{profile}", "runs")
+
+
+def new_dir(results: Path, base: str, what: str) -> Path:
+    """``results/<base>``, or ``<base>-2``... : a new directory, never an existing one."""
     results.mkdir(parents=True, exist_ok=True)
     for i in range(1, 1000):
         path = results / (base if i == 1 else f"{base}-{i}")
@@ -34,7 +38,7 @@ def new_run_dir(results: Path, scenario: str, profile: str, now: float | None = 
             return path
         except FileExistsError:
             continue
-    raise LabError(f"{results}: too many runs named {base}; remove some")
+    raise LabError(f"{results}: too many {what} named {base}; remove some")
 
 
 def write_json_atomic(path: Path, data: Any, overwrite: bool = False) -> None:

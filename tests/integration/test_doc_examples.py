@@ -74,6 +74,12 @@ ELSEWHERE = {
     ".venv/bin/tcplab run -s idle -b vm --kernels 6.1 -n 400 --clients 2 --router plain":
         "run once (70 s, four VMs); tests/unit/test_vm_topology.py checks its routes and "
         "that nothing masquerades",
+    'make lab SCENARIO=bulk SWEEP="net.ipv4.tcp_rmem=4096 131072 {1M,4M,32M}" REPEAT=3':
+        "tests/integration/test_netns_sweep.py (a tcp_rmem sweep at small N)",
+    '.venv/bin/tcplab run -s s2c --bytes 65536 --sweep "net.core.somaxconn=128,4096"':
+        "tests/integration/test_netns_sweep.py",
+    "make lab SCENARIO=pressure PROFILE=small-tcp-mem ARGS=--allow-host-sysctls":
+        "tests/integration/test_netns_pressure.py",
 }
 
 #: Read-only examples, run on a copy of tests/data/results (no root, seconds).

@@ -181,3 +181,28 @@ def test_report_screenshot(chromium, isolate, report, tmp_path):
         # 256 colours look the same here (flat UI colours, no photo) at a third of the size
         image.quantize(colors=256, method=Image.Quantize.MEDIANCUT,
                        dither=Image.Dither.NONE).save(keep, optimize=True)
+
+
+def test_sweep_report_loads_with_charts_and_no_request(chromium, isolate, tmp_path):
+    """The sweep page (report/sweep_charts.py): its two charts drawn, its tables, no request."""
+    from orchestrator import sweep
+    from orchestrator.report import sweep as sweep_report
+    from orchestrator.report.sweep_charts import render_html
+    from orchestrator.results import load_result
+
+    runs = ["20261126-012656-s2c-default", "20261126-012700-s2c-small-buffers"]
+    sw = sweep.Sweep("sysctl", "net.ipv4.tcp_rmem", ("4096 131072 33554432", "4096 16384 65536"),
+                     ("32M", "64k"))
+    doc = sweep_report.summarize(sw.to_dict(), [load_result(RESULTS / r) for r in runs], [0, 1])
+    page = tmp_path / "sweep.html"
+    page.write_text(render_html(doc, {r: f"{r}/report.html" for r in runs}))
+    done, requests = run_chromium(chromium, isolate, page.as_uri(), tmp_path / "dom",
+                                  ["--dump-dom"])
+    dom = done.stdout
+    assert done.returncode == 0, done.stderr[-800:]
+    assert dom.count("<svg") == 2, "memory and buffer charts are in the DOM"
+    for text in ("Sweep of net.ipv4.tcp_rmem", "Memory per connection against net.ipv4.tcp_rmem",
+                 "at unread", "client rmem_alloc B/socket", "Goodput was not recorded"):
+        assert text in dom, text
+    requested = [r["url"] for r in page_requests(requests)]
+    assert [u for u in requested if not u.startswith(("file:", "data:", "about:"))] == []

@@ -223,11 +223,11 @@ CASES = [
     Case("unknown-scenario",
          (*RUN, "-s", "idel"),
          "unknown scenario 'idel': no {root}/scenarios/idel.yaml; known scenarios: backlog, "
-         "bulk, c2s, idle, orphan, s2c, synrecv, timewait"),
+         "bulk, c2s, idle, lossy, orphan, pressure, s2c, slow-readers, synrecv, timewait"),
     Case("unknown-profile",
          (*RUN, "-s", "idle", "-p", "small"),
          "unknown profile 'small': no {root}/lab/profiles/small.yaml; known profiles: conntrack-large, default, "
-         "large-buffers, lean-server, small-buffers, tw-reuse"),
+         "large-buffers, lean-server, small-buffers, small-tcp-mem, tw-reuse"),
     Case("unknown-backend",
          ("run", "-s", "idle", "-b", "kvm"),
          "tcplab run: argument --backend/-b: invalid choice: 'kvm' (choose from 'netns', "
@@ -242,7 +242,7 @@ CASES = [
          (*RUN, "-s", "idle", "-p", "{root}/mine.yaml"),
          "{root}/mine.yaml: include[0]: unknown profile 'smal-buffers': no "
          "{root}/lab/profiles/smal-buffers.yaml; known profiles: conntrack-large, default, large-buffers, "
-         "lean-server, small-buffers, tw-reuse",
+         "lean-server, small-buffers, small-tcp-mem, tw-reuse",
          files=(("mine.yaml", "include: [smal-buffers]\n"),)),
     Case("sysctl-missing-on-kernel",
          (*RUN, "-s", "idle", "-p", "{root}/mine.yaml"),
@@ -403,10 +403,58 @@ CASES = [
          ("run", "-b", "ssh", "-s", "idle", "--ledger"),
          "--ledger/LEDGER: the ssh backend's hosts run on kernels of their own, which the "
          "ledger cannot trace yet; use --backend netns or docker, or run without --ledger"),
+    Case("sweep-one-value",
+         (*RUN, "-s", "idle", "--sweep", "net.core.somaxconn=128"),
+         "--sweep/SWEEP: net.core.somaxconn: expected at least two values to sweep, got 1 "
+         "('128'); for one value use a profile or --link"),
+    Case("sweep-no-key",
+         (*RUN, "-s", "idle", "--sweep", "128,4096"),
+         "--sweep/SWEEP: expected KEY=V1,V2,... (a sysctl like net.core.somaxconn=128,4096, or "
+         "a link condition like delay=0ms,10ms,50ms), got '128,4096'"),
+    Case("sweep-two-brace-groups",
+         (*RUN, "-s", "idle", "--sweep", "net.ipv4.tcp_rmem=4096 {{1,2}} {{3,4}}"),
+         "--sweep/SWEEP: braces may expand one field only, got 2 groups in '4096 {{1,2}} {{3,4}}'"),
+    Case("sweep-unbalanced-braces",
+         (*RUN, "-s", "idle", "--sweep", "net.ipv4.tcp_rmem=4096 131072 {{1M,4M"),
+         "--sweep/SWEEP: unbalanced braces in '4096 131072 {{1M,4M'; write one group like "
+         '"4096 131072 {{1M,4M,32M}}"'),
+    Case("sweep-empty-value",
+         (*RUN, "-s", "idle", "--sweep", "net.core.somaxconn=128,,4096"),
+         "--sweep/SWEEP: net.core.somaxconn: an empty value in '128,,4096'; separate values "
+         "with single commas"),
+    Case("sweep-value-twice",
+         (*RUN, "-s", "idle", "--sweep", "net.ipv4.tcp_rmem=4096 131072 {{1M,1024k}}"),
+         "--sweep/SWEEP: net.ipv4.tcp_rmem: the value '4096 131072 1024k' is given twice (as "
+         "'4096 131072 1M'); each point must differ"),
+    Case("sweep-unknown-key",
+         (*RUN, "-s", "idle", "--sweep", "dealy=0ms,10ms"),
+         "--sweep/SWEEP: 'dealy' is neither a sysctl (net.ipv4.tcp_rmem) nor a link condition "
+         "(delay, jitter, loss, rate, queue)"),
+    Case("sweep-no-such-sysctl",
+         (*RUN, "-s", "idle", "--sweep", "net.core.somaxcon=128,4096"),
+         "--sweep/SWEEP: net.core.somaxcon: this kernel has no such sysctl; check the spelling"),
+    Case("sweep-bad-value",
+         (*RUN, "-s", "idle", "--sweep", "net.ipv4.tcp_rmem=4096 131072 {{64k,4M}}"),
+         '--sweep/SWEEP: net.ipv4.tcp_rmem: expected min <= default <= max, got "4096 131072 '
+         "65536\" (sweep value '4096 131072 64k')"),
+    Case("sweep-host-wide",
+         (*RUN, "-s", "idle", "--sweep", "net.ipv4.tcp_mem=1 2 3,4 5 6"),
+         "--sweep/SWEEP: net.ipv4.tcp_mem is host-wide on this kernel (not per namespace); add "
+         "--allow-host-sysctls to set it for each run (journalled and restored afterwards), or "
+         "sweep it on the vm backend, where each VM has its own"),
+    Case("sweep-point-refused",
+         (*RUN, "-s", "idle", "--sweep", "net.core.somaxconn=4096,64"),
+         "net.core.somaxconn 64 on the server is too small for a connection ramp; raise it in "
+         "{root}/lab/default.yaml (hosts.server.sysctls) to at least 128"),
+    Case("sweep-with-profiles",
+         (*RUN, "-s", "idle", "-p", "default", "-p", "small-buffers", "--sweep",
+          "net.core.somaxconn=128,4096"),
+         "--sweep/SWEEP runs one setup over one key's values; got 2 profiles "
+         "(--profile/PROFILES): sweep each profile on its own"),
     Case("profiles-show-unknown",
          ("profiles", "show", "larg-buffers"),
          "unknown profile 'larg-buffers': no {root}/lab/profiles/larg-buffers.yaml; known "
-         "profiles: conntrack-large, default, large-buffers, lean-server, small-buffers, tw-reuse"),
+         "profiles: conntrack-large, default, large-buffers, lean-server, small-buffers, small-tcp-mem, tw-reuse"),
 ]
 
 

@@ -42,7 +42,8 @@ def error(tmp_path: Path, text: str) -> str:
 
 def test_list_scenarios() -> None:
     names = [n for n, _ in list_scenarios(SCENARIOS)]
-    assert names == ["backlog", "bulk", "c2s", "idle", "orphan", "s2c", "synrecv", "timewait"]
+    assert names == ["backlog", "bulk", "c2s", "idle", "lossy", "orphan", "pressure", "s2c",
+                     "slow-readers", "synrecv", "timewait"]
 
 
 def test_idle() -> None:
@@ -107,7 +108,8 @@ def test_unknown_scenario_lists_known_ones() -> None:
     with pytest.raises(InputError) as info:
         load("timewaits")
     assert str(info.value) == (f"unknown scenario 'timewaits': no {SCENARIOS / 'timewaits.yaml'}; "
-                               "known scenarios: backlog, bulk, c2s, idle, orphan, s2c, synrecv, timewait")
+                               "known scenarios: backlog, bulk, c2s, idle, lossy, orphan, pressure, "
+                               "s2c, slow-readers, synrecv, timewait")
 
 
 # --------------------------------------------------------------------------
