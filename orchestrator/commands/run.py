@@ -101,6 +101,7 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         out(text)
         out("runs: " + " ".join(str(d) for d in run_dirs))
         out(f"comparison: {_shown(written)}")
+        out(f"comparison: {_shown(written.with_name(written.stem + '.html'))} (charts)")
     elif len(run_dirs) == 1:
         from ..report import kernels as kernels_compare
 
