@@ -17,6 +17,7 @@ FAMILY ?=
 SERVER ?=
 REPEAT ?=
 KERNELS ?=
+PARALLEL ?=
 CLIENTS ?=
 ROUTER ?=
 LEDGER ?=
@@ -34,6 +35,7 @@ RUN_ARGS = --scenario $(SCENARIO) \
   $(if $(LEVELS),--levels $(LEVELS)) \
   $(if $(REPEAT),--repeat $(REPEAT)) \
   $(if $(KERNELS),--kernels "$(KERNELS)") \
+  $(if $(PARALLEL),--parallel $(PARALLEL)) \
   $(if $(FAMILY),--family $(FAMILY)) \
   $(if $(CLIENTS),--clients $(CLIENTS)) \
   $(if $(ROUTER),--router $(ROUTER)) \
@@ -56,6 +58,7 @@ help: ## list targets and variables
 	@echo "  FAMILY=ipv4|ipv6    address family (default ipv4)"
 	@echo "  SERVER=blocking|epoll  server model (default blocking)"
 	@echo "  KERNELS=\"6.1 host\"  boot these kernels in VMs, one run each, compared"
+	@echo "  PARALLEL=K          KERNELS: at most K kernels' VMs at once (default: memory decides, up to 3)"
 	@echo "  CLIENTS=K           K client hosts, each its own address (docs/topologies.md)"
 	@echo "  ROUTER=plain|nat    a router between clients and server; nat masquerades them"
 	@echo "  LEDGER=1            trace live kernel allocations per host and call site (docs/ledger.md)"
