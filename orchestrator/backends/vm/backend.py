@@ -67,13 +67,17 @@ class VmBackend(SshBackend):
     # -- checks (nothing created) ----------------------------------------------------------
     def preflight(self) -> None:
         from .kernels import is_path, resolve
+        from .vmlinuz import precheck
 
         qemu.need_tools()
         for spec in self.lab.hosts:
             kernel = self.kernel_spec(spec.name)
-            if kernel == "host" or is_path(kernel):
+            if kernel == "host":
                 continue
-            resolve(kernel)  # apt-cache only: an unknown version fails here
+            if is_path(kernel):
+                precheck(kernel)  # the modules and options the VM needs, before booting
+                continue
+            resolve(kernel)  # the private apt index: an unknown version fails here
 
     # -- lifecycle -------------------------------------------------------------------------
     def up(self, sysctls: Mapping[str, Mapping[str, str]]) -> dict[str, LabHost]:
