@@ -4,6 +4,7 @@ configuration's files. No apt, no network."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -170,19 +171,13 @@ def test_private_apt_configuration_names_no_machine_path(tmp_path: Path) -> None
     assert sources[1].split()[2] == "http://security.debian.org/debian-security"
 
 
-def _fake_lists(root: Path) -> None:
-    archive.setup(root)
-    for url, suite in archive.SUITES:
-        name = url.split("://", 1)[1].replace("/", "_")
-        shutil.copy(DATA / f"{suite}.Packages",
-                    root / "lists" / f"{name}_dists_{suite}_main_binary-amd64_Packages")
-
-
 def test_index_from_cached_lists_without_apt(tmp_path: Path) -> None:
-    _fake_lists(tmp_path)
-    (tmp_path / "updated").write_text("fresh\n")  # refreshed today: apt-get is not run
-    index = archive.load_index(print, tmp_path)
+    shutil.copytree(archive.apt_dir(), tmp_path / "apt")  # tests/unit/conftest.py's lists
+    root = tmp_path / "apt"
+    (root / "index.json").unlink(missing_ok=True)
+    os.utime(root / "updated")  # refreshed now: apt-get is not run
+    index = archive.load_index(print, root)
     assert index.series() == SERIES
-    assert (tmp_path / "index.json").is_file()  # the parsed stanzas, kept
-    again = archive.load_index(print, tmp_path)
+    assert (root / "index.json").is_file()  # the parsed stanzas, kept
+    again = archive.load_index(print, root)
     assert again.resolve("7").package == index.resolve("7").package

@@ -66,18 +66,10 @@ class VmBackend(SshBackend):
 
     # -- checks (nothing created) ----------------------------------------------------------
     def preflight(self) -> None:
-        from .kernels import is_path, resolve
-        from .vmlinuz import precheck
+        from .kernels import check_specs
 
         qemu.need_tools()
-        for spec in self.lab.hosts:
-            kernel = self.kernel_spec(spec.name)
-            if kernel == "host":
-                continue
-            if is_path(kernel):
-                precheck(kernel)  # the modules and options the VM needs, before booting
-                continue
-            resolve(kernel)  # the private apt index: an unknown version fails here
+        check_specs(self.kernel_spec(spec.name) for spec in self.lab.hosts)
 
     # -- lifecycle -------------------------------------------------------------------------
     def up(self, sysctls: Mapping[str, Mapping[str, str]]) -> dict[str, LabHost]:

@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -101,6 +101,18 @@ def expand(names: list[str], log: Log = print) -> list[str]:
         extra = index(log).series() + ["host"] if name == "all" else [name]
         out += [n for n in extra if n not in out]
     return out
+
+
+def check_specs(specs: Iterable[str]) -> None:
+    """Refuse, before anything starts, a kernel that does not exist or cannot boot:
+    versions against the index, paths by :func:`.vmlinuz.precheck`; ``host`` passes."""
+    from .vmlinuz import precheck
+
+    for spec in sorted(set(specs) - {"host"}):
+        if is_path(spec):
+            precheck(spec)
+        else:
+            resolve(spec)
 
 
 def fetch(spec: str, log: Log = print) -> Kernel:
