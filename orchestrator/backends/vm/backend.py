@@ -159,6 +159,9 @@ class VmBackend(SshBackend):
     def runners_reusable(self) -> bool:
         return False  # the VMs are gone after down()
 
+    def end_time_wait(self) -> None:
+        """Nothing to end: the VMs, and their TIME_WAIT sockets, are gone with the run."""
+
     def metadata(self) -> dict[str, Any]:
         out = super().metadata()
         out["vm"] = {
