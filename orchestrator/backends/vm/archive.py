@@ -161,9 +161,7 @@ def load_index(log: Log = print, root: Path | None = None) -> KernelIndex:
         pass
     suites = {suite: parse_packages(path.read_text(errors="replace"))
               for suite, path in files.items()}
-    tmp = memo.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"lists": stamps, "stanzas": suites}))
-    tmp.rename(memo)
+    _write_atomic(memo, json.dumps({"lists": stamps, "stanzas": suites}))
     return KernelIndex(suites)
 
 
@@ -221,6 +219,14 @@ def _sha256(path: Path) -> str:
 
 def _write_if_changed(path: Path, text: str) -> None:
     if not path.exists() or path.read_text() != text:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.rename(path)
+        _write_atomic(path, text)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file of this writer's own: runs fetching kernels in parallel
+    may write the same file at once."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
