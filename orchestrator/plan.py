@@ -235,7 +235,11 @@ def _remote_plan(opts: RunOptions, lab: Lab, profile: Profile, scenario: Scenari
                                                    for h in lab.hosts))
     shards, client_shards = _shards(lab, host_sysctls, scenario)
     if backend == "vm":
+        from .backends.vm.limits import with_sized
+
         _check_vm_memory(lab, scenario)
+        _check_vm_kernels(lab)
+        host_sysctls = with_sized(host_sysctls, scenario.connections)  # the VM's own kernel
     plan = Plan(opts, lab, profile, scenario, backend, host_sysctls, {}, shards,
                 client_shards=client_shards)
     plan.notes.append(f"backend {backend} ({why})")
@@ -258,6 +262,15 @@ def _check_vm_memory(lab: Lab, scenario: Scenario) -> None:
                 f"need about {need / 2**20:,.0f} MiB in the {host.name} VM ({mb} MiB); raise "
                 f"it (vm: {{memory: {int(need / 0.8 / 2**20) + 1}}}) or lower N (about "
                 f"{max(fits, 0):,} fit)")
+
+
+def _check_vm_kernels(lab: Lab) -> None:
+    """Every kernel a VM boots exists (a version in Debian's archive, a vmlinuz with what
+    the VM needs), before any kernel of a sweep runs."""
+    from .backends.vm.backend import DEFAULT_KERNEL
+    from .backends.vm.kernels import check_specs
+
+    check_specs(h.kernel or DEFAULT_KERNEL for h in lab.hosts)
 
 
 def _ssh_sysctl_source(lab: Lab, profile: Profile) -> tuple[Path, list[str]]:

@@ -209,6 +209,10 @@ def _kernel_list(args: argparse.Namespace) -> list[str | None]:
     if not args.kernels:
         return [None]
     kernels = args.kernels.replace(",", " ").split()
+    if "all" in kernels:  # every series Debian's archive offers, then host
+        from ..backends.vm.kernels import expand
+
+        kernels = expand(kernels)
     if not kernels:
         raise InputError("--kernels/KERNELS: expected kernel versions like \"6.1 host\"")
     if len(set(kernels)) != len(kernels):
