@@ -58,7 +58,7 @@ help: ## list targets and variables
 	@echo "  FAMILY=ipv4|ipv6    address family (default ipv4)"
 	@echo "  SERVER=blocking|epoll  server model (default blocking)"
 	@echo "  KERNELS=\"6.1 host\"  boot these kernels in VMs, one run each, compared"
-	@echo "  PARALLEL=K          KERNELS: at most K kernels' VMs at once (default: memory decides, up to 3)"
+	@echo "  PARALLEL=K          KERNELS: at most K kernels' VMs at once (default: memory decides, up to 2)"
 	@echo "  CLIENTS=K           K client hosts, each its own address (docs/topologies.md)"
 	@echo "  ROUTER=plain|nat    a router between clients and server; nat masquerades them"
 	@echo "  LEDGER=1            trace live kernel allocations per host and call site (docs/ledger.md)"

@@ -182,7 +182,7 @@ def build_parser() -> Parser:
                      help="sockets per side worker process (default: as the fd limit allows)")
     run.add_argument("--parallel", type=_at_least_one, metavar="K",
                      help="KERNELS sweep: boot at most K kernels' VMs at once (default: as "
-                          "many as memory allows, up to 3; 1: one after the other)")
+                          "many as memory allows, up to 2; 1: one after the other)")
     run.add_argument("--json", action="store_true",
                      help="print only JSON on stdout: each run's result path, report path, "
                           "status and bytes per connection at each checkpoint")

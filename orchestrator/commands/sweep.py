@@ -32,7 +32,7 @@ from ..errors import LabError
 
 QEMU_OVERHEAD_MB = 256  # qemu's own memory per VM beyond the guest's (TCG code cache...)
 RESERVE_MB = 2048  # left to this machine
-DEFAULT_CAP = 3  # TCG on 2 cores: more VMs at once only stretch every run (performance.md)
+DEFAULT_CAP = 2  # TCG on 2 cores: 3 kernels (6 VMs) at once stalled every ramp (performance.md)
 
 
 def mem_available_mb() -> int:
@@ -66,11 +66,12 @@ def slots(plans: list[Any], cap: int | None, available_mb: int | None = None) ->
 class Child:
     """One kernel's run in a child process; its stderr is shown line by line, prefixed."""
 
-    def __init__(self, kernel: str, args: argparse.Namespace, lock_fd: int,
+    def __init__(self, kernel: str, args: argparse.Namespace, lock_fd: int, width: int,
                  show: Callable[[str], None]) -> None:
         self.kernel, self.show = kernel, show
         child = argparse.Namespace(**vars(args))
         child.kernels, child.json, child.wait = kernel, True, 0
+        child.stall = args.stall * width  # the VMs share the CPUs with the other kernels
         fd, name = tempfile.mkstemp(prefix="tcplab-sweep-", suffix=".pickle")
         with os.fdopen(fd, "wb") as fh:
             pickle.dump(child, fh)
@@ -133,7 +134,7 @@ def run_parallel(kernels: list[str], args: argparse.Namespace, width: int, lock_
     try:
         while pending or running:
             while pending and len(running) < width and not stopped:
-                running.append(Child(pending.pop(0), args, lock_fd, show))
+                running.append(Child(pending.pop(0), args, lock_fd, width, show))
             for child in [c for c in running if c.proc.poll() is not None]:
                 running.remove(child)
                 done[child.kernel] = child.finish()

@@ -26,7 +26,7 @@ def test_each_kernel_needs_its_vms_and_qemus_own_memory() -> None:
 
 
 @pytest.mark.parametrize(("available", "cap", "want"), [
-    (24_000, None, 3),        # memory for 8: the default cap (TCG, 2 cores)
+    (24_000, None, 2),        # memory for 8: the default cap (TCG, 2 cores)
     (24_000, 6, 6),           # memory for 8, six asked for, six kernels
     (24_000, 1, 1),           # --parallel 1: one after the other
     (2048 + 2 * 2560, 6, 2),  # memory for two pairs of 1 GiB VMs beside the reserve
