@@ -65,12 +65,13 @@ def _headroom(ax: Any) -> None:
     ax.set_ylim(0, max(float(top), 1.0) * 1.18)
 
 
-def _caches_of(kernels: list[dict[str, Any]], name: str) -> list[str]:
+def caches_of(kernels: list[dict[str, Any]], name: str, limit: int = MAX_CACHES) -> list[str]:
+    """The biggest caches of a checkpoint across the kernels, biggest first."""
     weight: dict[str, float] = {}
     for k in kernels:
         for cache, v in ((k["checkpoints"].get(name) or {}).get("by_cache") or {}).items():
             weight[cache] = max(weight.get(cache, 0.0), abs(v))
-    return sorted(weight, key=lambda c: -weight[c])[:MAX_CACHES]
+    return sorted(weight, key=lambda c: -weight[c])[:limit]
 
 
 def trend(cmp: dict[str, Any]) -> str | None:
@@ -86,7 +87,7 @@ def trend(cmp: dict[str, Any]) -> str | None:
             off = 1 if name in pub else 0
             xs = [off + i for i in range(len(kernels))]
             series = [("total", INK, 2.2)] + [(c, cache_colour(c, i), 1.3)
-                                               for i, c in enumerate(_caches_of(kernels, name))]
+                                               for i, c in enumerate(caches_of(kernels, name))]
             for key, colour, width in series:
                 ys = [((k["checkpoints"].get(name) or {}).get("total") if key == "total" else
                        ((k["checkpoints"].get(name) or {}).get("by_cache") or {}).get(key))

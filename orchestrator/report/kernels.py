@@ -325,17 +325,11 @@ def render_html(cmp: dict[str, Any]) -> str:
     """The sweep as one self-contained page: trend charts (kernel_charts) and tables."""
     from .compare_render import fmt
     from .html import environment
-    from .kernel_charts import MAX_CACHES, sweep_charts
+    from .kernel_charts import caches_of, sweep_charts
 
     ks = cmp["kernels"]
     pub = cmp.get("published") or {"label": "", "checkpoints": {}}
-    caches_at = {}
-    for name in cmp.get("checkpoints") or []:
-        weight: dict[str, float] = {}
-        for k in ks:
-            for c, v in ((k["checkpoints"].get(name) or {}).get("by_cache") or {}).items():
-                weight[c] = max(weight.get(c, 0.0), abs(v))
-        caches_at[name] = sorted(weight, key=lambda c: -weight[c])[:MAX_CACHES]
+    caches_at = {name: caches_of(ks, name) for name in cmp.get("checkpoints") or []}
     first = ks[0].get("findings") or [] if ks else []
     finding_rows = [{"finding": f["finding"],
                      "cells": [(k.get("findings") or [None] * len(first))[i] for k in ks]}
