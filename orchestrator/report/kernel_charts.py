@@ -52,7 +52,9 @@ def _panels(n: int, height: float) -> tuple[Any, list[Any]]:
 
 
 def _x_axis(ax: Any, kernels: list[dict[str, Any]], offset: int, published: bool) -> None:
-    labels = (["3.10\n(published)"] if published else []) + [tick(k) for k in kernels]
+    crowded = len(kernels) > 4  # a narrow panel: the label alone, the release in the table
+    labels = ((["3.10*"] if crowded else ["3.10\n(published)"]) if published else []) + [
+        k["label"] if crowded else tick(k) for k in kernels]
     ax.set_xticks(range(len(labels)), labels, fontsize=7)
     ax.set_xlim(-0.5, len(labels) - 0.5)
     if published:
@@ -103,8 +105,9 @@ def trend(cmp: dict[str, Any]) -> str | None:
                         ax.plot([0], [p], marker="D", markersize=5, markerfacecolor="white",
                                 markeredgecolor=colour, linestyle="none")
             if name in pub:
-                ax.text(0, pub[name]["total"], f" {pub[name]['total']:,.0f}\n published,\n "
-                        "not measured here", fontsize=6, color=PUBLISHED, va="bottom")
+                ax.annotate(f"{pub[name]['total']:,.0f}\npublished,\nnot measured here",
+                            (0, pub[name]["total"]), textcoords="offset points", xytext=(0, 8),
+                            ha="center", fontsize=6, color=PUBLISHED, va="bottom")
             last = (kernels[-1]["checkpoints"].get(name) or {}).get("total")
             if last is not None:
                 ax.annotate(f"{last:,.0f}", (xs[-1], last), textcoords="offset points",
@@ -160,8 +163,10 @@ def sides(cmp: dict[str, Any]) -> str | None:
 
 
 def objsize(cmp: dict[str, Any]) -> str | None:
+    from .kernels import KEY_CACHES
+
     kernels = cmp["kernels"]
-    caches = cmp.get("caches") or []
+    caches = [c for c in cmp.get("caches") or [] if c in KEY_CACHES]  # the table has the rest
     if not kernels or not caches:
         return None
     with style():
@@ -185,8 +190,9 @@ def objsize(cmp: dict[str, Any]) -> str | None:
         ax.yaxis.set_major_formatter(FuncFormatter(_bytes))
         ax.set_ylabel("object size, bytes (log scale)")
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7.5)
-        ax.text(1.01, 0.0, "hollow ring: merged by SLUB\ninto another line",
-                transform=ax.transAxes, fontsize=7, color=MUTED, va="bottom")
+        ax.text(0.0, -0.16, "hollow ring: that kernel's SLUB merged the cache into another "
+                "line (the table names it)", transform=ax.transAxes, fontsize=7, color=MUTED,
+                va="top")
         return to_svg(fig, "ks-objsize", "Object sizes of the socket caches per kernel")
 
 
