@@ -71,3 +71,36 @@ def test_a_sweeps_runs_share_its_lock_and_others_are_refused(tmp_path, monkeypat
     lock.acquire()  # released by the sweep: free again
     assert not lock.shared
     lock.release()
+
+
+def _args(**kw):
+    from argparse import Namespace
+
+    base = dict(repeat=1, bundle=None, parallel=None, quiet=True, verbose=False, wait=0)
+    return Namespace(**{**base, **kw})
+
+
+def _vm_plan() -> SimpleNamespace:
+    p = plan(None, None)
+    p.backend = "vm"
+    return p
+
+
+@pytest.mark.parametrize(("kernels", "args", "profiles"), [
+    (["6.1", "host"], _args(), [None]),                        # one VM kernel
+    (["6.1", "6.12"], _args(repeat=3), [None]),                # repetitions: one at a time
+    (["6.1", "6.12"], _args(), ["a", "b"]),                    # several profiles
+    (["6.1", "6.12"], _args(parallel=1), [None]),              # PARALLEL=1
+    (["6.1", "6.12"], _args(bundle="x.tar.gz"), [None]),       # a bundle
+])
+def test_sweeps_that_run_one_kernel_after_the_other(kernels, args, profiles, monkeypatch) -> None:
+    from orchestrator.commands.run import _parallel
+
+    monkeypatch.delenv("TCPLAB_LOCK_FD", raising=False)
+    plans = []
+    for k in kernels:
+        p = _vm_plan()
+        if k == "host":
+            p.backend = "netns"
+        plans.append(p)
+    assert _parallel(args, kernels, plans, profiles) == {}
