@@ -17,6 +17,7 @@ FAMILY ?=
 SERVER ?=
 REPEAT ?=
 KERNELS ?=
+PARALLEL ?=
 CLIENTS ?=
 ROUTER ?=
 LEDGER ?=
@@ -36,6 +37,7 @@ RUN_ARGS = --scenario $(SCENARIO) \
   $(if $(REPEAT),--repeat $(REPEAT)) \
   $(if $(KERNELS),--kernels "$(KERNELS)") \
   $(if $(SWEEP),--sweep "$(SWEEP)") \
+  $(if $(PARALLEL),--parallel $(PARALLEL)) \
   $(if $(FAMILY),--family $(FAMILY)) \
   $(if $(CLIENTS),--clients $(CLIENTS)) \
   $(if $(ROUTER),--router $(ROUTER)) \
@@ -59,6 +61,7 @@ help: ## list targets and variables
 	@echo "  SERVER=blocking|epoll  server model (default blocking)"
 	@echo "  KERNELS=\"6.1 host\"  boot these kernels in VMs, one run each, compared"
 	@echo "  SWEEP=\"KEY=V1,V2\"   one run per value of a sysctl or link key, one sweep report (docs/conditions.md)"
+	@echo "  PARALLEL=K          KERNELS: at most K kernels' VMs at once (default: memory decides, up to 2)"
 	@echo "  CLIENTS=K           K client hosts, each its own address (docs/topologies.md)"
 	@echo "  ROUTER=plain|nat    a router between clients and server; nat masquerades them"
 	@echo "  LEDGER=1            trace live kernel allocations per host and call site (docs/ledger.md)"

@@ -28,6 +28,7 @@ setup(
     package_data={
         "orchestrator.report.templates": ["*"],
         "orchestrator.results": ["*.json"],  # result.schema.json
+        "orchestrator.report": ["*.json"],  # published-3.10.json
         "orchestrator.ledger": ["*.bt"],
         **{f"orchestrator._data.{name}": globs for name, globs in DATA_TREES.items()},
     },

@@ -66,12 +66,16 @@ def _sigterm(signum: int, frame: object) -> None:
 
 
 def refetch(spec: str) -> None:
-    """Remove the kernel's folder from the cache (and its name index): the next fetch downloads."""
+    """Remove the kernel's folder from the cache (and its kept .debs): the next fetch
+    downloads."""
+    from orchestrator.backends.vm import archive
+
     kernel = kernels.fetch(spec, lambda m: None)
     folder = Path(kernel.vmlinuz).parent
     shutil.rmtree(folder)
     if kernel.package:
-        (kernels.kernels_dir() / "by-name" / f"{kernel.package}.json").unlink(missing_ok=True)
+        for deb in kernels.resolve(spec, lambda m: None).debs:
+            (archive.apt_dir() / "debs" / archive.deb_file(deb)).unlink(missing_ok=True)
 
 
 def boot_once(kernel: kernels.Kernel, image: str, accel: str, key: Path, vms: int,

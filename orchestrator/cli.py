@@ -187,6 +187,9 @@ def build_parser() -> Parser:
                           "\"delay=0ms,10ms,50ms\"")
     run.add_argument("--per-worker", type=_positive_int, default=0, metavar="K",
                      help="sockets per side worker process (default: as the fd limit allows)")
+    run.add_argument("--parallel", type=_at_least_one, metavar="K",
+                     help="KERNELS sweep: boot at most K kernels' VMs at once (default: as "
+                          "many as memory allows, up to 2; 1: one after the other)")
     run.add_argument("--json", action="store_true",
                      help="print only JSON on stdout: each run's result path, report path, "
                           "status and bytes per connection at each checkpoint")

@@ -216,13 +216,34 @@ class HostLock:
                                                          or 0)
         self.note = note
         self.fd: int | None = None
+        self.shared = False  # held by the sweep this run belongs to (inherited)
 
     @staticmethod
     def path() -> Path:
         """Machine-wide on purpose (not under the state dir): slab counters are."""
         return Path(os.environ.get("TCPLAB_LOCK", "/run/lock/tcplab.lock"))
 
+    def inherited(self) -> bool:
+        """A sweep that runs VM kernels at once holds the lock and hands its descriptor to
+        its children (``TCPLAB_LOCK_FD``): the same open file, so the lock is already ours.
+        Only a descriptor of the lock file itself counts."""
+        value = os.environ.get("TCPLAB_LOCK_FD", "")
+        if not value.isdigit():
+            return False
+        fd = int(value)
+        try:
+            mine, lock = os.fstat(fd), os.stat(self.path())
+            if (mine.st_dev, mine.st_ino) != (lock.st_dev, lock.st_ino):
+                return False
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours already: succeeds at once
+        except OSError:
+            return False
+        self.shared = True
+        return True
+
     def acquire(self) -> None:
+        if self.inherited():
+            return
         path = self.path()
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -252,6 +273,8 @@ class HostLock:
         self.fd = fd
 
     def release(self) -> None:
+        if self.shared:  # the sweep's lock: it releases it once all its runs are done
+            return
         if self.fd is not None:
             os.ftruncate(self.fd, 0)
             fcntl.flock(self.fd, fcntl.LOCK_UN)

@@ -247,7 +247,11 @@ def _remote_plan(opts: RunOptions, lab: Lab, profile: Profile, scenario: Scenari
                 CONNTRACK_MAX, str(max(65536, 2 * scenario.connections)))
     shards, client_shards = _shards(lab, host_sysctls, scenario)
     if backend == "vm":
+        from .backends.vm.limits import with_sized
+
         _check_vm_memory(lab, scenario, client_shards)
+        _check_vm_kernels(lab)
+        host_sysctls = with_sized(host_sysctls, scenario.connections)  # the VM's own kernel
     plan = Plan(opts, lab, profile, scenario, backend, host_sysctls, {}, shards,
                 client_shards=client_shards)
     plan.notes.append(f"backend {backend} ({why})")
@@ -302,6 +306,15 @@ def _mem_available() -> int:
         return 0
     return next((int(line.split()[1]) * 1024 for line in meminfo.splitlines()
                  if line.startswith("MemAvailable:")), 0)
+
+
+def _check_vm_kernels(lab: Lab) -> None:
+    """Every kernel a VM boots exists (a version in Debian's archive, a vmlinuz with what
+    the VM needs), before any kernel of a sweep runs."""
+    from .backends.vm.backend import DEFAULT_KERNEL
+    from .backends.vm.kernels import check_specs
+
+    check_specs(h.kernel or DEFAULT_KERNEL for h in lab.hosts)
 
 
 def _ssh_sysctl_source(lab: Lab, profile: Profile) -> tuple[Path, list[str]]:

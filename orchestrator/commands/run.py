@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__, runner
-from ..errors import InputError, LabError
+from ..errors import InputError, LabError, RunError
 from . import _shown
 
 
@@ -65,7 +65,16 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     failed: list[tuple[str, str, LabError]] = []  # (kernel label, what, error)
     if args.json:  # stdout carries the JSON alone; the tables stay unprinted
         out = _silent
+    together = _parallel(args, kernels, plans, profiles)
     for index, plan in enumerate(plans):
+        if kernels[index] in together:  # measured by the parallel phase: its outcome
+            run_dir, error = together[kernels[index]]
+            if run_dir is not None:
+                run_dirs.append(run_dir)
+            else:
+                what = f"kernel {kernels[index]} · profile {plan.profile.name}"
+                failed.append((str(kernels[index]), what, RunError(error or "failed")))
+            continue
         for rep in range(args.repeat):
             ui = UI(phases=4, quiet=args.quiet, verbose=args.verbose)
             runner.TRACE = ui.command if ui.verbose else None
@@ -108,6 +117,7 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         out(text)
         out("runs: " + " ".join(str(d) for d in run_dirs))
         out(f"comparison: {_shown(written)}")
+        out(f"comparison: {_shown(written.with_name(written.stem + '.html'))} (charts)")
     elif len(run_dirs) == 1:
         from ..report import kernels as kernels_compare
 
@@ -183,6 +193,35 @@ def _silent(_text: str) -> None:
     pass
 
 
+def _parallel(args: argparse.Namespace, kernels: list[str | None], plans: list[Any],
+              profiles: list[Any]) -> dict[str | None, tuple[Path | None, str | None]]:
+    """The VM kernels of a sweep, several at once where memory allows (commands/sweep.py);
+    {} when they run one after the other (one VM kernel, repetitions, profiles, a bundle,
+    --parallel 1 or memory for one)."""
+    from ..journal import HostLock
+    from ..ui import UI
+    from . import sweep
+
+    vm = [(k, p) for k, p in zip(kernels, plans, strict=True) if p.backend == "vm"]
+    if (len(vm) < 2 or args.repeat > 1 or len(profiles) > 1 or args.bundle is not None
+            or os.environ.get("TCPLAB_LOCK_FD")):
+        return {}
+    width = sweep.slots([p for _, p in vm], getattr(args, "parallel", None))
+    if width < 2:
+        return {}
+    ui = UI(phases=4, quiet=args.quiet, verbose=args.verbose)
+    lock = HostLock("kernel sweep", wait=args.wait, note=ui.note)
+    lock.acquire()
+    try:
+        ui.line(f"tcplab {__version__} · kernels {' '.join(str(k) for k, _ in vm)} in VMs, "
+                f"{width} at once (memory for {sweep.slots([p for _, p in vm], 99)}; "
+                f"--parallel caps it)")
+        assert lock.fd is not None
+        return sweep.run_parallel([str(k) for k, _ in vm], args, width, lock.fd, ui.line)
+    finally:
+        lock.release()
+
+
 def headline(results: list[Any], run_dirs: list[Path], reports: list[Path]) -> dict[str, Any]:
     """``tcplab run --json``: where each run's files are and its headline figures."""
     runs = []
@@ -206,6 +245,10 @@ def _kernel_list(args: argparse.Namespace) -> list[str | None]:
     if not args.kernels:
         return [None]
     kernels = args.kernels.replace(",", " ").split()
+    if "all" in kernels:  # every series Debian's archive offers, then host
+        from ..backends.vm.kernels import expand
+
+        kernels = expand(kernels)
     if not kernels:
         raise InputError("--kernels/KERNELS: expected kernel versions like \"6.1 host\"")
     if len(set(kernels)) != len(kernels):

@@ -25,7 +25,7 @@ from typing import Any
 from tabulate import tabulate
 
 from ..results.model import Result
-from . import findings
+from . import findings, published
 
 SCHEMA = "tcplab.kernels/1"
 KEY_CACHES = ("TCP", "sock_inode_cache", "filp", "dentry", "tw_sock_TCP", "request_sock_TCP",
@@ -64,7 +64,28 @@ def objsize_of(result: Result, cache: str) -> dict[str, Any]:
     return {"size": None, "line": None}
 
 
+def by_version(results: list[Result]) -> list[Result]:
+    """The runs ordered by kernel version (oldest first; a release without one last)."""
+    def key(result: Result) -> tuple[int, tuple[int, ...]]:
+        version = version_of(result.metadata.kernel.release)
+        return (0, version) if version else (1, ())
+    return sorted(results, key=key)
+
+
+def checkpoint_figures(result: Result) -> dict[str, dict[str, Any]]:
+    """Every measured checkpoint's bytes per connection: total, per side, by cache."""
+    out = {}
+    for cp in result.measured():
+        pcb = cp.per_connection()
+        out[cp.name] = {"connections": cp.connections, "total": pcb.total,
+                        "objects_total": pcb.objects_total, "sides": result.side_totals(cp),
+                        "by_cache": pcb.attributed()}
+    return out
+
+
 def compare(results: list[Result]) -> dict[str, Any]:
+    """The kernels side by side, oldest version first (``host`` by its release)."""
+    results = by_version(results)
     kernels = []
     socket_caches: list[str] = []
     for result in results:
@@ -85,6 +106,8 @@ def compare(results: list[Result]) -> dict[str, Any]:
             entry["by_cache"] = pcb.of_category("socket")
             socket_caches += [c for c in entry["by_cache"] if c not in socket_caches]
         entry["objsize"] = {}
+        entry["checkpoints"] = checkpoint_figures(result)
+        entry["findings"] = findings.verdicts(result)
         kernels.append(entry)
     caches = list(KEY_CACHES) + [c for c in socket_caches if c not in KEY_CACHES]
     for entry, result in zip(kernels, results, strict=False):
@@ -99,8 +122,12 @@ def compare(results: list[Result]) -> dict[str, Any]:
                 changes.append({"cache": cache, "from": first["label"], "to": entry["label"],
                                 "before": a, "after": b, "delta": b - a,
                                 "change": "grew" if b > a else "shrank"})
+    names: list[str] = []
+    for entry in kernels:
+        names += [n for n in entry["checkpoints"] if n not in names]
     return {"schema": SCHEMA, "created": time.time(), "kernels": kernels, "caches": caches,
             "socket_caches": socket_caches, "objsize_changes": changes,
+            "checkpoints": names, "published": published.for_checkpoints(names),
             "recycling": recycling(results)}
 
 
@@ -136,7 +163,7 @@ def recycling(results: list[Result]) -> dict[str, Any]:
         drop = findings.release_time(result, pair)
         release = result.metadata.kernel.release
         rows.append({
-            "label": label_of(result), "release": release,
+            "label": label_of(result), "release": release, "run_id": result.run_id,
             "receiver": pair.receiver,
             "rmem_unread": pair.unread.buffers[pair.receiver].rmem_alloc.median,
             "rmem_read": pair.read.buffers[pair.receiver].rmem_alloc.median,
@@ -167,6 +194,12 @@ def recycling(results: list[Result]) -> dict[str, Any]:
     if len(timed) > 2:  # the verdict is the two ends'; the kernels between are shown
         evidence += "; in between: " + ", ".join(
             f"{k['label']} ({k['release']}) {k['seconds']:.1f} s" for k in timed[1:-1])
+        spread = max(k["seconds"] for k in timed) - min(k["seconds"] for k in timed)
+        worst = max(k["interval"] for k in timed)
+        evidence += (f"; over all {len(timed)} kernels the release times span "
+                     f"{spread:.1f} s" + (" (within one sample: no kernel stands out)"
+                                          if spread <= worst else
+                                          f" ({spread / worst:.0f} samples)"))
     return {**out, "verdict": verdict, "evidence": evidence}
 
 
@@ -212,6 +245,7 @@ def render(cmp: dict[str, Any], fmt: str = "simple") -> str:
         parts += ["Bytes per connection by cache (socket memory)",
                   tabulate(rows, ["cache", *heads], tablefmt=fmt,
                            colalign=("left",) + ("right",) * len(ks)), ""]
+    parts += sweep_tables(cmp, heads, fmt)
     grew = [c for c in cmp["objsize_changes"] if c["change"] == "grew"]
     shrank = [c for c in cmp["objsize_changes"] if c["change"] == "shrank"]
     for word, items in (("grew", grew), ("shrank", shrank)):
@@ -235,6 +269,81 @@ def render(cmp: dict[str, Any], fmt: str = "simple") -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
+def sweep_tables(cmp: dict[str, Any], heads: list[str], fmt: str) -> list[str]:
+    """Every checkpoint across the kernels (with the article's published row where it
+    measured the same state), the findings per kernel and the receive-memory release."""
+    ks, pub = cmp["kernels"], cmp.get("published") or {}
+    shown = pub.get("checkpoints") or {}
+    parts: list[str] = []
+    extra = [f"{pub['label']}*"] if shown else []
+    rows = []
+    for name in cmp.get("checkpoints") or []:
+        cells = [_b(((k.get("checkpoints") or {}).get(name) or {}).get("total")) for k in ks]
+        rows.append([name, *cells, *([_b(shown[name]["total"]) if name in shown else "-"]
+                                     if shown else [])])
+    if rows:
+        parts += ["Bytes per connection at every checkpoint (both ends)",
+                  tabulate(rows, ["checkpoint", *heads, *extra], tablefmt=fmt,
+                           colalign=("left",) + ("right",) * (len(ks) + len(extra)))]
+        if shown:
+            parts.append(f"* {pub['note']}: kernel {pub['kernel']}, "
+                         + "; ".join(f"{n}: {f['state']}, server {_b(f['sides']['server'])} / "
+                                     f"client {_b(f['sides']['client'])}"
+                                     for n, f in shown.items())
+                         + f" ({pub['units']}). Source: {pub['source']}")
+        parts.append("")
+    rows = []
+    for i, finding in enumerate(f["finding"] for f in (ks[0].get("findings") or []) if ks):
+        cells = []
+        for k in ks:
+            v = (k.get("findings") or [])[i] if len(k.get("findings") or []) > i else None
+            cells.append(f"{findings.MARK.get(v['verdict'], '?')} {v['verdict']}" if v else "-")
+        rows.append([finding, *cells])
+    if rows:
+        parts += ["Findings of the source article, per kernel",
+                  tabulate(rows, ["finding", *heads], tablefmt=fmt), ""]
+    rec = {r.get("run_id"): r for r in (cmp.get("recycling") or {}).get("kernels") or []}
+    if rec:
+        rows = [["receiver median rmem_alloc unread -> read",
+                 *[f"{_b(rec[k['run_id']]['rmem_unread'])} -> {_b(rec[k['run_id']]['rmem_read'])}"
+                   if k["run_id"] in rec else "-" for k in ks]],
+                ["receive memory back after the read began (s)",
+                 *[release_text(rec.get(k["run_id"])) for k in ks]]]
+        parts += ["Buffer release per kernel (from each run's own timeline)",
+                  tabulate(rows, ["", *heads], tablefmt=fmt,
+                           colalign=("left",) + ("right",) * len(ks)), ""]
+    return parts
+
+
+def release_text(row: dict[str, Any] | None) -> str:
+    if not row or row.get("seconds") is None:
+        return "-"
+    return f"{row['seconds']:.2f} (±{row['interval']:.1f})"
+
+
+def render_html(cmp: dict[str, Any]) -> str:
+    """The sweep as one self-contained page: trend charts (kernel_charts) and tables."""
+    from .compare_render import fmt
+    from .html import environment
+    from .kernel_charts import caches_of, sweep_charts
+
+    ks = cmp["kernels"]
+    pub = cmp.get("published") or {"label": "", "checkpoints": {}}
+    caches_at = {name: caches_of(ks, name) for name in cmp.get("checkpoints") or []}
+    first = ks[0].get("findings") or [] if ks else []
+    finding_rows = [{"finding": f["finding"],
+                     "cells": [(k.get("findings") or [None] * len(first))[i] for k in ks]}
+                    for i, f in enumerate(first)]
+    rec = cmp.get("recycling") or {}
+    return environment().get_template("kernels.html.j2").render(
+        cmp=cmp, ks=ks, pub=pub, charts=sweep_charts(cmp), caches_at=caches_at,
+        scenario=cmp.get("scenario") or "", n=ks[0].get("connections") if ks else None,
+        changes=cmp.get("objsize_changes") or [], finding_rows=finding_rows,
+        rec=rec if rec.get("kernels") else None,
+        rec_by={r.get("run_id"): r for r in rec.get("kernels") or []},
+        marks=MARKS, fmt=fmt, release_text=release_text)
+
+
 def report(results: list[Result], run_dirs: list[Path], results_dir: Path,
            failed: dict[str, str] | None = None) -> tuple[str, Path]:
     """Render the comparison and write it (markdown + JSON) into results_dir.
@@ -242,7 +351,10 @@ def report(results: list[Result], run_dirs: list[Path], results_dir: Path,
     ``failed``: kernel label -> why its run failed; the comparison lists them as not
     measured.
     """
+    from .html import write_text_atomic
+
     cmp = compare(results)
+    cmp["scenario"] = results[0].scenario.name if results else None
     cmp["runs"] = [str(d) for d in run_dirs]
     cmp["failed"] = [{"kernel": k, "error": e} for k, e in (failed or {}).items()]
     text = render(cmp)
@@ -253,8 +365,9 @@ def report(results: list[Result], run_dirs: list[Path], results_dir: Path,
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     md, js = results_dir / f"{stem}.md", results_dir / f"{stem}.json"
-    md.write_text(render(cmp, "github"))
-    js.write_text(json.dumps(cmp, indent=1) + "\n")
+    write_text_atomic(md, render(cmp, "github"))
+    write_text_atomic(js, json.dumps(cmp, indent=1) + "\n")
+    write_text_atomic(results_dir / f"{stem}.html", render_html(cmp))
     return text, md
 
 

@@ -206,3 +206,51 @@ def test_sweep_report_loads_with_charts_and_no_request(chromium, isolate, tmp_pa
         assert text in dom, text
     requested = [r["url"] for r in page_requests(requests)]
     assert [u for u in requested if not u.startswith(("file:", "data:", "about:"))] == []
+
+
+SWEEP = ("20261126-045425-c2s-default", "20261126-045545-c2s-default")  # 6.1 VMs, host 6.18
+
+
+@pytest.fixture(scope="module")
+def sweep_page(tmp_path_factory) -> Path:
+    """The kernel sweep's HTML (``KERNELS="6.1 host"``), written as ``tcplab run`` does."""
+    from orchestrator.report import kernels as kernels_compare
+    from orchestrator.results import load_result
+
+    out = tmp_path_factory.mktemp("sweep")
+    runs = []
+    for name in SWEEP:
+        (out / name).mkdir()
+        shutil.copy(RESULTS / name / "result.json", out / name / "result.json")
+        runs.append(out / name)
+    _, md = kernels_compare.report([load_result(d) for d in runs], runs, out)
+    return md.with_suffix(".html")
+
+
+def test_kernel_sweep_page_draws_its_trend_charts_and_no_request(chromium, isolate, sweep_page,
+                                                                 tmp_path):
+    done, requests = run_chromium(chromium, isolate, sweep_page.as_uri(), tmp_path / "dom",
+                                  ["--dump-dom"])
+    dom = done.stdout
+    assert done.returncode == 0, done.stderr[-800:]
+    assert dom.count("<svg") == 4, "trend, per side, object sizes, release time"
+    for chart in ("Bytes per connection by cache across kernels", "Each side's own kernel",
+                  "Object sizes of the socket caches per kernel", "Buffer release time per kernel"):
+        assert chart in dom, chart
+    for text in ("3.10 (published)", "published, not measured here", "6.18.44-fc-v782",
+                 "7,633", "1,280 → 0", "buffers are released promptly",
+                 "newer kernels recycle buffers faster"):
+        assert text in dom, text
+    head = dom.index("<th>checkpoint</th>")  # the trend table's header: kernels by version
+    assert head < dom.index('<th class="num">6.1<br>', head) < dom.index('<th class="num">host<br>', head)
+    requested = [r["url"] for r in page_requests(requests)]
+    assert [u for u in requested if not u.startswith(("file:", "data:", "about:"))] == []
+
+    shot = tmp_path / "sweep.png"
+    run_chromium(chromium, isolate, sweep_page.as_uri(), tmp_path / "shot",
+                 [f"--screenshot={shot}"])
+    from PIL import Image
+
+    image = Image.open(shot).convert("RGB")
+    colours = image.resize((300, HEIGHT // 4)).getcolors(maxcolors=100_000)
+    assert colours is not None and len(colours) > 50, "charts and text, not a blank page"

@@ -31,6 +31,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.backends.common import short_id
+from orchestrator.backends.vm.kernels import REQUIRED_BUILTIN
+from orchestrator.backends.vm.vmlinuz import NEEDED_MODULES, image_key
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 400
@@ -189,8 +191,13 @@ def test_kernel_sweep_survives_a_kernel_that_cannot_boot(tmp_path: Path) -> None
     bogus = tmp_path / "bogus" / "vmlinuz"
     bogus.parent.mkdir()
     bogus.write_bytes(b"not a kernel\n" * 8)
+    # a config beside it saying all the VM needs is built in, so the check before booting
+    # lets it through (without one it is refused up front: test_vm_vmlinuz.py)
+    options = [*REQUIRED_BUILTIN, *NEEDED_MODULES.values()]
+    (bogus.parent / "config").write_text("".join(f"{o}=y\n" for o in options))
     cache = Path(os.environ.get("TCPLAB_CACHE_DIR", "/var/cache/tcplab")) / "kernels"
-    copied = cache / hashlib.sha256(bogus.read_bytes()).hexdigest()[:16]
+    copied = cache / image_key(hashlib.sha256(bogus.read_bytes()).hexdigest(), None,
+                               bogus.parent / "config")[:16]
     try:
         proc = tcplab(tmp_path, "run", "--scenario", "idle", "--kernels", f"{bogus} host",
                       "-n", "200", "--results", str(tmp_path / "results"),

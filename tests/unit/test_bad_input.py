@@ -455,6 +455,29 @@ CASES = [
          ("profiles", "show", "larg-buffers"),
          "unknown profile 'larg-buffers': no {root}/lab/profiles/larg-buffers.yaml; known "
          "profiles: conntrack-large, default, large-buffers, lean-server, small-buffers, small-tcp-mem, tw-reuse"),
+    # kernels resolve against the captured Debian index (tests/unit/conftest.py)
+    Case("kernel-not-in-archive",
+         ("run", "-s", "idle", "--kernels", "6.1 4.19 host"),
+         "kernel '4.19': no linux-image-4.19*-cloud-amd64 in Debian's archive; kernels "
+         "available: 5.10, 6.1, 6.12, 6.16, 6.17, 6.18, 7.2, 7.3; or give a path to a vmlinuz"),
+    Case("kernel-without-modules-package",
+         ("run", "-s", "idle", "--kernels", "6.19"),
+         "kernel '6.19': linux-image-6.19.14+deb13-cloud-amd64 6.19.14-1~bpo13+1 "
+         "(trixie-backports) depends on linux-modules-6.19.14+deb13-cloud-amd64 (= "
+         "6.19.14-1~bpo13+1), which the index does not have; kernels available: 5.10, 6.1, "
+         "6.12, 6.16, 6.17, 6.18, 7.2, 7.3; or give a path to a vmlinuz"),
+    Case("vmlinuz-without-modules",
+         ("run", "-s", "idle", "--kernels", "{root}/k/vmlinuz-6.99.0-x"),
+         "kernel {root}/k/vmlinuz-6.99.0-x: the VM needs virtio_net (CONFIG_VIRTIO_NET=m, no "
+         "module); no modules tree (looked for {root}/k/lib/modules/6.99.0-x and "
+         "{root}/lib/modules/6.99.0-x), config {root}/k/config-6.99.0-x. Put the kernel's "
+         "modules in {root}/k/lib/modules/6.99.0-x (make modules_install "
+         "INSTALL_MOD_PATH={root}/k) or build them in",
+         files=(("k/vmlinuz-6.99.0-x", "not a bzImage\n"),
+                ("k/config-6.99.0-x", "".join(f"CONFIG_{o}=y\n" for o in (
+                    "BLK_DEV_NVME", "EXT4_FS", "DEVTMPFS", "SERIAL_8250_CONSOLE",
+                    "MSDOS_PARTITION", "VIRTIO_PCI", "INET_DIAG", "INET_TCP_DIAG"))
+                 + "CONFIG_VIRTIO_NET=m\n"))),
 ]
 
 

@@ -93,14 +93,10 @@ class VmBackend(SshBackend):
 
     # -- checks (nothing created) ----------------------------------------------------------
     def preflight(self) -> None:
-        from .kernels import is_path, resolve
+        from .kernels import check_specs
 
         qemu.need_tools()
-        for spec in self.lab.hosts:
-            kernel = self.kernel_spec(spec.name)
-            if kernel == "host" or is_path(kernel):
-                continue
-            resolve(kernel)  # apt-cache only: an unknown version fails here
+        check_specs(self.kernel_spec(spec.name) for spec in self.lab.hosts)
 
     # -- lifecycle -------------------------------------------------------------------------
     def up(self, sysctls: Mapping[str, Mapping[str, str]]) -> dict[str, LabHost]:
@@ -226,7 +222,7 @@ class VmBackend(SshBackend):
         return False  # the VMs are gone after down()
 
     def end_time_wait(self) -> None:
-        """Nothing to end: the TIME_WAIT sockets went with the VMs (no SSH to try)."""
+        """Nothing to end: the VMs, and their TIME_WAIT sockets, are gone with the run."""
 
     def metadata(self) -> dict[str, Any]:
         out = super().metadata()

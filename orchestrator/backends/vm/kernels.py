@@ -23,19 +23,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import platform
-import re
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ...errors import InputError, RunError
+from . import archive
 from .cache import cache_dir, cache_lock
+from .debindex import IndexKernel, KernelIndex
 
 FLAVOR = "cloud-amd64"
 #: Config options a kernel needs to boot here without an initramfs.
@@ -58,6 +57,8 @@ class Kernel:
     sha256: str | None = None  # of the .deb (apt) or of the vmlinuz file (path)
     cached: bool = False  # True when nothing was fetched or built for this run
     seconds: float = 0.0  # fetch + unpack + image time when it was built
+    suite: str | None = None  # apt: the suite the image package came from
+    debs: list[str] | None = None  # apt: every package unpacked (7.x: binary + modules)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,78 +72,59 @@ def is_path(spec: str) -> bool:
     return "/" in spec or spec.endswith(("vmlinuz", ".bzImage")) or spec.startswith("vmlinuz")
 
 
-_PKG = re.compile(r"^linux-image-(?P<ver>\d+\.\d+(?:[.\-]\d+)*)(?:\+deb\d+)?-" + re.escape(FLAVOR)
-                  + r"$")
+_INDEX: KernelIndex | None = None
 
 
-def _version_key(ver: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in re.findall(r"\d+", ver))
+def index(log: Log = print) -> KernelIndex:
+    """Debian's cloud kernels (private apt lists, refreshed at most daily), once per process."""
+    global _INDEX
+    if _INDEX is None:
+        _INDEX = archive.load_index(log)
+    return _INDEX
 
 
-def pick_package(spec: str, names: list[str]) -> str | None:
-    """The newest package name whose kernel version is ``spec`` or below it.
-
-    ``6.1`` matches ``linux-image-6.1.0-56-cloud-amd64`` (not 6.12…); ``6.12`` matches
-    ``linux-image-6.12.117+deb12-cloud-amd64``; a whole package name matches itself.
-    Debug (-dbg) and unsigned variants never match. Pure, for tests.
-    """
-    if spec in names and _PKG.match(spec):
-        return spec
-    found = []
-    for name in names:
-        m = _PKG.match(name)
-        if not m:
-            continue
-        ver = m.group("ver")
-        if ver == spec or ver.startswith(spec + ".") or ver.startswith(spec + "-"):
-            found.append((_version_key(ver), name))
-    return max(found)[1] if found else None
-
-
-def apt_names(prefix: str = "linux-image-") -> list[str]:
-    try:
-        out = subprocess.run(["apt-cache", "pkgnames", prefix], capture_output=True, text=True,
-                             timeout=60)
-    except FileNotFoundError:
-        raise InputError("apt-cache not found: kernels by version need Debian's apt "
-                         "(or give a path to a vmlinuz)") from None
-    return out.stdout.split()
-
-
-def resolve(spec: str) -> str:
-    """The apt package for a version like ``6.1``. Raises InputError naming what exists."""
-    names = apt_names()
-    pkg = pick_package(spec, names)
-    if pkg is None:
-        have = sorted({re.match(r"\d+\.\d+", m.group("ver")).group()
-                       for n in names if (m := _PKG.match(n))}, key=_version_key)
-        hint = (f"apt knows {FLAVOR} kernels {', '.join(have)}" if have else
-                f"apt knows no linux-image-*-{FLAVOR} package: run apt-get update")
-        raise InputError(f"kernel {spec!r}: no linux-image-{spec}*-{FLAVOR} package; {hint}; "
+def resolve(spec: str, log: Log = print) -> IndexKernel:
+    """The newest Debian cloud kernel ``spec`` names. Raises InputError naming what exists."""
+    found = index(log).resolve(spec)
+    if found is None:
+        raise InputError(f"kernel {spec!r}: {index(log).why_not(spec)}; "
                          "or give a path to a vmlinuz")
-    return pkg
+    return found
+
+
+def expand(names: list[str], log: Log = print) -> list[str]:
+    """``all`` -> the newest kernel of every series Debian's archive offers, then ``host``."""
+    if "all" not in names:
+        return names
+    out: list[str] = []
+    for name in names:
+        extra = index(log).series() + ["host"] if name == "all" else [name]
+        out += [n for n in extra if n not in out]
+    return out
+
+
+def check_specs(specs: Iterable[str]) -> None:
+    """Refuse, before anything starts, a kernel that does not exist or cannot boot:
+    versions against the index, paths by :func:`.vmlinuz.precheck`; ``host`` passes."""
+    from .vmlinuz import precheck
+
+    for spec in sorted(set(specs) - {"host"}):
+        if is_path(spec):
+            precheck(spec)
+        else:
+            resolve(spec)
 
 
 def fetch(spec: str, log: Log = print) -> Kernel:
     """A bootable kernel for ``spec`` (a version, a package name, a vmlinuz path, "host")."""
-    if spec == "host":
-        return host_kernel()
-    if is_path(spec):
-        return from_path(spec, log)
+    if spec == "host" or is_path(spec):
+        from . import vmlinuz
+
+        return vmlinuz.host_kernel() if spec == "host" else vmlinuz.from_path(spec, log)
     return from_apt(spec, log)
 
 
-def host_kernel() -> Kernel:
-    release = platform.release()
-    vmlinuz = Path(f"/boot/vmlinuz-{release}")
-    if not vmlinuz.is_file():
-        raise InputError(
-            f"kernel 'host': this machine's kernel {release} has no {vmlinuz} to boot in a VM; "
-            "in KERNELS, 'host' runs on this machine itself (netns backend)")
-    return from_path(str(vmlinuz), print, label="host", modules=Path("/lib/modules") / release)
-
-
-def _load(directory: Path) -> Kernel | None:
+def load_cached(directory: Path) -> Kernel | None:
     try:
         data = json.loads((directory / "kernel.json").read_text())
     except (OSError, json.JSONDecodeError):
@@ -155,127 +137,61 @@ def _load(directory: Path) -> Kernel | None:
     return kernel
 
 
+def cache_key(found: IndexKernel) -> str:
+    """The cache folder of an index kernel: the SHA256 of its one .deb, or of the list of
+    its .debs' SHA256s (from the index: a cached kernel is found without downloading)."""
+    shas = [d.sha256 for d in found.debs]
+    if len(shas) == 1:
+        return shas[0]
+    return hashlib.sha256(" ".join(shas).encode()).hexdigest()
+
+
 def from_apt(spec: str, log: Log = print) -> Kernel:
-    package = resolve(spec)
-    index = kernels_dir() / "by-name" / f"{package}.json"
-    with cache_lock(f"kernel-{package}"):
-        try:
-            sha = json.loads(index.read_text())["sha256"]
-        except (OSError, json.JSONDecodeError, KeyError):
-            sha = None
-        if sha:
-            kernel = _load(kernels_dir() / sha[:16])
-            if kernel is not None:
-                kernel.label, kernel.cached, kernel.seconds = spec, True, 0.0
-                return kernel
-        kernel = _build_apt(spec, package, log)
-        index.parent.mkdir(parents=True, exist_ok=True)
-        _write_json(index, {"sha256": kernel.sha256, "package": package})
-        return kernel
+    found = resolve(spec, log)
+    key = cache_key(found)
+    with cache_lock(f"kernel-{key[:16]}"):
+        kernel = load_cached(kernels_dir() / key[:16])
+        if kernel is not None and kernel.version == found.version:
+            kernel.label, kernel.cached, kernel.seconds = spec, True, 0.0
+            return kernel
+        return _build_apt(spec, found, key, log)
 
 
-def _build_apt(spec: str, package: str, log: Log) -> Kernel:
+def _build_apt(spec: str, found: IndexKernel, key: str, log: Log) -> Kernel:
     _need_tools(("apt-get", "dpkg-deb", "depmod", "mkfs.ext4"))
     started = time.monotonic()
+    debs = archive.download(found, lambda m: log(f"kernel {spec}: {m}"))
     kernels_dir().mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="fetch-", dir=kernels_dir()))
     try:
-        log(f"kernel {spec}: apt-get download {package}")
-        os.chmod(work, 0o755)  # apt's _apt user writes the download here when it can
-        proc = subprocess.run(["apt-get", "download", "-q", package], cwd=work,
-                              capture_output=True, text=True, timeout=900)
-        debs = sorted(work.glob("*.deb"))
-        if proc.returncode != 0 or not debs:
-            tail = " | ".join(proc.stderr.strip().splitlines()[-2:])
-            raise RunError(f"kernel {spec}: apt-get download {package} failed: {tail}; "
-                           "check that apt reaches its mirror (apt-get update)")
-        deb = debs[0]
-        sha = _sha256(deb)
-        version = subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True,
-                                 text=True).stdout.strip() or None
         tree = work / "x"
-        _run(["dpkg-deb", "-x", str(deb), str(tree)], f"kernel {spec}: unpacking {deb.name}")
-        vmlinuz = _one(tree / "boot", "vmlinuz-*", spec)
-        release = vmlinuz.name.removeprefix("vmlinuz-")
-        _check_config(tree / "boot" / f"config-{release}", spec)
-        final = kernels_dir() / sha[:16]
+        for deb in debs:  # 7.x: the kernel in linux-binary-*, its modules in linux-modules-*
+            _run(["dpkg-deb", "-x", str(deb), str(tree)], f"kernel {spec}: unpacking {deb.name}")
+        vmlinuz, release, config, modules = package_layout(tree, spec, found)
+        _check_config(config, spec)
+        final = kernels_dir() / key[:16]
         staging = work / "out"
         staging.mkdir()
         shutil.copy2(vmlinuz, staging / "vmlinuz")
-        shutil.copy2(tree / "boot" / f"config-{release}", staging / "config")
-        modules = tree / "lib" / "modules"
+        if config.is_file():
+            shutil.copy2(config, staging / "config")
         if (modules / release).is_dir():
             log(f"kernel {spec}: depmod and modules image for {release}")
             modules_image(modules, release, staging / "modules.img")
         kernel = Kernel(spec, release, str(final / "vmlinuz"),
                         str(final / "modules.img") if (staging / "modules.img").exists() else None,
-                        "apt", package, version, sha, False, round(time.monotonic() - started, 1))
-        _write_json(staging / "kernel.json", kernel.to_dict())
+                        "apt", found.package, found.version, key, False,
+                        round(time.monotonic() - started, 1), found.suite,
+                        [d.package for d in found.debs])
+        write_json(staging / "kernel.json", kernel.to_dict())
         if final.exists():
             shutil.rmtree(final)
         staging.rename(final)
-        log(f"kernel {spec}: {release} ready in {kernel.seconds:.0f} s ({final})")
+        log(f"kernel {spec}: {release} ({found.package} {found.version}, {found.suite}) ready "
+            f"in {kernel.seconds:.0f} s ({final})")
         return kernel
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def from_path(spec: str, log: Log = print, label: str | None = None,
-              modules: Path | None = None) -> Kernel:
-    path = Path(spec).expanduser()
-    if not path.is_file():
-        raise InputError(f"kernel {spec!r}: no such file (expected a version like 6.1, "
-                         "a path to a vmlinuz, or host)")
-    sha = _sha256(path)
-    final = kernels_dir() / sha[:16]
-    with cache_lock(f"kernel-{sha[:16]}"):
-        kernel = _load(final)
-        if kernel is not None:
-            kernel.label, kernel.cached = label or spec, True
-            return kernel
-        started = time.monotonic()
-        release = bzimage_release(path) or path.name.removeprefix("vmlinuz-")
-        kernels_dir().mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix="path-", dir=kernels_dir()))
-        try:
-            shutil.copy2(path, staging / "vmlinuz")
-            if modules is None:  # a modules tree beside it: DIR/vmlinuz + DIR/lib/modules/REL
-                for cand in (path.parent / "lib" / "modules",
-                             path.parent.parent / "lib" / "modules"):
-                    if (cand / release).is_dir():
-                        modules = cand / release
-                        break
-            has_modules = modules is not None and Path(modules).is_dir()
-            if has_modules:
-                assert modules is not None
-                log(f"kernel {spec}: modules image from {modules}")
-                modules_image(Path(modules).parent, release, staging / "modules.img")
-            kernel = Kernel(label or spec, release, str(final / "vmlinuz"),
-                            str(final / "modules.img") if has_modules else None, "path",
-                            None, None, sha, False, round(time.monotonic() - started, 1))
-            _write_json(staging / "kernel.json", kernel.to_dict())
-            if final.exists():
-                shutil.rmtree(final)
-            staging.rename(final)
-            return kernel
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-
-
-def bzimage_release(path: Path) -> str | None:
-    """The release string inside a bzImage (the kernel_version field of its setup header)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(0x4000)
-            if head[0x202:0x206] != b"HdrS":
-                return None
-            offset = int.from_bytes(head[0x20E:0x210], "little") + 0x200
-            fh.seek(offset)
-            text = fh.read(256).split(b"\0", 1)[0].decode(errors="replace")
-    except OSError:
-        return None
-    return text.split()[0] if text.strip() else None
 
 
 def modules_image(modules_root: Path, release: str, image: Path) -> None:
@@ -283,9 +199,9 @@ def modules_image(modules_root: Path, release: str, image: Path) -> None:
     base = image.parent / "modtree"
     tree = base / "lib" / "modules"  # depmod -b BASE works on BASE/lib/modules/RELEASE
     shutil.copytree(modules_root / release, tree / release, symlinks=True)
-    for link in ("build", "source"):  # dangling links into kernel headers
-        p = tree / release / link
-        if p.is_symlink():
+    for name in ("build", "source", "vmlinuz", "System.map"):  # headers' links; the kernel
+        p = tree / release / name
+        if p.is_symlink() or p.is_file():
             p.unlink()
     _run(["depmod", "-b", str(base), release], f"depmod for {release}")
     size = sum(f.stat().st_size for f in tree.rglob("*") if f.is_file() and not f.is_symlink())
@@ -307,14 +223,28 @@ def _check_config(config: Path, spec: str) -> None:
                          "the serial console must be built into the kernel")
 
 
-def _one(directory: Path, pattern: str, spec: str) -> Path:
-    found = sorted(directory.glob(pattern))
-    if not found:
-        raise RunError(f"kernel {spec}: the package has no {directory.name}/{pattern}")
-    return found[0]
+def package_layout(tree: Path, spec: str, kernel: IndexKernel) -> tuple[Path, str, Path, Path]:
+    """(vmlinuz, release, config, modules root) of unpacked kernel packages.
+
+    Up to 6.18 the image package has ``boot/vmlinuz-REL``, ``boot/config-REL`` and
+    ``lib/modules/REL``; from 6.19 ``linux-binary-*`` has ``usr/lib/modules/REL/vmlinuz``,
+    ``linux-base-*`` its ``config`` beside it and ``linux-modules-*`` the modules.
+    """
+    for mods in (tree / "usr" / "lib" / "modules", tree / "lib" / "modules"):
+        for found in sorted(mods.glob("*/vmlinuz")):
+            release = found.parent.name
+            return found, release, found.parent / "config", mods
+    found_boot = sorted((tree / "boot").glob("vmlinuz-*"))
+    if found_boot:
+        release = found_boot[0].name.removeprefix("vmlinuz-")
+        mods = next((m for m in (tree / "lib" / "modules", tree / "usr" / "lib" / "modules")
+                     if (m / release).is_dir()), tree / "lib" / "modules")
+        return found_boot[0], release, tree / "boot" / f"config-{release}", mods
+    names = ", ".join(d.package for d in kernel.debs)
+    raise RunError(f"kernel {spec}: no boot/vmlinuz-* or lib/modules/*/vmlinuz in {names}")
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -338,7 +268,7 @@ def _run(argv: list[str], what: str) -> None:
         raise RunError(f"{what} failed (exit {proc.returncode}): {tail}")
 
 
-def _write_json(path: Path, data: dict) -> None:
+def write_json(path: Path, data: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1) + "\n")
     tmp.rename(path)
