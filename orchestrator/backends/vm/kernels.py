@@ -244,14 +244,6 @@ def package_layout(tree: Path, spec: str, kernel: IndexKernel) -> tuple[Path, st
     raise RunError(f"kernel {spec}: no boot/vmlinuz-* or lib/modules/*/vmlinuz in {names}")
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _need_tools(tools: tuple[str, ...]) -> None:
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
