@@ -25,6 +25,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -64,6 +65,11 @@ class Kernel:
         return asdict(self)
 
 
+def say(message: str) -> None:
+    """Progress of the index (a refresh) on stderr: stdout may carry --json."""
+    print(message, file=sys.stderr)
+
+
 def kernels_dir() -> Path:
     return cache_dir() / "kernels"
 
@@ -75,7 +81,7 @@ def is_path(spec: str) -> bool:
 _INDEX: KernelIndex | None = None
 
 
-def index(log: Log = print) -> KernelIndex:
+def index(log: Log = say) -> KernelIndex:
     """Debian's cloud kernels (private apt lists, refreshed at most daily), once per process."""
     global _INDEX
     if _INDEX is None:
@@ -83,7 +89,7 @@ def index(log: Log = print) -> KernelIndex:
     return _INDEX
 
 
-def resolve(spec: str, log: Log = print) -> IndexKernel:
+def resolve(spec: str, log: Log = say) -> IndexKernel:
     """The newest Debian cloud kernel ``spec`` names. Raises InputError naming what exists."""
     found = index(log).resolve(spec)
     if found is None:
@@ -92,7 +98,7 @@ def resolve(spec: str, log: Log = print) -> IndexKernel:
     return found
 
 
-def expand(names: list[str], log: Log = print) -> list[str]:
+def expand(names: list[str], log: Log = say) -> list[str]:
     """``all`` -> the newest kernel of every series Debian's archive offers, then ``host``."""
     if "all" not in names:
         return names
