@@ -55,7 +55,7 @@ help: ## list targets and variables
 	@echo "  REPEAT=K            K runs, fresh hosts each: median, range, spread"
 	@echo "  FAMILY=ipv4|ipv6    address family (default ipv4)"
 	@echo "  SERVER=blocking|epoll  server model (default blocking)"
-	@echo "  KERNELS=\"6.1 host\"  boot these kernels in VMs, one run each, compared"
+	@echo "  KERNELS=\"6.1 host\"  boot these kernels in VMs, one run each, compared (all: every series)"
 	@echo "  CLIENTS=K           K client hosts, each its own address (docs/topologies.md)"
 	@echo "  ROUTER=plain|nat    a router between clients and server; nat masquerades them"
 	@echo "  LEDGER=1            trace live kernel allocations per host and call site (docs/ledger.md)"
