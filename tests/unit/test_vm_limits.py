@@ -22,7 +22,7 @@ hosts:
 
 def test_sized_from_n() -> None:
     assert sized_sysctls(10_000) == {"net.ipv4.tcp_max_tw_buckets": "12274",
-                                     "net.ipv4.tcp_max_orphans": "12274",
+                                     "net.ipv4.tcp_max_orphans": "49096",
                                      "net.ipv4.tcp_max_syn_backlog": "10000"}
     small = sized_sysctls(200)
     assert small["net.ipv4.tcp_max_tw_buckets"] == "1249"
@@ -39,7 +39,7 @@ def test_timewait_plan_at_10000_sizes_both_vms(tmp_path: Path) -> None:
                                 connections=10_000, kernel="6.12"))
     for host in ("server", "client"):
         assert plan.host_sysctls[host]["net.ipv4.tcp_max_tw_buckets"] == "12274"
-        assert plan.host_sysctls[host]["net.ipv4.tcp_max_orphans"] == "12274"
+        assert plan.host_sysctls[host]["net.ipv4.tcp_max_orphans"] == "49096"
 
 
 def test_the_lab_files_value_wins(tmp_path: Path) -> None:
