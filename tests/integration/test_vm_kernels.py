@@ -101,6 +101,10 @@ def test_oldest_and_newest_debian_kernels_boot(tmp_path: Path) -> None:
 
 
 @opt_in
+@pytest.mark.xfail(reason="under TCG on a loaded machine the server's close of 10,000 sockets "
+                          "ends more than tcp_fin_timeout (60 s) after the client's: the "
+                          "client's FIN-WAIT-2 sockets expire first (TcpExt TW=10000, no "
+                          "resets); see docs/vm.md", strict=False)
 def test_timewait_at_10000_has_a_bucket_for_every_connection(tmp_path: Path) -> None:
     started = time.monotonic()
     proc = tcplab(tmp_path, "run", "--scenario", "timewait", "--backend", "vm", "--kernels",
