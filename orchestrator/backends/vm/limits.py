@@ -4,9 +4,9 @@ A VM is the lab's own kernel, so its sysctls are the lab's to set. Some defaults
 with the VM's memory and are far below what a run at N holds: in a 1 GiB VM the TCP
 established hash has 8,192 slots, so ``tcp_max_tw_buckets`` and ``tcp_max_orphans`` are
 4,096 and ``tcp_max_syn_backlog`` is 128. At N=10,000 ``timewait`` then saw the kernel
-drop 5,904 client TIME-WAIT sockets and waited for a checkpoint that could not come; with
-4,096 x 4 orphans too few, the server's LAST-ACK sockets were reset when their FINs were
-retransmitted under TCG, and the client's TIME-WAIT sockets with them.
+drop 5,904 client TIME-WAIT sockets and waited for a checkpoint that could not come.
+Orphans get four times the room: once an orphan's retransmission times out (frequent in
+a slow TCG guest) the kernel counts every orphan two or four times against the limit.
 
 :func:`sized_sysctls` gives, for N, the values set in every VM of the run unless the lab
 file or the profile sets the key itself (theirs win, with the warnings that follow). They
