@@ -59,7 +59,7 @@ help: ## list targets and variables
 	@echo "  REPEAT=K            K runs, fresh hosts each: median, range, spread"
 	@echo "  FAMILY=ipv4|ipv6    address family (default ipv4)"
 	@echo "  SERVER=blocking|epoll  server model (default blocking)"
-	@echo "  KERNELS=\"6.1 host\"  boot these kernels in VMs, one run each, compared"
+	@echo "  KERNELS=\"6.1 host\"  boot these kernels in VMs, one run each, compared (all: every series)"
 	@echo "  SWEEP=\"KEY=V1,V2\"   one run per value of a sysctl or link key, one sweep report (docs/conditions.md)"
 	@echo "  PARALLEL=K          KERNELS: at most K kernels' VMs at once (default: memory decides, up to 2)"
 	@echo "  CLIENTS=K           K client hosts, each its own address (docs/topologies.md)"

@@ -149,7 +149,8 @@ def build_parser() -> Parser:
     run.add_argument("--kernels", metavar="LIST",
                      help="vm backend: boot the hosts with these kernels, one run each, and "
                           "compare them (KERNELS=\"6.1 6.12 host\": a Debian cloud kernel "
-                          "version, a path to a vmlinuz, or host = this machine)")
+                          "version 5.10 to 7.x, a path to a vmlinuz, or host = this machine; "
+                          "all = every series Debian's archive offers, and host)")
     run.add_argument("-n", "--connections", type=_at_least_one, metavar="N",
                      help="connections (default: the scenario's)")
     run.add_argument("--bytes", type=_positive_int, dest="nbytes", metavar="BYTES", help="bytes per connection")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from orchestrator.backends.vm.limits import sized_sysctls
 from orchestrator.plan import RunOptions, make_plan
 
@@ -20,7 +22,7 @@ hosts:
 
 def test_sized_from_n() -> None:
     assert sized_sysctls(10_000) == {"net.ipv4.tcp_max_tw_buckets": "12274",
-                                     "net.ipv4.tcp_max_orphans": "12274",
+                                     "net.ipv4.tcp_max_orphans": "49096",
                                      "net.ipv4.tcp_max_syn_backlog": "10000"}
     small = sized_sysctls(200)
     assert small["net.ipv4.tcp_max_tw_buckets"] == "1249"
@@ -37,7 +39,7 @@ def test_timewait_plan_at_10000_sizes_both_vms(tmp_path: Path) -> None:
                                 connections=10_000, kernel="6.12"))
     for host in ("server", "client"):
         assert plan.host_sysctls[host]["net.ipv4.tcp_max_tw_buckets"] == "12274"
-        assert plan.host_sysctls[host]["net.ipv4.tcp_max_orphans"] == "12274"
+        assert plan.host_sysctls[host]["net.ipv4.tcp_max_orphans"] == "49096"
 
 
 def test_the_lab_files_value_wins(tmp_path: Path) -> None:
@@ -54,3 +56,24 @@ def test_other_backends_are_not_sized(tmp_path: Path) -> None:
     lab.write_text(LAB.format(client="").replace("backend: vm", "backend: netns"))
     plan = make_plan(RunOptions(scenario="idle", root=tmp_path, lab_file=lab, connections=10))
     assert "net.ipv4.tcp_max_tw_buckets" not in plan.host_sysctls["client"]
+
+
+def test_a_sysctl_the_vms_kernel_lacks_is_named(tmp_path: Path) -> None:
+    # probed through the host's runner (here this machine's python3 and /proc/sys)
+    from orchestrator.backends.base import LabHost
+    from orchestrator.backends.vm.backend import _refuse_missing
+    from orchestrator.config import load_lab
+    from orchestrator.errors import RunError
+    from orchestrator.runner import LocalRunner
+
+    lab = tmp_path / "lab.yaml"
+    lab.write_text(LAB.format(client=""))
+    host = LabHost(load_lab(lab).host("server"), LocalRunner("server"))
+    _refuse_missing(host, {"net.ipv4.tcp_max_tw_buckets": "1", "net.core.somaxconn": "1"},
+                    "6.18.44")
+    with pytest.raises(RunError) as err:
+        _refuse_missing(host, {"net.ipv4.tcp_max_tw_buckets": "1",
+                               "net.ipv4.tcp_from_the_future": "1"}, "5.10.0-46-cloud-amd64")
+    assert str(err.value) == (
+        "server: kernel 5.10.0-46-cloud-amd64 has no sysctl net.ipv4.tcp_from_the_future (set "
+        "by the lab file or the profile); leave it out for this kernel or boot one that has it")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.backends.vm import kernels, vmlinuz
+from orchestrator.backends.vm import vmlinuz
+from orchestrator.backends.vm.cache import sha256_file
 from orchestrator.backends.vm.kernels import REQUIRED_BUILTIN
 from orchestrator.errors import InputError
 
@@ -93,7 +94,7 @@ def test_modules_beside_it_pass(tmp_path: Path) -> None:
 def test_cache_key_covers_modules_and_config(tmp_path: Path) -> None:
     path = bare_kernel(tmp_path)
     (path.parent / "config").write_text(ALL_Y)
-    sha = kernels.sha256_file(path)
+    sha = sha256_file(path)
     config = path.parent / "config"
     alone = vmlinuz.image_key(sha, None, config)
     tree = modules_tree(path.parent)

@@ -18,7 +18,6 @@ Everything lives under ``<cache>/apt/`` (``/var/cache/tcplab/apt``):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ...errors import InputError, RunError
-from .cache import cache_dir, cache_lock
+from .cache import cache_dir, cache_lock, sha256_file
 from .debindex import Deb, IndexKernel, KernelIndex, parse_packages
 
 DEBIAN = "http://deb.debian.org/debian"
@@ -174,7 +173,7 @@ def download(kernel: IndexKernel, log: Log = print, root: Path | None = None) ->
     paths = [debs_dir / deb_file(deb) for deb in kernel.debs]
     with cache_lock(f"debs-{kernel.package}"):
         missing = [deb for deb, path in zip(kernel.debs, paths, strict=True)
-                   if not (path.is_file() and _sha256(path) == deb.sha256)]
+                   if not (path.is_file() and sha256_file(path) == deb.sha256)]
         if missing:
             _download(missing, debs_dir, log, root)
     return paths
@@ -200,21 +199,13 @@ def _download(debs: list[Deb], debs_dir: Path, log: Log, root: Path) -> None:
             got = work / deb_file(deb)
             if not got.is_file():
                 raise RunError(f"apt-get download left no {got.name}")
-            if deb.sha256 and _sha256(got) != deb.sha256:
+            if deb.sha256 and sha256_file(got) != deb.sha256:
                 raise RunError(f"{got.name}: SHA256 differs from the package index; refresh it "
                                "(TCPLAB_KERNEL_INDEX=refresh) and try again")
             os.chmod(got, 0o644)
             got.rename(debs_dir / deb_file(deb))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _write_if_changed(path: Path, text: str) -> None:

@@ -174,7 +174,9 @@ class VmBackend(SshBackend):
             if host.spec.nat:  # loads nf_conntrack: its sysctls exist from here on
                 host.runner.run(["nft", "-f", "-"], stdin=nat_ruleset(self.lab))
         for name, host in self.hosts.items():
-            host.sysctls = self.apply_sysctls(host, dict(sysctls.get(name, {})))
+            wanted = dict(sysctls.get(name, {}))
+            _refuse_missing(host, wanted, self.facts[name]["release"])
+            host.sysctls = self.apply_sysctls(host, wanted)
             read_fd_limits(host)
         self.timings["up"] = round(time.monotonic() - started, 1)
         return self.hosts
@@ -238,6 +240,24 @@ class VmBackend(SshBackend):
         if len(labels) == 1:
             out["kernel_label"] = labels[0]
         return out
+
+
+#: Prints the names in argv[1:] that are not under /proc/sys on the host.
+_MISSING = ("import os, sys; print(' '.join(k for k in sys.argv[1:] "
+            "if not os.path.exists('/proc/sys/' + k.replace('.', '/'))))")
+
+
+def _refuse_missing(host: LabHost, wanted: Mapping[str, str], release: str) -> None:
+    """Sysctls of the lab file or profile that this VM's kernel does not have (probed, not
+    looked up by version): a kernel older than the sysctl, or one built without it."""
+    if not wanted:
+        return
+    out = host.runner.run(["python3", "-c", _MISSING, *sorted(wanted)], timeout=60).stdout
+    missing = out.split()
+    if missing:
+        raise RunError(f"{host.name}: kernel {release} has no sysctl {', '.join(missing)} "
+                       "(set by the lab file or the profile); leave it out for this kernel "
+                       "or boot one that has it")
 
 
 def _wait_banner(vm: qemu.Vm, timeout: float = 30.0) -> None:

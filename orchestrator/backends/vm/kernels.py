@@ -1,22 +1,25 @@
 """Kernels for VMs: a Debian cloud kernel by version, a vmlinuz file, or this machine's.
 
-``fetch("6.1")`` resolves the newest ``linux-image-6.1*-cloud-amd64`` package apt knows
-(bookworm carries 6.1 and 6.12), downloads it with ``apt-get download``, unpacks it with
-``dpkg-deb -x`` and keeps, under ``<cache>/kernels/<sha256 of the .deb, 16 hex>/``:
+``fetch("6.1")`` resolves the newest ``linux-image-6.1*-cloud-amd64`` in Debian's archive
+(:mod:`.debindex` on the lists of :mod:`.archive`'s private apt configuration: 5.10 to
+7.x), downloads its ``.deb`` files (from 6.19 also ``linux-binary-*``, ``linux-modules-*``
+and ``linux-base-*``), unpacks them with ``dpkg-deb -x`` and keeps, under
+``<cache>/kernels/<16 hex of cache_key()>/``:
 
-* ``vmlinuz``: the kernel;
+* ``vmlinuz``: the kernel; ``config``: its build configuration;
 * ``modules.img``: an ext4 image labelled :data:`MODULES_LABEL` holding ``<release>/``
   of ``/lib/modules`` with ``modules.dep`` made by ``depmod -b`` (the VM's init finds it
   by that label and mounts it read-only on /lib/modules, so one root filesystem image
   serves every kernel);
-* ``kernel.json``: what was fetched (package, version, release, hashes).
+* ``kernel.json``: what was fetched (packages, version, suite, release, hashes).
 
-``<cache>/kernels/by-name/<package>.json`` points at it, so a second run resolves the
-name with ``apt-cache`` (no network) and finds the kernel without downloading anything.
+The key comes from the index's SHA256 of the packages, so a second run finds the kernel
+without downloading anything, and a new package version is a new folder. Kernels given by
+path are :mod:`.vmlinuz`'s.
 
 The kernel must boot from the root filesystem on qemu's NVMe disk without an initramfs:
-NVMe, ext4 and MBR partition tables built in (both Debian cloud kernels have them). Network drivers may be
-modules: the VM's init loads virtio_pci and virtio_net.
+NVMe, ext4 and MBR partition tables built in (every Debian cloud kernel from 5.10 has
+them). Network drivers may be modules: the VM's init loads virtio_pci and virtio_net.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -36,7 +40,6 @@ from . import archive
 from .cache import cache_dir, cache_lock
 from .debindex import IndexKernel, KernelIndex
 
-FLAVOR = "cloud-amd64"
 #: Config options a kernel needs to boot here without an initramfs.
 REQUIRED_BUILTIN = ("CONFIG_BLK_DEV_NVME", "CONFIG_EXT4_FS", "CONFIG_DEVTMPFS",
                     "CONFIG_SERIAL_8250_CONSOLE", "CONFIG_MSDOS_PARTITION")
@@ -54,7 +57,7 @@ class Kernel:
     source: str  # "apt" | "path" | "host"
     package: str | None = None
     version: str | None = None  # the package version
-    sha256: str | None = None  # of the .deb (apt) or of the vmlinuz file (path)
+    sha256: str | None = None  # the cache key: .deb(s) (apt); vmlinuz, modules, config (path)
     cached: bool = False  # True when nothing was fetched or built for this run
     seconds: float = 0.0  # fetch + unpack + image time when it was built
     suite: str | None = None  # apt: the suite the image package came from
@@ -62,6 +65,11 @@ class Kernel:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def say(message: str) -> None:
+    """Progress of the index (a refresh) on stderr: stdout may carry --json."""
+    print(message, file=sys.stderr)
 
 
 def kernels_dir() -> Path:
@@ -75,7 +83,7 @@ def is_path(spec: str) -> bool:
 _INDEX: KernelIndex | None = None
 
 
-def index(log: Log = print) -> KernelIndex:
+def index(log: Log = say) -> KernelIndex:
     """Debian's cloud kernels (private apt lists, refreshed at most daily), once per process."""
     global _INDEX
     if _INDEX is None:
@@ -83,7 +91,7 @@ def index(log: Log = print) -> KernelIndex:
     return _INDEX
 
 
-def resolve(spec: str, log: Log = print) -> IndexKernel:
+def resolve(spec: str, log: Log = say) -> IndexKernel:
     """The newest Debian cloud kernel ``spec`` names. Raises InputError naming what exists."""
     found = index(log).resolve(spec)
     if found is None:
@@ -92,7 +100,7 @@ def resolve(spec: str, log: Log = print) -> IndexKernel:
     return found
 
 
-def expand(names: list[str], log: Log = print) -> list[str]:
+def expand(names: list[str], log: Log = say) -> list[str]:
     """``all`` -> the newest kernel of every series Debian's archive offers, then ``host``."""
     if "all" not in names:
         return names
@@ -242,14 +250,6 @@ def package_layout(tree: Path, spec: str, kernel: IndexKernel) -> tuple[Path, st
         return found_boot[0], release, tree / "boot" / f"config-{release}", mods
     names = ", ".join(d.package for d in kernel.debs)
     raise RunError(f"kernel {spec}: no boot/vmlinuz-* or lib/modules/*/vmlinuz in {names}")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _need_tools(tools: tuple[str, ...]) -> None:

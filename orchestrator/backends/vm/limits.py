@@ -5,6 +5,8 @@ with the VM's memory and are far below what a run at N holds: in a 1 GiB VM the 
 established hash has 8,192 slots, so ``tcp_max_tw_buckets`` and ``tcp_max_orphans`` are
 4,096 and ``tcp_max_syn_backlog`` is 128. At N=10,000 ``timewait`` then saw the kernel
 drop 5,904 client TIME-WAIT sockets and waited for a checkpoint that could not come.
+Orphans get four times the room: once an orphan's retransmission times out (frequent in
+a slow TCG guest) the kernel counts every orphan two or four times against the limit.
 
 :func:`sized_sysctls` gives, for N, the values set in every VM of the run unless the lab
 file or the profile sets the key itself (theirs win, with the warnings that follow). They
@@ -26,8 +28,10 @@ def sized_sysctls(connections: int) -> dict[str, str]:
     return {
         # every connection may sit in TIME-WAIT (or FIN-WAIT-2) on one host at once
         "net.ipv4.tcp_max_tw_buckets": str(room),
-        # and closed by its owner but not yet done (FIN-WAIT-1, LAST-ACK, CLOSING)
-        "net.ipv4.tcp_max_orphans": str(room),
+        # and closed by its owner but not yet done (FIN-WAIT-1, LAST-ACK, CLOSING); when an
+        # orphan's retransmission times out the kernel counts every orphan two or four
+        # times (tcp_out_of_resources' shift) and resets those over the limit
+        "net.ipv4.tcp_max_orphans": str(4 * room),
         # a ramp's SYNs in flight are bounded by the listen backlog (somaxconn 4096)
         "net.ipv4.tcp_max_syn_backlog": str(min(max(connections, 1024), 65536)),
     }

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from ...errors import InputError
-from .cache import cache_lock
+from .cache import cache_lock, sha256_file
 from .kernels import (
     REQUIRED_BUILTIN,
     Kernel,
@@ -37,7 +37,6 @@ from .kernels import (
     kernels_dir,
     load_cached,
     modules_image,
-    sha256_file,
     write_json,
 )
 
