@@ -19,25 +19,35 @@ the messages' latency, and for a background read everything until the ``join``).
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import time
 from dataclasses import dataclass, field
+from functools import cache
+from types import ModuleType
 from typing import Any
 
+from .. import resources
 from ..scenario import Step
 
 Summary = dict[str, Any]  # a side's goodput summary (see side_worker.Goodput.summary)
 
 
+@cache
+def _side_worker() -> ModuleType:
+    """scenarios/side_worker.py as a module of this process: one merge for the side's
+    workers and the orchestrator's hosts (as measure/sockets.py does with sockdiag.py)."""
+    spec = importlib.util.spec_from_file_location("tcplab_side_worker",
+                                                  resources.path("scenarios/side_worker.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def merge(a: Summary, b: Summary) -> Summary:
     """Two goodput summaries (hosts of a role) as one; times on one clock."""
-    if not a or not b:
-        return dict(a or b)
-    return {"connections": a["connections"] + b["connections"], "bytes": a["bytes"] + b["bytes"],
-            "started": min(a["started"], b["started"]),
-            "finished": max(a["finished"], b["finished"]), "sum": a["sum"] + b["sum"],
-            "sumsq": a["sumsq"] + b["sumsq"], "min": min(a["min"], b["min"]),
-            "max": max(a["max"], b["max"])}
+    return _side_worker().merge_transfer(a, b)
 
 
 def figures(summary: Summary) -> dict[str, Any]:
