@@ -28,7 +28,10 @@ def rate_text(bytes_per_second: float | None) -> str:
 
 
 def _spread(g: Goodput) -> str:
-    return f"{rate_text(g.mean)} (sd {rate_text(g.sd)}; {rate_text(g.min)}..{rate_text(g.max)})"
+    """Mean (sd; min..max), in the mean's unit: ``32.0 (sd 0.1; 31.9..32.1) MiB/s``."""
+    unit, scale = ("MiB/s", 1 << 20) if g.mean >= 1 << 20 else ("KiB/s", 1024)
+    return (f"{g.mean / scale:,.1f} (sd {g.sd / scale:,.1f}; {g.min / scale:,.1f}.."
+            f"{g.max / scale:,.1f}) {unit}")
 
 
 GOODPUT_HEAD = ["transfer", "reader", "connections", "bytes", "seconds", "goodput (all)",

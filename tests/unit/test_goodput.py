@@ -139,3 +139,15 @@ def test_reports_and_compare_show_bytes_moved_and_counters() -> None:
     row = next(line for line in table.splitlines() if "goodput (all)" in line)
     assert row.split()[-3:] == ["8,000", "+4,000", "2.00×"]
     assert "Kernel counters at" not in table  # the counters are the same in both
+
+
+def test_the_html_report_has_the_moved_section_only_when_there_is_something() -> None:
+    from orchestrator.report.html import render_html
+
+    doc = minimal()
+    assert 'id="moved"' not in render_html(Result.from_dict(doc), {})
+    for cp in doc["checkpoints"]:
+        cp["counters"] = {"server": {"TcpExtListenOverflows": 36}, "client": {}}
+    page = render_html(Result.from_dict(doc), {})
+    assert 'id="moved"' in page and "<td>TcpExtListenOverflows</td>" in page
+    assert "Goodput of each transfer" not in page  # no transfer in this run
