@@ -77,7 +77,10 @@ def traffic_text(result: Result, fmt: str = "simple") -> list[str]:
     parts: list[str] = []
     if result.transfers:
         parts += ["Bytes moved (goodput of each transfer)",
-                  tabulate(goodput_rows(result), GOODPUT_HEAD, tablefmt=fmt), GOODPUT_NOTE, ""]
+                  tabulate(goodput_rows(result), GOODPUT_HEAD, tablefmt=fmt,
+                           disable_numparse=True,
+                           colalign=("left", "left") + ("right",) * (len(GOODPUT_HEAD) - 2)),
+                  GOODPUT_NOTE, ""]
     head, rows = counter_table(result)
     if rows:
         parts += ["Kernel counters per host (change since the baseline)",
