@@ -36,7 +36,7 @@ import time
 # Helper modules beside this file: found through sys.path[0] when run from a checkout, and
 # defined in sys.modules by the one program lab hosts get (orchestrator/resources.py).
 from side_timeline import Timeline
-from side_worker import Worker, describe, family_of
+from side_worker import Worker, describe, family_of, merge_transfer
 
 FD_MARGIN = 64  # descriptors a worker keeps for itself (pipes, stdio, listeners)
 SPLIT_FROM = 2000  # from this many connections a side ramps with one worker per CPU
@@ -207,6 +207,14 @@ class Side:
             for key, value in reply.items():
                 if isinstance(value, int) and not isinstance(value, bool):
                     merged[key] = merged.get(key, 0) + value
+        transfer: dict = {}
+        for reply in replies:
+            transfer = merge_transfer(transfer, reply.get("transfer") or {})
+        if transfer:
+            merged["transfer"] = transfer
+        sent = [r["first_sent"] for r in replies if r.get("first_sent")]
+        if sent:
+            merged["first_sent"] = min(sent)
         spans = [r["span"] for r in replies if r.get("span")]
         if spans:  # from the first worker's first connect to the last one's last
             merged["span"] = [min(s[0] for s in spans), max(s[1] for s in spans)]

@@ -30,6 +30,57 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _poll_in(fds: list, timeout: float) -> list:
+    """poll() for readable among ``fds``: (fd, events) of those ready within timeout s."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    return poller.poll(int(timeout * 1000))
+
+
+class Goodput:
+    """Goodput of one read over a worker's connections: per connection, bytes / seconds
+    from the read's start to its last byte (this host's wall clock, so the orchestrator
+    can place it beside other hosts'). Kept as sums, minimum and maximum, so workers'
+    and hosts' summaries merge exactly (:func:`merge_transfer`)."""
+
+    def __init__(self, per_connection: int) -> None:
+        self.bytes = per_connection
+        self.started = time.time()
+        self.finished = self.started
+        self.count = 0
+        self.sum = self.sumsq = 0.0
+        self.min = self.max = None  # type: float | None
+
+    def done(self) -> None:
+        """A connection received its last byte now."""
+        self.finished = time.time()
+        rate = self.bytes / max(self.finished - self.started, 1e-6)
+        self.count += 1
+        self.sum += rate
+        self.sumsq += rate * rate
+        self.min = rate if self.min is None else min(self.min, rate)
+        self.max = rate if self.max is None else max(self.max, rate)
+
+    def summary(self) -> dict:
+        if not self.count:
+            return {}
+        return {"connections": self.count, "bytes": self.bytes * self.count,
+                "started": self.started, "finished": self.finished, "sum": self.sum,
+                "sumsq": self.sumsq, "min": self.min, "max": self.max}
+
+
+def merge_transfer(a: dict, b: dict) -> dict:
+    """Two goodput summaries (workers of a side) as one."""
+    if not a or not b:
+        return dict(a or b)
+    return {"connections": a["connections"] + b["connections"], "bytes": a["bytes"] + b["bytes"],
+            "started": min(a["started"], b["started"]),
+            "finished": max(a["finished"], b["finished"]), "sum": a["sum"] + b["sum"],
+            "sumsq": a["sumsq"] + b["sumsq"], "min": min(a["min"], b["min"]),
+            "max": max(a["max"], b["max"])}
+
+
 class Worker:
     """One process holding a share of the connections."""
 
@@ -45,6 +96,7 @@ class Worker:
         self.flusher: threading.Thread | None = None
         self.reader: threading.Thread | None = None
         self.background_error: str | None = None
+        self.transfer: dict | None = None  # the last read's goodput, until replied
         self.deferred: list = []  # connect with accept=false: [[port, count]] to accept later
         self.epoll = select.epoll() if cfg.get("server_model") == "epoll" else None
         self.stall = float(cfg.get("stall", 30))
@@ -142,6 +194,7 @@ class Worker:
         (the peer reads), by a background thread. With "background", return at once.
         """
         nbytes = int(msg["bytes"])
+        first_sent = time.time()  # the first write follows at once: every socket is writable
         for s in self.socks:
             s.setblocking(False)
             self.pending[s] = self.pending.get(s, 0) + nbytes
@@ -151,7 +204,8 @@ class Worker:
         if left and (self.flusher is None or not self.flusher.is_alive()):
             self.flusher = threading.Thread(target=self._guard, args=(self._flush,), daemon=True)
             self.flusher.start()
-        return {"written": nbytes * len(self.fds) - left, "pending": left}
+        return {"written": nbytes * len(self.fds) - left, "pending": left,
+                **({"first_sent": first_sent} if self.fds else {})}
 
     def _flush(self, idle: float | None = None) -> None:
         """Write pending bytes; stop when done, or after `idle` s without progress."""
@@ -187,51 +241,102 @@ class Worker:
                 return
 
     def op_read(self, msg: dict) -> dict:
-        """Read msg["bytes"] from every connection; "rate" limits bytes/s per connection."""
+        """Read msg["bytes"] from every connection; "rate" limits bytes/s per connection.
+
+        The reply (or, for a background read, the next join's) carries "transfer": the
+        goodput of each connection, from this read's start to its last byte (see
+        :class:`Goodput`)."""
         want, rate = int(msg["bytes"]), float(msg.get("rate") or 0)
         if msg.get("background"):
             self.reader = threading.Thread(target=self._guard, args=(self._read, want, rate),
                                            daemon=True)
             self.reader.start()
             return {"reading": want * len(self.fds)}
-        return {"read": self._read(want, rate)}
+        return {"read": self._read(want, rate), **self._transfer()}
+
+    def _transfer(self) -> dict:
+        done, self.transfer = self.transfer, None
+        return {"transfer": done} if done else {}
 
     def _read(self, want: int, rate: float) -> int:
         remaining = {}
-        poller = select.poll()
         for s in self.socks:
             s.setblocking(False)
             remaining[s.fileno()] = [s, want]
-            poller.register(s, select.POLLIN)
-        total, start = 0, time.monotonic()
-        last = start
-        budget = rate * len(remaining) if rate else 0.0  # bytes/s for the whole worker
+        goodput = Goodput(want)
+        if rate and remaining:
+            total = self._read_paced(remaining, rate, goodput)
+        else:
+            total = self._read_all(remaining, goodput)
+        self.transfer = goodput.summary()
+        return total
+
+    def _receive(self, entry: list, size: int, goodput: "Goodput") -> int:
+        """One recv of at most size bytes (0: nothing there yet); the last byte is timed."""
+        try:
+            data = entry[0].recv(size)
+        except BlockingIOError:
+            return 0
+        if not data:
+            raise ConnectionError(f"peer closed a connection with {entry[1]} bytes unread")
+        entry[1] -= len(data)
+        if entry[1] == 0:
+            goodput.done()
+        return len(data)
+
+    def _read_all(self, remaining: dict, goodput: "Goodput") -> int:
+        poller = select.poll()
+        for fd in remaining:
+            poller.register(fd, select.POLLIN)
+        total, last = 0, time.monotonic()
         while remaining:
-            if budget:
-                allowed = budget * (time.monotonic() - start) - total
-                if allowed < 4096:
-                    time.sleep(min(0.05, (4096 - allowed) / budget))
-                    last = time.monotonic()
-                    continue
             for fd, _ in poller.poll(200):
                 entry = remaining.get(fd)
                 if entry is None:
                     continue
-                size = min(entry[1], 1 << 20)
-                if budget:
-                    size = max(1, min(size, int(budget * (time.monotonic() - start) - total)))
-                try:
-                    data = entry[0].recv(size)
-                except BlockingIOError:
-                    continue
-                if not data:
-                    raise ConnectionError(f"peer closed a connection with {entry[1]} bytes unread")
-                entry[1] -= len(data)
-                total += len(data)
-                last = time.monotonic()
+                got = self._receive(entry, min(entry[1], 1 << 20), goodput)
+                total += got
+                if got:
+                    last = time.monotonic()
                 if entry[1] == 0:
                     del remaining[fd]
                     poller.unregister(fd)
+            if time.monotonic() - last > self.stall:
+                raise TimeoutError(f"{len(remaining)} connections delivered no data for "
+                                   f"{self.stall:.0f} s (read {total} bytes)")
+        return total
+
+    def _read_paced(self, remaining: dict, rate: float, goodput: "Goodput") -> int:
+        """Each connection read at ``rate`` bytes/s from the start: by time t it has read
+        at most rate * t. Reads come in chunks of 20 ms' worth (at least 4 KiB; 20 us per
+        connection's worth with many connections, so a pass over them all stays cheap next
+        to its period): a fast rate costs few system calls and a slow one keeps its pace."""
+        chunk = max(4096, int(rate * max(0.02, len(remaining) * 2e-5)))
+        done = dict.fromkeys(remaining, 0)  # bytes read per connection
+        total, start = 0, time.monotonic()
+        last = start
+        while remaining:
+            elapsed = time.monotonic() - start
+            due = [fd for fd in remaining
+                   if rate * elapsed - done[fd] >= min(chunk, remaining[fd][1])]
+            if not due:  # the next connection's chunk is due when the slowest one's is
+                behind = min(done[fd] for fd in remaining)
+                time.sleep(max(0.001, (behind + chunk) / rate - elapsed))
+                last = time.monotonic()
+                continue
+            ready = {fd for fd, _ in _poll_in(due, 0.02)}
+            for fd in due:
+                if fd not in ready:
+                    continue
+                entry = remaining[fd]
+                size = min(entry[1], int(rate * elapsed) - done[fd], 1 << 20)
+                got = self._receive(entry, max(1, size), goodput)
+                done[fd] += got
+                total += got
+                if got:
+                    last = time.monotonic()
+                if entry[1] == 0:
+                    del remaining[fd]
             if time.monotonic() - last > self.stall:
                 raise TimeoutError(f"{len(remaining)} connections delivered no data for "
                                    f"{self.stall:.0f} s (read {total} bytes)")
@@ -252,7 +357,7 @@ class Worker:
         if self.background_error:
             error, self.background_error = self.background_error, None
             raise RuntimeError(error)
-        return {"pending": sum(self.pending.values())}
+        return {"pending": sum(self.pending.values()), **self._transfer()}
 
     def op_abort(self, msg: dict) -> dict:
         """Close every connection with a reset (SO_LINGER 0): no FIN, no TIME-WAIT."""

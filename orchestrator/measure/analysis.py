@@ -19,6 +19,7 @@ import statistics
 from collections.abc import Mapping
 from typing import Any
 
+from . import counters
 from .parsers import PAGE_SIZE, SlabLine, SsSummary
 from .snapshot import Snapshot
 
@@ -181,6 +182,7 @@ def checkpoint(base: Snapshot, snap: Snapshot, connections: int,
         "sockstat": {h: s.sockstat for h, s in snap.hosts.items()},
         "memory": {h: s.memory for h, s in snap.hosts.items() if s.memory is not None},
         "memory_per_connection": cgroup_per_connection(base, snap, connections),
+        "counters": counter_deltas(base, snap),
     }
     pcb = out["per_connection_bytes"]
     routed = sum(now.conntrack - (base.hosts[h].conntrack or 0 if h in base.hosts else 0)
@@ -221,6 +223,18 @@ def own_kernel_cost(router: dict[str, Any], kernels: Mapping[str, Any], connecti
         cost["kernel_bytes_per_connection"] = round(sum(r["bytes"] for r in pcb["by_cache"])
                                                     / n, 1)
         cost["kernel_conntrack_per_connection"] = pcb["conntrack"]
+
+
+def counter_deltas(base: Snapshot, snap: Snapshot) -> dict[str, dict[str, int]]:
+    """Per host: the kernel counters that moved since ``base`` (non-zero deltas only; see
+    measure/counters.py). Hosts whose counters could not be read at either end are left
+    out rather than shown as unchanged."""
+    out = {}
+    for host, now in snap.hosts.items():
+        then = base.hosts.get(host)
+        if now.counters is not None and then is not None and then.counters is not None:
+            out[host] = counters.deltas(then.counters, now.counters)
+    return out
 
 
 def router_cost(base: Snapshot, snap: Snapshot, connections: int,

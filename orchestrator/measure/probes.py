@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.base import LabHost
-from . import parsers
+from ..errors import LabError
+from . import counters, parsers
 from .kernel import (
     SETTLE_CACHES,
     MeasuredKernel,
@@ -156,7 +157,7 @@ def take(name: str, hosts: dict[str, LabHost], raw_dir: Path, kernel: MeasuredKe
         memory = memory_of(host) if memory_of else None
         conntrack = conntrack_count(host) if host.role == "router" else None
         return host.name, HostSnapshot(parsers.parse_sockstat(sockstat_text), summary, memory,
-                                       conntrack)
+                                       conntrack, read_counters(host, out))
 
     # Hosts in parallel: each dump is its own process on its own host.
     with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
@@ -166,6 +167,18 @@ def take(name: str, hosts: dict[str, LabHost], raw_dir: Path, kernel: MeasuredKe
     (out / "meminfo.txt").write_text(mem_text)
     return Snapshot(name, when, slab, meminfo, host_snaps, time.monotonic() - start,
                     per if len(per) > 1 else {}, kernel.slab_aliases(), kernel.page_size)
+
+
+def read_counters(host: LabHost, out: Path) -> dict[str, int] | None:
+    """The host's TCP and IP counters (/proc/net/netstat and /proc/net/snmp of its own
+    network namespace, container or machine), raw text saved as <host>-counters.txt; None
+    where they cannot be read (the checkpoint goes on without them)."""
+    try:
+        text = host.runner.run(["cat", *counters.FILES], timeout=30).stdout
+    except LabError:
+        return None
+    (out / f"{host.name}-counters.txt").write_text(text)
+    return counters.parse_counters(text)
 
 
 def conntrack_count(host: LabHost) -> int:

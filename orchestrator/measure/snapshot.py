@@ -19,10 +19,13 @@ class HostSnapshot:
     ss: SsSummary
     memory: dict[str, Any] | None = None  # cgroup accounting, where the backend has it
     conntrack: int | None = None  # a router's conntrack entries (its own namespace)
+    #: Tcp/TcpExt/IpExt counters of its namespace, absolute (measure/counters.py); None
+    #: where they could not be read
+    counters: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"sockstat": self.sockstat, "ss": self.ss.to_dict(), "memory": self.memory,
-                "conntrack": self.conntrack}
+                "conntrack": self.conntrack, "counters": self.counters}
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..measure.counters import NOTABLE
 from ..results import RESULT_FILE
 from ..results.model import Buffers, Result
 from .exact_test import mann_whitney_p
@@ -240,33 +241,17 @@ def compare(results: list[Result]) -> dict[str, Any]:
                         caches[k] = max(caches.get(k, 0.0), abs(v))
         top = sorted(caches, key=lambda k: -caches[k])[:TOP_CACHES]
         keys = [(k, label) for k, label in BASE_FIGURES] + [(k, k[6:]) for k in top]
-        rows = []
-        for key, label in keys:
-            cells: list[dict[str, Any] | None] = []
-            for runs in per_group:
-                values = [figs[cp][key] if key in figs.get(cp, {}) else
-                          (0.0 if key.startswith("cache:") and cp in figs else None)
-                          for figs in runs]
-                values = [v for v in values if v is not None]
-                cells.append(_stats(values) if values else None)
-            if all(c is None for c in cells):
-                continue
-            first = cells[0]
-            versus: list[dict[str, Any] | None] = [None]
-            for cell in cells[1:]:
-                if first is None or cell is None:
-                    versus.append(None)
-                    continue
-                diff = cell["median"] - first["median"]
-                # a ratio only between positive amounts (a negative delta has no scale)
-                ratio = (cell["median"] / first["median"]
-                         if first["median"] > 0 and cell["median"] >= 0 else None)
-                versus.append({"diff": diff, "ratio": ratio, **significance(first, cell)})
-            rows.append({"figure": key, "label": label, "groups": cells, "vs_first": versus})
+        rows = [row for key, label in keys
+                if (row := _row(key, label, [[figs.get(cp, {}) for figs in runs]
+                                             for runs in per_group],
+                                key.startswith("cache:"))) is not None]
         out_cps.append({"name": cp, "rows": rows})
 
     return {
         "schema": SCHEMA,
+        # bytes moved and kernel counters: only when some run has them (older ones do not)
+        **{k: v for k, v in (("moved", moved_rows(groups)), ("counters", counter_rows(groups)))
+           if v},
         "groups": [{"label": g["label"], "key": g["key"], "runs": g["runs"], "n": len(g["runs"]),
                     "status": [r.status for r in g["results"]]} for g in groups],
         "checkpoints": out_cps,
@@ -274,6 +259,99 @@ def compare(results: list[Result]) -> dict[str, Any]:
         "sysctls": sysctl_diff(groups),
         "metadata": metadata_diff(groups),
     }
+
+
+def _row(key: str, label: str, per_group: list[list[dict[str, float | None]]],
+         zero_if_absent: bool = False) -> dict[str, Any] | None:
+    """One figure across the groups (each a list of its runs' figures): every group's
+    median and spread, and each one against the first; None when no run has it.
+    ``zero_if_absent``: a run that has the checkpoint but not the figure counts 0."""
+    cells: list[dict[str, Any] | None] = []
+    for runs in per_group:
+        values = [figs[key] if key in figs else (0.0 if zero_if_absent and figs else None)
+                  for figs in runs]
+        values = [v for v in values if v is not None]
+        cells.append(_stats(values) if values else None)
+    if all(c is None for c in cells):
+        return None
+    first = cells[0]
+    versus: list[dict[str, Any] | None] = [None]
+    for cell in cells[1:]:
+        if first is None or cell is None:
+            versus.append(None)
+            continue
+        diff = cell["median"] - first["median"]
+        # a ratio only between positive amounts (a negative delta has no scale)
+        ratio = (cell["median"] / first["median"]
+                 if first["median"] > 0 and cell["median"] >= 0 else None)
+        versus.append({"diff": diff, "ratio": ratio, **significance(first, cell)})
+    return {"figure": key, "label": label, "groups": cells, "vs_first": versus}
+
+
+def moved_figures(result: Result) -> dict[str, float]:
+    """Bytes moved: per transfer (by its read step), goodput in total and per connection."""
+    out: dict[str, float] = {}
+    for t in result.transfers:
+        name = f"step {t.step} {t.sender}→{t.receiver}"
+        out[f"{name} goodput (all)"] = t.total.goodput
+        out[f"{name} goodput per connection (mean)"] = t.total.mean
+    return out
+
+
+def moved_rows(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The goodput rows (bytes/s) of every group, beside the memory ones."""
+    per_group = [[moved_figures(r) for r in g["results"]] for g in groups]
+    keys: list[str] = []
+    for runs in per_group:
+        for figs in runs:
+            keys += [k for k in figs if k not in keys]
+    return [row for k in keys if (row := _row(k, k, per_group)) is not None]
+
+
+def counter_figures(result: Result) -> dict[str, dict[str, float]]:
+    """{checkpoint: {"<host role> <counter>": change since the baseline}}: hosts by role so
+    that differently named hosts line up (by name where a role has several)."""
+    roles = result.hosts_by_role()
+    out: dict[str, dict[str, float]] = {}
+    for cp in result.measured():
+        figs: dict[str, float] = {}
+        for host, moved in cp.counters.items():
+            role = result.role_of(host)
+            who = role if role and len(roles.get(role, [])) == 1 else host
+            figs.update({f"{who} {name}": float(v) for name, v in moved.items()})
+        if cp.counters:
+            out[cp.name] = figs
+    return out
+
+
+def counter_rows(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per checkpoint, the counters whose change differs between groups (all that moved,
+    with one group); a run without the counter counts 0 (it did not move)."""
+    per_group = [[counter_figures(r) for r in g["results"]] for g in groups]
+    out = []
+    names: list[str] = []
+    for runs in per_group:
+        for figs in runs:
+            names += [c for c in figs if c not in names]
+    for cp in names:
+        keys = sorted({k for runs in per_group for figs in runs for k in figs.get(cp, {})},
+                      key=lambda k: (k.split(" ")[0], _notable(k.split(" ", 1)[1]), k))
+        rows = []
+        for key in keys:
+            row = _row(key, key, [[figs.get(cp, {}) for figs in runs] for runs in per_group],
+                       zero_if_absent=True)
+            if row is None:
+                continue
+            medians = {c["median"] if c else None for c in row["groups"]}
+            if len(groups) == 1 or len(medians) > 1:
+                rows.append(row)
+        if rows:
+            out.append({"name": cp, "rows": rows})
+    return out
+
+
+def _notable(counter: str) -> int:
+    return NOTABLE.index(counter) if counter in NOTABLE else len(NOTABLE)
 
 
 def _host_sysctls(result: Result) -> dict[str, dict[str, str]]:

@@ -87,18 +87,16 @@ def tables(cmp: dict[str, Any], tablefmt: str) -> str:
         parts.append(f"{item}significance: exact two-sided Mann–Whitney U test, significant "
                      f"when p < {ALPHA}, never with fewer than {MIN_RUNS} runs a side")
     for cp in cmp["checkpoints"]:
-        head = ["figure (bytes)", *labels]
-        for lab in labels[1:]:
-            head += [f"{lab}−{labels[0]}", f"{lab}/{labels[0]}"] + ([f"{lab} vs {labels[0]}"] if judged else [])
-        rows = []
-        for row in cp["rows"]:
-            line = [row["label"], *[cell_text(c) for c in row["groups"]]]
-            for v in row["vs_first"][1:]:
-                line += [diff_text(v), ratio_text(v)] + ([sig_text(v)] if judged else [])
-            rows.append(line)
         parts += ["", f"{heading}Checkpoint {cp['name']}", *([""] if md else []),
-                  tabulate(rows, head, tablefmt=tablefmt,
-                           colalign=("left",) + ("right",) * (len(head) - 1))]
+                  figure_table(cp["rows"], labels, judged, tablefmt, "figure (bytes)")]
+    if cmp.get("moved"):
+        parts += ["", f"{heading}Bytes moved (goodput, bytes/s)", *([""] if md else []),
+                  figure_table(cmp["moved"], labels, judged, tablefmt, "transfer")]
+    for cp in cmp.get("counters") or []:
+        parts += ["", f"{heading}Kernel counters at {cp['name']} (change since the baseline"
+                  + (", where the setups differ)" if len(labels) > 1 else ")"),
+                  *([""] if md else []),
+                  figure_table(cp["rows"], labels, judged, tablefmt, "host counter")]
     if cmp.get("sides"):
         parts += ["", *side_lines(cmp, labels, tablefmt, heading, md)]
     parts += ["", f"{heading}Sysctls that differ (net.*, read back on each host)",
@@ -121,6 +119,21 @@ def tables(cmp: dict[str, Any], tablefmt: str) -> str:
     if same:
         parts.append(("" if not md else "\n") + "same in all: " + " · ".join(f"{r['field']} {fmt(r['values'][0])}" for r in same))
     return "\n".join(parts)
+
+
+def figure_table(rows: list[dict[str, Any]], labels: list[str], judged: bool, tablefmt: str,
+                 first: str) -> str:
+    """Rows of figures (compare._row): each group's cell, then each against the first."""
+    head = [first, *labels]
+    for lab in labels[1:]:
+        head += [f"{lab}−{labels[0]}", f"{lab}/{labels[0]}"] + ([f"{lab} vs {labels[0]}"] if judged else [])
+    lines = []
+    for row in rows:
+        line = [row["label"], *[cell_text(c) for c in row["groups"]]]
+        for v in row["vs_first"][1:]:
+            line += [diff_text(v), ratio_text(v)] + ([sig_text(v)] if judged else [])
+        lines.append(line)
+    return tabulate(lines, head, tablefmt=tablefmt, colalign=("left",) + ("right",) * (len(head) - 1))
 
 
 def side_head(label: str, column: dict[str, Any]) -> str:

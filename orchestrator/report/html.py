@@ -20,7 +20,7 @@ from ..errors import LabError
 from ..measure.analysis import CGROUP_CAVEAT
 from ..results import load_result
 from ..results.model import Checkpoint, Result
-from . import charts, conditions, findings
+from . import charts, conditions, findings, traffic
 from . import kernels as kernels_compare
 from . import text as report_text
 from .conditions_charts import pressure_chart
@@ -356,6 +356,7 @@ def context(result: Result, kernel_defaults: dict[str, str] | None = None) -> di
         "measured": bool(result.measured()),
         "topology": topology_text(result),
         "ledger": ledger_context(result),
+        "traffic": traffic.html_context(result),
     }
 
 

@@ -11,6 +11,7 @@ from ..results.model import Checkpoint, Result
 from . import conditions, findings
 from .ledger import header_note, ledger_text
 from .topology import topology_text
+from .traffic import traffic_text
 
 TOP_CACHES = 7
 
@@ -158,6 +159,7 @@ def render(result: Result, fmt: str = "simple") -> str:
         parts += ["Per-host memory cgroup (container), bytes per connection", cgroup,
                   CGROUP_CAVEAT, ""]
     parts += ledger_text(result, fmt)
+    parts += traffic_text(result, fmt)
     parts += [states_table(result, fmt)]
     for cp in result.checkpoints:
         for host, count in cp.tw_dropped.items():

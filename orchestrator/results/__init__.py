@@ -22,7 +22,9 @@ from .store import (
     result_path,
     write_json_atomic,
 )
+from .transfers import Goodput, Transfer
 
 __all__ = ["RESULT_FILE", "SCHEMA", "Buffers", "build_result", "CacheRow", "Checkpoint", "HostInfo",
            "KernelShare", "Metadata", "PerConnection", "Result", "Stat", "Timeline",
+           "Goodput", "Transfer",
            "check_schema", "load_result", "new_run_dir", "result_path", "write_json_atomic"]

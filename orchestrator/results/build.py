@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__, resources, sysctls, topology
-from ..measure import analysis
+from ..measure import analysis, counters
 
 if TYPE_CHECKING:  # types only: loading results must not load the backends
     from ..backends import Backend, LabHost
@@ -79,13 +79,22 @@ def build_result(*, plan: Plan, run_id: str, started: float, error: LabError | N
                                    if first else None),
             "family": plan.options.family,
             "server_model": plan.options.server_model,
+            "counters": counters_note(),
             **({"bundle": plan.options.bundle} if plan.options.bundle else {}),
         },
         "ramp": events.get("ramp"),
+        "transfers": events.get("transfers") or [],
         "slope": analysis.fit_levels(checkpoints) if plan.options.levels > 1 else None,
         "timeline": timeline,
         "checkpoints": checkpoints,
     }
+
+
+def counters_note() -> dict[str, Any]:
+    """What ``checkpoints[].counters`` holds (recorded once, in the metadata)."""
+    return {"files": list(counters.FILES), "sections": list(counters.SECTIONS),
+            "names": "nstat (section + counter: TcpExtListenOverflows)",
+            "since": "baseline", "omitted": "counters whose delta is zero"}
 
 
 def _git_commit(root: Path) -> str | None:

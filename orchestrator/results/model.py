@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputError
+from .transfers import Goodput, Transfer
 
 ROLES = ("server", "client")
 
@@ -151,6 +152,9 @@ class Checkpoint:
     tw_overflow: dict[str, int] = field(default_factory=dict)
     tw_dropped: dict[str, int] = field(default_factory=dict)
     per_connection_bytes: PerConnection | None = None
+    #: per host: kernel counters (nstat names: ``TcpExtListenOverflows``) -> change since
+    #: the baseline, non-zero only (a counter absent did not move); {} before this existed
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
     raw: dict[str, Any] = _raw()
 
     @classmethod
@@ -163,11 +167,21 @@ class Checkpoint:
             dict(d.get("memory_per_connection") or {}),
             {k: KernelShare.from_dict(k, v) for k, v in (d.get("per_kernel") or {}).items()},
             dict(d.get("tw_overflow") or {}), dict(d.get("tw_dropped") or {}),
-            PerConnection.from_dict(pcb) if pcb else None, dict(d))
+            PerConnection.from_dict(pcb) if pcb else None,
+            {h: dict(c) for h, c in (d.get("counters") or {}).items()}, dict(d))
 
     @property
     def measured(self) -> bool:
         return self.per_connection_bytes is not None
+
+    def counter(self, host: str, name: str) -> int:
+        """How much a kernel counter of ``host`` moved since the baseline: an nstat name
+        (``TcpRetransSegs``) or a bare one (``ListenOverflows``: TcpExt, Tcp, then IpExt)."""
+        moved = self.counters.get(host, {})
+        for key in (name, f"TcpExt{name}", f"Tcp{name}", f"IpExt{name}"):
+            if key in moved:
+                return moved[key]
+        return 0
 
     def per_connection(self) -> PerConnection:
         """The per-connection figures; the baseline (nothing measured) raises."""
@@ -347,6 +361,7 @@ class Result:
     ramp: dict[str, Any] | None = None
     slope: dict[str, Any] | None = None
     timeline: Timeline = Timeline()
+    transfers: tuple[Transfer, ...] = ()
     raw: dict[str, Any] = _raw()
 
     @classmethod
@@ -366,7 +381,8 @@ class Result:
                    Metadata.from_dict(d.get("metadata") or {}),
                    tuple(Checkpoint.from_dict(c) for c in d.get("checkpoints") or ()),
                    schema, d.get("error"), d.get("started"), d.get("finished"), d.get("ramp"),
-                   d.get("slope"), Timeline.from_dict(d.get("timeline")), raw)
+                   d.get("slope"), Timeline.from_dict(d.get("timeline")),
+                   tuple(Transfer.from_dict(t) for t in d.get("transfers") or ()), raw)
 
     def to_dict(self) -> dict[str, Any]:
         """The document as read (a copy): the stored JSON, unchanged."""
@@ -389,6 +405,15 @@ class Result:
         """The checkpoint taken just before ``cp``."""
         i = next(i for i, c in enumerate(self.checkpoints) if c.name == cp.name)
         return self.checkpoints[i - 1] if i > 0 else None
+
+    # -- bytes moved ----------------------------------------------------------------------
+    def goodput(self, step: int | None = None) -> Goodput | None:
+        """Goodput of the transfer read at scenario step ``step`` (its index in the steps),
+        or, without one, of the transfer that moved the most bytes; None without transfers.
+        ``.goodput`` is bytes/s of all connections, ``.mean`` bytes/s per connection."""
+        if step is not None:
+            return next((t.total for t in self.transfers if t.step == step), None)
+        return max((t.total for t in self.transfers), key=lambda g: g.bytes, default=None)
 
     # -- hosts and roles ------------------------------------------------------------------
     def hosts_by_role(self) -> dict[str, list[str]]:

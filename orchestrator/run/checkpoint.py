@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import faults
 from ..backends import Backend, LabHost
-from ..errors import LabError, RunError
+from ..errors import RunError
 from ..ledger.session import LedgerSession
 from ..measure import analysis, probes
 from ..measure.kernel import MeasuredKernel
@@ -243,8 +243,8 @@ class Checkpoints:
             record["changed_while_taken"] = changed
             self.ui.note(f"{name}: states changed while the snapshot was taken: "
                          + "; ".join(changed[:4]))
-        record["tw_overflow"] = {h.name: netstat(h, "TCPTimeWaitOverflow")
-                                 for h in self.hosts.values()}
+        record["tw_overflow"] = {h: (s.counters or {}).get("TcpExtTCPTimeWaitOverflow")
+                                 for h, s in snap.hosts.items()}
         if self.ledger is not None:
             self._ledger(name, record)
         self.records.append(record)
@@ -275,19 +275,8 @@ class Checkpoints:
                 "states": {h: dict(s.ss.states) for h, s in snap.hosts.items()},
                 "sockstat": {h: s.sockstat for h, s in snap.hosts.items()},
                 "memory": {h: s.memory for h, s in snap.hosts.items() if s.memory is not None},
+                "counters": {h: {} for h, s in snap.hosts.items() if s.counters is not None},
                 **({"router": {h: {"conntrack": s.conntrack} for h, s in snap.hosts.items()
                                if s.conntrack is not None}}
                    if any(s.conntrack is not None for s in snap.hosts.values()) else {})}
 
-
-def netstat(host: LabHost, key: str) -> int | None:
-    """A TcpExt counter of the host's network namespace (/proc/net/netstat)."""
-    try:
-        text = host.runner.run(["cat", "/proc/net/netstat"], timeout=30).stdout
-    except LabError:
-        return None
-    lines = text.splitlines()
-    for names, values in zip(lines[::2], lines[1::2], strict=False):
-        if names.startswith("TcpExt:") and key in names.split():
-            return int(values.split()[names.split().index(key)])
-    return None

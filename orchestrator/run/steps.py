@@ -19,6 +19,7 @@ from ..scenario import Expect, Step
 from ..ui import UI
 from .checkpoint import Checkpoints
 from .sides import PEER_ROLE, Sides
+from .transfers import Transfers
 
 
 @dataclass
@@ -36,6 +37,14 @@ class StepState:
     #: by role: bytes per connection it sent that its peer has not read yet
     unread: dict[str, int] = field(default_factory=dict)
     app_pending: bool = False  # a sender's application still holds data (buffers full)
+    transfers: Transfers | None = None  # goodput of the reads (made on first use)
+    index: int = -1  # the step being run (its position in the scenario)
+
+    def moved(self) -> Transfers:
+        if self.transfers is None:
+            self.transfers = Transfers(self.sides.offsets, dict(self.sides.roles))
+            self.events["transfers"] = self.transfers.records
+        return self.transfers
 
     @property
     def n(self) -> int:
@@ -116,7 +125,8 @@ def accept(s: StepState, step: Step) -> None:
 
 
 def join(s: StepState, step: Step) -> None:
-    s.sides.do(s.sides.everyone(), {"op": "join"})
+    replies = s.sides.do(s.sides.everyone(), {"op": "join"})
+    s.moved().join(replies)
     s.app_pending = False
 
 
@@ -129,8 +139,10 @@ def block_acks(s: StepState, step: Step) -> None:
 def send(s: StepState, step: Step) -> None:
     assert step.side is not None
     nbytes = step.bytes if step.bytes is not None else s.plan.scenario.bytes
+    issued = time.time()
     replies = s.sides.do_role(step.side, {"op": "send", "bytes": nbytes,
                                           "background": step.background})
+    s.moved().send(step.side, issued, replies)
     s.unread[step.side] = s.unread.get(step.side, 0) + nbytes
     pending = sum(r.get("pending", 0) for r in replies.values())
     s.app_pending = pending > 0 and not step.background
@@ -142,8 +154,9 @@ def send(s: StepState, step: Step) -> None:
 def read(s: StepState, step: Step) -> None:
     assert step.side is not None
     peer = PEER_ROLE[step.side]
-    s.sides.do_role(step.side, {"op": "read", "bytes": s.unread.get(peer, 0),
-                                "rate": step.rate, "background": step.background})
+    replies = s.sides.do_role(step.side, {"op": "read", "bytes": s.unread.get(peer, 0),
+                                          "rate": step.rate, "background": step.background})
+    s.moved().read(s.index, step, peer, s.unread.get(peer, 0), replies)
     s.unread[peer] = 0
     s.app_pending = False
 
@@ -170,4 +183,5 @@ HANDLERS: dict[str, Callable[[StepState, Step], None]] = {
 
 
 def run_step(s: StepState, step: Step) -> None:
+    s.index += 1
     HANDLERS[step.action](s, step)

@@ -79,7 +79,8 @@ def test_one_kernel_checkpoints_are_unchanged(capture, slab_aliases) -> None:
     cp = analysis.checkpoint(capture("baseline"), capture("established"), N, slab_aliases)
     assert "per_kernel" not in cp
     assert set(cp) == {"name", "time", "connections", "collect_seconds", "states",
-                       "per_connection_bytes", "buffers", "sockstat", "memory", "memory_per_connection"}
+                       "per_connection_bytes", "buffers", "sockstat", "memory", "memory_per_connection",
+                       "counters"}
 
 
 def test_merge_slab_and_text_round_trip(capture) -> None:
