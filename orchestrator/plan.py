@@ -163,8 +163,14 @@ def make_plan(opts: RunOptions) -> Plan:
 
 def _check_topology(backend: str, lab: Lab, opts: RunOptions) -> None:
     """What a backend or family cannot build yet is refused before anything exists."""
+    if backend == "ssh" and lab.router is not None:
+        raise InputError(
+            "the ssh backend drives server and client hosts but not a router: tcplab would "
+            "have to turn on forwarding, add routes and a NAT table on machines it does not "
+            "own, host-wide; use BACKEND=netns or BACKEND=docker for a router, or drop "
+            "--router (several ssh clients work)")
     many = len(lab.of("client")) > 1 or lab.router is not None
-    if many and backend in ("ssh", "vm"):
+    if many and backend == "vm":
         raise InputError(
             f"the {backend} backend runs one server and one client; this lab has "
             f"{len(lab.of('client'))} client(s){' and a router' if lab.router else ''}, "

@@ -229,12 +229,15 @@ class Checkpoints:
         if not expect.moving:
             probes.settle(n, self.kernel)
         memory_of = getattr(self.backend, "per_host_memory", None)
-        snap = probes.take(name, self.hosts, self.raw_dir, self.kernel, memory_of)
+        snap = probes.take(name, self.hosts, self.raw_dir, self.kernel, memory_of,
+                           getattr(self.backend, "read_hosts", None))
         self.sides.check_alive(f"checkpoint {name}")  # a side that died took its sockets
         self.snapshots.append(snap)
         record = self._record(snap, 0 if name == "baseline" else n)
         if tw_dropped:
             record["tw_dropped"] = tw_dropped
+        if snap.fanout is not None:
+            record["fanout"] = snap.fanout
         # The states waited for, as the snapshot itself saw them: a change while it was
         # taken (the kernel dropping half-open connections, say) is said, not hidden.
         changed = unmet(wanted, {h: s.ss for h, s in snap.hosts.items()}, {}, self.roles,
