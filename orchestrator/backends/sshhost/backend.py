@@ -28,6 +28,12 @@ What differs from the local backends:
   checkpoint snapshots each kernel's /proc/slabinfo and /proc/meminfo over SSH, so the
   result holds per-side figures (``per_kernel``).
 
+* Any number of client hosts: they are driven in parallel with Fabric's group API
+  (:class:`~.fanout.Fanout`): each host's clock offset is measured at ``up()`` and the
+  per-host reads of every snapshot are done on all hosts at once (``read_hosts``). A
+  router is refused by the plan: tcplab does not change forwarding, routes or NAT on
+  machines it does not own.
+
 The side script and the sock_diag summary run with ``python3 -c`` (nothing is copied).
 A side process ends when its SSH channel closes (stdin EOF; its workers die with it).
 """
