@@ -57,7 +57,8 @@ def test_ssh_two_clients_in_parallel_with_clock_offsets(three_hosts: SshLab,
               for name in ("client", "client2")}
     lab = lab_hosts.lab_file()
     proc = tcplab(tmp_path, "run", "--scenario", "idle", "-n", str(N), "--lab", str(lab),
-                  "--allow-host-sysctls", "--results", str(tmp_path / "results"))
+                  "--allow-host-sysctls", "--results", str(tmp_path / "results"),
+                  timeout=1200)  # the machine lock may be held by other runs for minutes
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "clocks: server " in proc.stdout + proc.stderr
     (run_dir,) = list((tmp_path / "results").iterdir())

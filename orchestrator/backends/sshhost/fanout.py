@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -25,13 +25,17 @@ from fabric.exceptions import GroupException
 
 from ...errors import RunError
 from ...runner import Command, Result, trace
-from ...ssh import quote
 from .transport import HostRunner
 
 #: Round trips of the clock reading; the one with the shortest round trip is kept.
-CLOCK_ROUNDS = 5
-#: The host's clock in seconds since the epoch (GNU date; python3 where %N is not known).
-CLOCK = "date +%s.%N 2>/dev/null | grep -v N || python3 -c 'import time; print(repr(time.time()))'"
+CLOCK_ROUNDS = 9
+#: On a host: answer every line read with the host's clock (a JSON line), until EOF.
+CLOCK_ECHO = r"""
+import json, sys, time
+print(json.dumps({"hello": 1}), flush=True)
+for _ in sys.stdin:
+    print(json.dumps({"clock": time.time()}), flush=True)
+"""
 #: A snapshot's first read: the host's clock, then its sockstat (one session).
 SOCKSTAT = ["sh", "-c", "date +%s.%N; cat /proc/net/sockstat"]
 
@@ -44,15 +48,15 @@ class Fanout:
         #: by host: the clock offset measured by :meth:`measure_clocks` (see there)
         self.clocks: dict[str, dict[str, float]] = {}
 
-    def run(self, cmd: Command, *, timeout: float | None = 60, as_user: bool = False,
+    def run(self, cmd: Command, *, timeout: float | None = 60,
             check: bool = True) -> dict[str, Result]:
-        """``cmd`` on every host in parallel; by host name. ``as_user``: as the login user
-        (no ``sudo``, no socket filter), for commands that need neither."""
+        """``cmd`` on every host in parallel (each host's command line: ``sudo`` and the
+        socket filter as its runner adds them); by host name."""
         for runner in self.runners:
             runner.connect()
         by_command: dict[str, list[HostRunner]] = {}
         for runner in self.runners:
-            line = quote(cmd) if as_user else runner.command(cmd)
+            line = runner.command(cmd)
             by_command.setdefault(line, []).append(runner)
         if len(by_command) == 1:
             ((line, runners),) = by_command.items()
@@ -65,21 +69,21 @@ class Fanout:
         return {name: result.check() if check else result for name, result in out.items()}
 
     def measure_clocks(self, rounds: int = CLOCK_ROUNDS) -> dict[str, dict[str, float]]:
-        """Each host's clock against this machine's, from ``rounds`` parallel readings.
+        """Each host's clock against this machine's: ``rounds`` round trips on one SSH
+        channel per host (all hosts at once), to a python3 loop that answers each line
+        with its clock.
 
         A reading taken between our ``t0`` and ``t1`` gives ``offset = remote - (t0 + t1)
         / 2`` (the host's clock minus ours) to within ``(t1 - t0) / 2`` whatever the path's
-        asymmetry: the bound is ``error_s``. The round with the shortest round trip is kept
-        per host; ``spread_s`` is how far the rounds' offsets scatter (their range).
+        asymmetry: the bound is ``error_s``. The round with the shortest round trip is kept;
+        ``spread_s`` is how far the rounds' offsets scatter (their range). One open channel,
+        not a command per round: a new session costs tens of ms (hundreds on a loaded
+        machine) that would all be in the bound.
         """
-        readings: dict[str, list[tuple[float, float]]] = {r.host: [] for r in self.runners}
-        for _ in range(rounds):
-            t0 = time.time()
-            results = self.run(CLOCK, as_user=True, timeout=30)
-            t1 = time.time()
-            for host, result in results.items():
-                remote = _clock(result)
-                readings[host].append((remote - (t0 + t1) / 2, (t1 - t0) / 2))
+        with ThreadPoolExecutor(max_workers=max(1, len(self.runners))) as pool:
+            readings = dict(zip([r.host for r in self.runners],
+                                pool.map(lambda r: _round_trips(r, rounds), self.runners),
+                                strict=True))
         self.clocks = {}
         for host, pairs in readings.items():
             offset, error = min(pairs, key=lambda p: p[1])
@@ -87,7 +91,7 @@ class Fanout:
             self.clocks[host] = {"offset_s": round(offset, 6), "error_s": round(error, 6),
                                  "spread_s": round(max(offsets) - min(offsets), 6),
                                  "median_offset_s": round(statistics.median(offsets), 6),
-                                 "rounds": rounds}
+                                 "rounds": len(pairs)}
         return self.clocks
 
     def to_local(self, host: str, remote: float) -> float:
@@ -95,7 +99,7 @@ class Fanout:
         return remote - self.clocks.get(host, {}).get("offset_s", 0.0)
 
     def snapshot(self, names: Sequence[str],
-                 summary_argv: Callable[[], list[str]], serial_limit: int
+                 summary_argv: list[str], serial_limit: int
                  ) -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
         """The per-host half of a checkpoint, on every host at once: sockstat (with the
         host's clock, so its moment is known on ours) and the socket summary.
@@ -110,7 +114,7 @@ class Fanout:
         group.clocks = self.clocks
         start = time.monotonic()
         stats = group.run(SOCKSTAT, timeout=60)
-        summaries = group.run(summary_argv(), timeout=120)
+        summaries = group.run(summary_argv, timeout=120)
         parallel = time.monotonic() - start
         sockstat, moments = {}, {}
         for host, result in stats.items():
@@ -126,7 +130,7 @@ class Fanout:
             start = time.monotonic()
             for runner in group.runners:
                 runner.run(SOCKSTAT, timeout=60)
-                runner.run(summary_argv(), timeout=120)
+                runner.run(summary_argv, timeout=120)
             timing["serial_seconds"] = round(time.monotonic() - start, 4)
         return sockstat, {h: r.stdout for h, r in summaries.items()}, timing
 
@@ -152,6 +156,28 @@ def _group_run(line: str, runners: list[HostRunner], timeout: float | None
     return out
 
 
+def _round_trips(runner: HostRunner, rounds: int, timeout: float = 30.0
+                 ) -> list[tuple[float, float]]:
+    """(offset, bound) of each round trip to the host's clock loop (see measure_clocks)."""
+    channel = runner.spawn(["python3", "-c", CLOCK_ECHO])
+    try:
+        if not channel.receive(timeout=timeout):
+            raise RunError(f"{runner.host}: the clock probe did not start within {timeout:.0f} s")
+        out = []
+        for _ in range(rounds):
+            t0 = time.time()
+            channel.send({})
+            reply = channel.receive(timeout=timeout)
+            t1 = time.time()
+            if not reply or not isinstance(reply.get("clock"), (int, float)):
+                raise RunError(f"{runner.host}: no clock reading within {timeout:.0f} s "
+                               f"(got {reply!r})")
+            out.append((reply["clock"] - (t0 + t1) / 2, (t1 - t0) / 2))
+        return out
+    finally:
+        channel.close()
+
+
 def _clock_text(text: str, result: Result) -> float:
     try:
         return float(text.strip())
@@ -159,11 +185,6 @@ def _clock_text(text: str, result: Result) -> float:
         raise RunError(f"{result.host}: cannot read its clock (`{result.command[:60]}` "
                        f"printed {text.strip()[:60]!r}); the host needs GNU date or "
                        "python3") from None
-
-
-def _clock(result: Result) -> float:
-    return _clock_text(result.stdout.strip().splitlines()[-1] if result.stdout.strip()
-                       else "", result)
 
 
 def _sockets(summary_json: str) -> int:
