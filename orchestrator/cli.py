@@ -304,7 +304,10 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"tcplab: error: {_one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # a run's Interrupted says which signal, and cleaned up
+        if str(exc):
+            print(f"tcplab: error: {_one_line(str(exc))}", file=sys.stderr)
+            return getattr(exc, "exit_code", 130)
         print("tcplab: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `tcplab report ... | head`: the reader has what it wanted

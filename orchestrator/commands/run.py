@@ -38,7 +38,7 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     from ..report import text as report_text
     from ..report.html import write_report
     from ..results import load_result
-    from ..run.labrun import Interrupted, run_plan
+    from ..run.labrun import run_plan
     from ..ui import UI
 
     root = Path.cwd()  # the user's own files: results/ lands here unless --results
@@ -80,7 +80,8 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
             try:
                 run_dir = run_plan(plan, ui, followed=followed)
             except LabError as exc:  # one run of several failing: the others still run
-                if len(plans) * args.repeat == 1 or isinstance(exc, Interrupted):
+                # (an Interrupted is no LabError: Ctrl-C ends them all)
+                if len(plans) * args.repeat == 1:
                     raise
                 what = f"kernel {label} · profile {plan.profile.name}{tag}"
                 failed.append((label, what, exc))

@@ -18,11 +18,15 @@ from ..measure.snapshot import Snapshot
 from .sides import Sides
 
 
-class Interrupted(RunError):
+class Interrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM arrived; the run stops and cleans up.
 
     Exits 128 + the signal's number, as a shell reports a process the signal ended:
     130 for Ctrl-C, 143 for SIGTERM, so make, loops and CI see an interrupt, not a failure.
+
+    Not a :class:`LabError`: the handler raises it wherever the run happens to be, and a
+    ``try: ... except LabError`` there (a probe that tolerates a failing command, say)
+    must not swallow it. Like KeyboardInterrupt, only the run's own ending catches it.
     """
 
     def __init__(self, message: str, signum: int = signal.SIGINT) -> None:

@@ -78,8 +78,9 @@ class LabRun:
             self._steps()
         except LabError as exc:
             error = explained(exc, self.backend)
-        except KeyboardInterrupt:
-            error = Interrupted("interrupted; cleaned up")
+        except KeyboardInterrupt as exc:  # Interrupted (a signal) or a plain Ctrl-C
+            error = exc if isinstance(exc, Interrupted) else Interrupted(
+                "interrupted; cleaned up")
         except OSError as exc:  # the run's own files (raw snapshots): a full disk, say
             error = RunError(f"cannot write the run's files in {run_dir}: {exc.strerror}; "
                              "free some disk space or choose another results directory "
@@ -103,7 +104,7 @@ class LabRun:
             raise error
         return run_dir
 
-    def _save(self, run_dir: Path, started: float, error: LabError | None) -> None:
+    def _save(self, run_dir: Path, started: float, error: LabError | Interrupted | None) -> None:
         """result.json, or no run directory at all: one the result could not be written
         into (a full disk) would be a partial result no command reads."""
         try:
@@ -158,7 +159,7 @@ class LabRun:
         for step in self.plan.scenario.steps:
             run_step(self.state, step)
 
-    def _result(self, run_dir: Path, started: float, error: LabError | None) -> dict[str, Any]:
+    def _result(self, run_dir: Path, started: float, error: LabError | Interrupted | None) -> dict[str, Any]:
         backend, cps = self.backend, self.state.checkpoints if self.state else None
         kernel = backend.measured_kernel() if backend else None
         timeline = self.sampler.stop() if self.sampler else None

@@ -63,6 +63,12 @@ ELSEWHERE = {
         "tests/integration/test_topologies.py",
     ".venv/bin/tcplab run -s idle -n 10000 -b netns --clients 4 --router nat":
         "tests/integration/test_topologies.py",
+    ".venv/bin/tcplab run -s idle -b netns -n 2000000 --clients 4":
+        "run once (4,000,000 sockets, ~10 min, 15 GB); tests/integration/test_topologies.py "
+        "runs the same topology at N=10,000",
+    ".venv/bin/tcplab run -s idle -b netns -n 1000000 --clients 4 --router nat \\":
+        "run once (~25 min with the lock wait); tests/integration/test_topologies.py runs the "
+        "NAT topology at N=10,000",
 }
 
 #: Read-only examples, run on a copy of tests/data/results (no root, seconds).

@@ -203,7 +203,8 @@ def test_kernel_sweep_survives_a_kernel_that_cannot_boot(tmp_path: Path) -> None
     # qemu opens the lab link socket, then refuses the kernel and exits ("exited at start"
     # when that happens before the link socket is seen)
     # (led by the backend's diagnosis of the dead VM when it has one)
-    cause = r"(server: its VM \(qemu pid \d+\) exited with status 1 during the run; what " \
+    cause = r"(server: its VM \(qemu pid \d+\) exited with status 1 (during the run|while " \
+            r"booting, before its init was ready); what " \
             r"the run saw: )?server: (the VM stopped while booting \(qemu exit 1\)|qemu " \
             r"exited at start): qemu: invalid kernel header"
     assert re.search(f"not measured: kernel {re.escape(str(bogus))}: its run failed: {cause}",

@@ -7,6 +7,7 @@ import signal
 import pytest
 
 from orchestrator import cli
+from orchestrator.errors import LabError
 from orchestrator.run import labrun
 from orchestrator.run.labrun import Interrupted
 
@@ -17,6 +18,19 @@ def test_interrupted_exits_128_plus_the_signal():
     assert Interrupted("x").exit_code == 130
     assert Interrupted("x", signal.SIGINT).exit_code == 130
     assert Interrupted("x", signal.SIGTERM).exit_code == 143
+
+
+def test_a_signal_inside_code_that_tolerates_lab_errors_still_stops_the_run():
+    """The handler raises wherever the run is; a probe's ``except LabError`` must not eat it."""
+    def probe_that_tolerates_failures() -> None:
+        try:
+            labrun._raise_interrupt(signal.SIGTERM, None)
+        except LabError:
+            pass
+
+    with pytest.raises(Interrupted) as caught:
+        probe_that_tolerates_failures()
+    assert caught.value.exit_code == 143
 
 
 @pytest.mark.root

@@ -293,10 +293,14 @@ def test_diagnose_names_a_killed_vm() -> None:
     alive = _subprocess.Popen(["sleep", "30"])
     try:
         backend = VmBackend.__new__(VmBackend)
-        backend.vms = {"server": SimpleNamespace(proc=dead, pid=dead.pid),
-                       "client": SimpleNamespace(proc=alive, pid=alive.pid)}
+        backend.vms = {"server": SimpleNamespace(proc=dead, pid=dead.pid, boot_seconds=21.5),
+                       "client": SimpleNamespace(proc=alive, pid=alive.pid, boot_seconds=20.0)}
         assert backend.diagnose() == [
             f"server: its VM (qemu pid {dead.pid}) was killed by SIGKILL during the run"]
+        backend.vms["server"] = SimpleNamespace(proc=dead, pid=dead.pid, boot_seconds=None)
+        assert backend.diagnose() == [  # it never reached its init's ready line
+            f"server: its VM (qemu pid {dead.pid}) was killed by SIGKILL while booting, "
+            "before its init was ready"]
     finally:
         alive.kill()
         alive.wait()

@@ -154,7 +154,9 @@ class VmBackend(SshBackend):
             if code is not None:
                 how = (f"was killed by {signal.Signals(-code).name}" if code < 0
                        and -code in signal.valid_signals() else f"exited with status {code}")
-                notes.append(f"{name}: its VM (qemu pid {vm.pid}) {how} during the run")
+                when = ("during the run" if vm.boot_seconds is not None
+                        else "while booting, before its init was ready")
+                notes.append(f"{name}: its VM (qemu pid {vm.pid}) {how} {when}")
         return notes
 
     def undo_handlers(self) -> dict[str, Callable[[dict], None]]:
