@@ -141,7 +141,8 @@ def take(name: str, hosts: dict[str, LabHost], raw_dir: Path, kernel: MeasuredKe
 
     ``read_hosts(names, summary_argv, serial_limit)``: the backend reads every host's
     sockstat and socket summary at once (ssh: Fabric's group API) and says how long that
-    took (``Snapshot.fanout``); without it each host is read on its own thread.
+    took (``Snapshot.fanout``); without it (or when it gives None) each host is read on its
+    own thread.
     """
     start = time.monotonic()
     out = raw_dir / name
@@ -152,8 +153,9 @@ def take(name: str, hosts: dict[str, LabHost], raw_dir: Path, kernel: MeasuredKe
     stats: dict[str, str] = {}
     summaries: dict[str, str] = {}
     fanout = None
-    if read_hosts is not None:
-        stats, summaries, fanout = read_hosts(list(hosts), sockdiag_argv(), RAW_SS_MAX)
+    read = read_hosts(list(hosts), sockdiag_argv(), RAW_SS_MAX) if read_hosts else None
+    if read is not None:
+        stats, summaries, fanout = read
 
     def collect(host: LabHost) -> tuple[str, HostSnapshot]:
         if host.name in stats:

@@ -47,11 +47,14 @@ def per_host(expect: Expect, roles: dict[str, str],
     """Each host's share of its role's expected states (all of it for a role's only host).
 
     ``weights``: connections per host (clients of a topology, which need not be equal);
-    equal shares without. A key of ``expect.states`` that names a host is that host's own.
+    equal shares without. A key of ``expect.states`` that names a host is that host's own,
+    unless it is also a role: a lab file may name a client host ``client`` beside
+    ``client2`` (ssh), and ``client`` is then the role, shared by both.
     """
     out: Wanted = {}
+    taken = set(roles.values())
     for role, wanted in expect.states.items():
-        if role in roles:
+        if role in roles and role not in taken:
             out[role] = dict(wanted)
             continue
         members = [h for h, r in roles.items() if r == role]
