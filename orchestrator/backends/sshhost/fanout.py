@@ -1,9 +1,11 @@
 """Many ssh hosts at once: Fabric's group API (``ThreadingGroup``) over the run's connections.
 
 One command on every host in parallel, each host's answer as an
-:class:`~orchestrator.runner.Result` (from Fabric's ``GroupResult``); the clock offset of
-every host against this machine; and the parallel half of a checkpoint's snapshot (each
-host's sockstat and socket summary), timed against the same reads host after host.
+:class:`~orchestrator.runner.Result` (from Fabric's ``GroupResult``); the parallel half
+of a checkpoint's snapshot (each host's sockstat and socket summary), timed against the
+same reads host after host; and the clock offset of every host against this machine
+(round trips on one open channel per host, all hosts at once: a group command per
+reading would put a session's setup, hundreds of ms on a loaded machine, in the bound).
 
 The group is made of the hosts' own connections (``ThreadingGroup.from_connections``):
 no second login, and each connection keeps its settings (key, no agent, no ssh_config).
