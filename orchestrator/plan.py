@@ -169,13 +169,12 @@ def make_plan(opts: RunOptions) -> Plan:
 
 def _check_topology(backend: str, lab: Lab, opts: RunOptions) -> None:
     """What a backend or family cannot build yet is refused before anything exists."""
-    many = len(lab.of("client")) > 1 or lab.router is not None
-    if many and backend == "ssh":
+    if backend == "ssh" and lab.router is not None:
         raise InputError(
-            f"the {backend} backend runs one server and one client; this lab has "
-            f"{len(lab.of('client'))} client(s){' and a router' if lab.router else ''}, "
-            "which it does not support yet: use BACKEND=netns, docker or vm, or drop "
-            "--clients/--router")
+            "the ssh backend drives server and client hosts but not a router: tcplab would "
+            "have to turn on forwarding, add routes and a NAT table on machines it does not "
+            "own, host-wide; use BACKEND=netns, docker or vm for a router, or drop "
+            "--router (several ssh clients work)")
     if lab.router is not None and opts.family == "ipv6":
         raise InputError("--family/FAMILY ipv6 with a router is not supported yet (the "
                          "router forwards and masquerades IPv4 only); use FAMILY=ipv4 or "

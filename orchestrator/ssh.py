@@ -151,24 +151,35 @@ class SshRunner(Runner):
         seconds = int(timeout) if timeout else None
         started = time.monotonic()
         try:
-            out = self.connection.run(command, warn=True, hide=True, pty=False,
-                                      in_stream=in_stream, timeout=seconds)
-            result = Result(command, self.host, out.exited, out.stdout, out.stderr)
-            if out.exited == -1 and not self.connection.is_connected:  # no exit status came
-                raise RunError(f"{self.host}: the SSH connection to {self.where} dropped while "
-                               f"running `{command[:80]}`")
-            if out.exited == -1 and seconds and time.monotonic() - started >= seconds:
-                # invoke's timer closed the channel, but its thread was still returning
-                # when invoke asked whether it had fired (a race seen under load): no
-                # CommandTimedOut, an exit status of -1. Same outcome as a timeout.
-                result = timed_out(command, self.host, out.stdout, out.stderr, timeout)
-        except CommandTimedOut as exc:
-            result = timed_out(command, self.host, exc.result.stdout, exc.result.stderr,
-                               timeout)
-        except TRANSPORT_ERRORS as exc:
-            raise RunError(f"{self.host}: SSH to {self.where} failed while running "
-                           f"`{command[:80]}`: {_describe(exc)}") from exc
+            out: Any = self.connection.run(command, warn=True, hide=True, pty=False,
+                                           in_stream=in_stream, timeout=seconds)
+        except (CommandTimedOut, *TRANSPORT_ERRORS) as exc:
+            out = exc
+        result = self.outcome(command, out, started, timeout)
         return result.check() if check else result
+
+    def outcome(self, command: str, out: Any, started: float,
+                timeout: float | None) -> Result:
+        """The Result of ``command`` from what fabric gave: its result, or the exception
+        it raised (also what a Fabric group maps this host's connection to)."""
+        seconds = int(timeout) if timeout else None
+        if isinstance(out, CommandTimedOut):
+            return timed_out(command, self.host, out.result.stdout, out.result.stderr, timeout)
+        if isinstance(out, TRANSPORT_ERRORS):
+            raise RunError(f"{self.host}: SSH to {self.where} failed while running "
+                           f"`{command[:80]}`: {_describe(out)}") from out
+        if isinstance(out, BaseException):
+            raise out
+        result = Result(command, self.host, out.exited, out.stdout, out.stderr)
+        if out.exited == -1 and not self.connection.is_connected:  # no exit status came
+            raise RunError(f"{self.host}: the SSH connection to {self.where} dropped while "
+                           f"running `{command[:80]}`")
+        if out.exited == -1 and seconds and time.monotonic() - started >= seconds:
+            # invoke's timer closed the channel, but its thread was still returning
+            # when invoke asked whether it had fired (a race seen under load): no
+            # CommandTimedOut, an exit status of -1. Same outcome as a timeout.
+            result = timed_out(command, self.host, out.stdout, out.stderr, timeout)
+        return result
 
     def _session(self, command: str) -> paramiko.Channel:
         try:

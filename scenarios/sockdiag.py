@@ -7,11 +7,12 @@ socket counts by state (ss's names), per state the sums of each skmem field and 
 queues, and their medians, aggregated while the dump streams in, so memory stays bounded
 at a million sockets and nothing like ``ss`` text is produced or parsed.
 
-    python3 sockdiag.py [--no-mem] [--skip-port PORT --keep-peer ADDR]
+    python3 sockdiag.py [--no-mem] [--skip-port PORT --keep-peer ADDR[,ADDR...]]
 
 --no-mem: states and queues only (cheaper). --skip-port/--keep-peer: leave out sockets
-whose local port is PORT unless their peer is ADDR (the SSH control connection of a
-remote lab host is not lab traffic; a lab connection to the same port is).
+whose local port is PORT unless their peer is one of the ADDRs (the SSH control
+connection of a remote lab host is not lab traffic; a lab connection to the same port
+is; a server has one peer per client host).
 
 The orchestrator also loads this file as a module and feeds parsed ``ss -tmni`` text to
 :class:`Summary` (``add_socket``), so captured ss output and live dumps are summarised by
@@ -115,7 +116,7 @@ def median(counts: Counter) -> float:
 
 
 def dump(family: int, summary: Summary, seq: int, skip_port: int = 0,
-         keep_peer: bytes | None = None) -> None:
+         keep_peers: tuple = ()) -> None:
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
@@ -137,7 +138,7 @@ def dump(family: int, summary: Summary, seq: int, skip_port: int = 0,
                     return
                 msg = off + 16
                 if skip_port and (data[msg + 4] << 8 | data[msg + 5]) == skip_port \
-                        and data[msg + 24:msg + 24 + len(keep_peer or b"")] != keep_peer:
+                        and not any(data[msg + 24:msg + 24 + len(p)] == p for p in keep_peers):
                     off += (length + 3) & ~3  # e.g. the SSH control connection
                     continue
                 # key: state byte + idiag_rqueue/wqueue (8 bytes) [+ 9 skmem words]
@@ -160,10 +161,9 @@ def dump(family: int, summary: Summary, seq: int, skip_port: int = 0,
 def summarize(with_mem: bool = True, skip_port: int = 0, keep_peer: str = "") -> dict:
     summary = Summary(with_mem)
     for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), 1):
-        peer = None
-        if keep_peer and (":" in keep_peer) == (family == socket.AF_INET6):
-            peer = socket.inet_pton(family, keep_peer)
-        dump(family, summary, seq, skip_port, peer or (b"\xff" if skip_port else None))
+        peers = tuple(socket.inet_pton(family, a) for a in keep_peer.split(",")
+                      if a and (":" in a) == (family == socket.AF_INET6))
+        dump(family, summary, seq, skip_port, peers)
     return summary.to_dict()
 
 

@@ -132,6 +132,11 @@ class Backend(ABC):
         """After a failure: what is known of hosts that died (one line each; [] if none)."""
         return []
 
+    def clock_offsets(self) -> dict[str, float]:
+        """By host, its clock minus this machine's, where the backend measured it (ssh);
+        {} where the hosts share this machine's clock or nothing was measured."""
+        return {}
+
     def per_host_memory(self, host: LabHost) -> dict[str, Any] | None:
         """Backend-specific per-host memory accounting (cgroups), if any."""
         return None

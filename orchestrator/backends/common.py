@@ -60,6 +60,11 @@ def peer_address(lab: Lab, host: str) -> str:
     return next(h.address for h in lab.hosts if h.name != host)
 
 
+def peer_addresses(lab: Lab, host: str) -> list[str]:
+    """The lab addresses of every other host (a server's peers: each client's address)."""
+    return [h.address for h in lab.hosts if h.name != host]
+
+
 #: A member of a lab network: the host, its address there, its interface name.
 Member = tuple[HostSpec, str, str]
 

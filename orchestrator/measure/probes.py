@@ -137,18 +137,34 @@ def wait_released(baseline: dict[str, parsers.SlabLine], kernel: MeasuredKernel,
 
 
 def take(name: str, hosts: dict[str, LabHost], raw_dir: Path, kernel: MeasuredKernel,
-         memory_of: Any = None) -> Snapshot:
-    """Collect one checkpoint's snapshot and save the raw text under raw_dir/name."""
+         memory_of: Any = None, read_hosts: Any = None) -> Snapshot:
+    """Collect one checkpoint's snapshot and save the raw text under raw_dir/name.
+
+    ``read_hosts(names, summary_argv, serial_limit)``: the backend reads every host's
+    sockstat and socket summary at once (ssh: Fabric's group API) and says how long that
+    took (``Snapshot.fanout``); without it (or when it gives None) each host is read on its
+    own thread.
+    """
     start = time.monotonic()
     out = raw_dir / name
     out.mkdir(parents=True, exist_ok=False)
     kernel.shrink_caches()  # exact object counts: see settle
     when = time.time()
     slab, meminfo, per, slab_text, mem_text = _read_kernels(kernel, out)
+    stats: dict[str, str] = {}
+    summaries: dict[str, str] = {}
+    fanout = None
+    read = read_hosts(list(hosts), sockdiag_argv(), RAW_SS_MAX) if read_hosts else None
+    if read is not None:
+        stats, summaries, fanout = read
 
     def collect(host: LabHost) -> tuple[str, HostSnapshot]:
-        sockstat_text = host.runner.run(["cat", "/proc/net/sockstat"]).stdout
-        summary = host_summary(host)
+        if host.name in stats:
+            sockstat_text = stats[host.name]
+            summary = from_dict(json.loads(summaries[host.name]))
+        else:
+            sockstat_text = host.runner.run(["cat", "/proc/net/sockstat"]).stdout
+            summary = host_summary(host)
         if sum(summary.states.values()) <= RAW_SS_MAX:  # raw per-socket text, kept for study
             with gzip.open(out / f"{host.name}-ss.txt.gz", "wt", compresslevel=3) as fh:
                 for line in host.runner.stream(SS_ALL):
@@ -166,7 +182,8 @@ def take(name: str, hosts: dict[str, LabHost], raw_dir: Path, kernel: MeasuredKe
         fh.write(slab_text)
     (out / "meminfo.txt").write_text(mem_text)
     return Snapshot(name, when, slab, meminfo, host_snaps, time.monotonic() - start,
-                    per if len(per) > 1 else {}, kernel.slab_aliases(), kernel.page_size)
+                    per if len(per) > 1 else {}, kernel.slab_aliases(), kernel.page_size,
+                    fanout)
 
 
 def read_counters(host: LabHost, out: Path) -> dict[str, int] | None:

@@ -56,3 +56,5 @@ class Snapshot:
     kernels: dict[str, KernelSnapshot] = field(default_factory=dict)
     aliases: dict[str, list[str]] | None = None  # SLUB merges of the measured kernel(s)
     page_size: int = PAGE_SIZE  # of the measured kernel's machine (os.sysconf there)
+    # Hosts read all at once (ssh): parallel vs serial seconds, each host's moment
+    fanout: dict[str, Any] | None = None

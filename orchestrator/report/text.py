@@ -160,6 +160,7 @@ def render(result: Result, fmt: str = "simple") -> str:
                   CGROUP_CAVEAT, ""]
     parts += ledger_text(result, fmt)
     parts += traffic_text(result, fmt)
+    parts += fanout_text(result, fmt)
     parts += [states_table(result, fmt)]
     for cp in result.checkpoints:
         for host, count in cp.tw_dropped.items():
@@ -182,6 +183,33 @@ def render(result: Result, fmt: str = "simple") -> str:
     if said:
         parts += ["", said]
     return "\n".join(parts)
+
+
+def fanout_text(result: Result, fmt: str = "simple") -> list[str]:
+    """ssh: each host's clock against the orchestrator's, and each snapshot's reads on all
+    hosts at once against the same reads host after host ([] for other backends)."""
+    clocks = {name: h.raw["clock"] for name, h in result.metadata.hosts.items()
+              if isinstance(h.raw.get("clock"), dict)}
+    rows = [[cp.name, cp.raw["fanout"].get("hosts"),
+             f"{cp.raw['fanout']['parallel_seconds']:.3f}",
+             _seconds(cp.raw["fanout"].get("serial_seconds")),
+             f"{max(cp.raw['fanout'].get('read_at', {0: 0}).values()) * 1000:.1f}"]
+            for cp in result.checkpoints if isinstance(cp.raw.get("fanout"), dict)]
+    if not clocks and not rows:
+        return []
+    out = ["Hosts over SSH, in parallel (Fabric ThreadingGroup)"]
+    if clocks:
+        out.append("clock offsets (host minus this machine, ± bound): " + ", ".join(
+            f"{name} {c['offset_s'] * 1000:+.1f} ms ±{c['error_s'] * 1000:.1f}"
+            for name, c in clocks.items()))
+    if rows:
+        out.append(tabulate(rows, ["checkpoint", "hosts", "parallel s", "serial s",
+                                   "read spread ms"], tablefmt=fmt))
+    return [*out, ""]
+
+
+def _seconds(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def slope_text(slope: dict[str, Any]) -> str:

@@ -47,11 +47,14 @@ def per_host(expect: Expect, roles: dict[str, str],
     """Each host's share of its role's expected states (all of it for a role's only host).
 
     ``weights``: connections per host (clients of a topology, which need not be equal);
-    equal shares without. A key of ``expect.states`` that names a host is that host's own.
+    equal shares without. A key of ``expect.states`` that names a host is that host's own,
+    unless it is also a role: a lab file may name a client host ``client`` beside
+    ``client2`` (ssh), and ``client`` is then the role, shared by both.
     """
     out: Wanted = {}
+    taken = set(roles.values())
     for role, wanted in expect.states.items():
-        if role in roles:
+        if role in roles and role not in taken:
             out[role] = dict(wanted)
             continue
         members = [h for h, r in roles.items() if r == role]
@@ -229,12 +232,15 @@ class Checkpoints:
         if not expect.moving:
             probes.settle(n, self.kernel)
         memory_of = getattr(self.backend, "per_host_memory", None)
-        snap = probes.take(name, self.hosts, self.raw_dir, self.kernel, memory_of)
+        snap = probes.take(name, self.hosts, self.raw_dir, self.kernel, memory_of,
+                           getattr(self.backend, "read_hosts", None))
         self.sides.check_alive(f"checkpoint {name}")  # a side that died took its sockets
         self.snapshots.append(snap)
         record = self._record(snap, 0 if name == "baseline" else n)
         if tw_dropped:
             record["tw_dropped"] = tw_dropped
+        if snap.fanout is not None:
+            record["fanout"] = snap.fanout
         # The states waited for, as the snapshot itself saw them: a change while it was
         # taken (the kernel dropping half-open connections, say) is said, not hidden.
         changed = unmet(wanted, {h: s.ss for h, s in snap.hosts.items()}, {}, self.roles,

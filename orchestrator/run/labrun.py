@@ -137,6 +137,7 @@ class LabRun:
         kernel = backend.measured_kernel()
         # Hosts on kernels of their own (VMs, remote machines) sample them themselves.
         sides = self.sides = start_sides(backend, hosts, plan, sample=not kernel.local)
+        sides.measured = {h: -offset for h, offset in backend.clock_offsets().items()}
         self.sampler = Sampler(sides.sockstat_paths(backend, hosts)).start()
         sides.hello()
         workers = sides.prepare()

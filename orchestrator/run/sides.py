@@ -41,6 +41,9 @@ class Sides:
         #: the side's clock when sent): off by the quickest reply's latency
         self.offsets: dict[str, float] = {}
         self.prepared: dict[str, int] = {}  # workers per host, once prepared
+        #: by host: our clock minus the side's as the backend measured it (ssh: round
+        #: trips with a bound); preferred to ``offsets`` for the timeline
+        self.measured: dict[str, float] = {}
 
     def of(self, role: str) -> list[str]:
         """The hosts of a role that run a side."""
@@ -129,7 +132,7 @@ class Sides:
         except LabError as exc:
             note(f"timeline: the sides' samples could not be read ({exc})")
             return local
-        return merge_side_timelines(local, replies, self.offsets,
+        return merge_side_timelines(local, replies, {**self.offsets, **self.measured},
                                     {k.label: k.hosts for k in kernel.parts()})
 
     def sockstat_paths(self, backend: Backend, hosts: dict[str, LabHost]) -> dict[str, Path]:

@@ -67,16 +67,19 @@ def ns_sysctl(ns: str, name: str) -> str:
 
 
 class SshLab:
-    """Two sshd hosts in namespaces on 198.19.<k>.2 and .3; this machine on .1."""
+    """sshd hosts in namespaces on 198.19.<k>.2 (server), .3 (client), .4 (client2)...;
+    this machine on .1. ``clients``: how many client hosts (named client, client2, ...)."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, clients: int = 1) -> None:
         self.tmp = tmp
         self.sid = f"{random.randrange(16**4):04x}"
         self.k = random.randrange(1, 250)
         self.subnet = f"198.19.{self.k}.0/24"
-        self.addr = {"server": f"198.19.{self.k}.2", "client": f"198.19.{self.k}.3"}
-        self.ns = {"server": f"tlsh-{self.sid}-s", "client": f"tlsh-{self.sid}-c",
-                   "switch": f"tlsh-{self.sid}-w"}
+        self.names = ["server", "client", *(f"client{i}" for i in range(2, clients + 1))]
+        self.addr = {name: f"198.19.{self.k}.{i}" for i, name in enumerate(self.names, 2)}
+        self.short = {name: name[0] + name[6:] for name in self.names}  # s, c, c2, ...
+        self.ns = {name: f"tlsh-{self.sid}-{self.short[name]}" for name in self.names}
+        self.ns["switch"] = f"tlsh-{self.sid}-w"
         self.root_link = f"tlsh{self.sid}r"
         self.procs: list[subprocess.Popen] = []
         self.key = tmp / "id_ed25519"
@@ -87,9 +90,10 @@ class SshLab:
         sw = self.ns["switch"]
         sh("ip", "-n", sw, "link", "add", "br0", "type", "bridge")
         sh("ip", "-n", sw, "link", "set", "br0", "up")
-        pairs = {"root": self.root_link, "server": f"tlsh{self.sid}s", "client": f"tlsh{self.sid}c"}
+        pairs = {"root": self.root_link,
+                 **{name: f"tlsh{self.sid}{self.short[name]}" for name in self.names}}
         for role, dev in pairs.items():
-            port = f"p{role[0]}"
+            port = f"p{self.short.get(role, 'r')}"
             sh("ip", "link", "add", dev, "type", "veth", "peer", "name", f"{dev}x")
             sh("ip", "link", "set", f"{dev}x", "netns", sw)
             sh("ip", "-n", sw, "link", "set", f"{dev}x", "name", port)
@@ -108,7 +112,7 @@ class SshLab:
         sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.tmp / "hostkey"))
         (self.tmp / "authorized_keys").write_text(self.key.with_suffix(".pub").read_text())
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
-        for role in ("server", "client"):
+        for role in self.names:
             cfg = self.tmp / f"sshd-{role}.conf"
             cfg.write_text(SSHD_CONFIG.format(address=self.addr[role],
                                               hostkey=self.tmp / "hostkey",
@@ -117,7 +121,7 @@ class SshLab:
             self.procs.append(subprocess.Popen(
                 ["ip", "netns", "exec", self.ns[role], SSHD, "-D", "-e", "-f", str(cfg)],
                 stdout=subprocess.DEVNULL, stderr=open(self.tmp / f"sshd-{role}.log", "w")))
-        for role in ("server", "client"):
+        for role in self.names:
             self._wait_port(self.addr[role])
         return self
 
@@ -135,9 +139,10 @@ class SshLab:
         path = self.tmp / "lab-ssh.yaml"
         lines = ["name: ssh-test", "backend: ssh", "network:", f"  subnet: {self.subnet}",
                  "hosts:"]
-        for role in ("server", "client"):
+        for role in self.names:
             address = server_address if role == "server" and server_address else self.addr[role]
-            lines += [f"  {role}:", f"    role: {role}", f"    address: {address}",
+            lines += [f"  {role}:", f"    role: {role.rstrip('0123456789')}",
+                      f"    address: {address}",
                       f"    ssh: {{address: {self.addr[role]}, user: root, port: 22, "
                       f"key: {self.key}}}"]
             if sysctls:
@@ -157,7 +162,7 @@ class SshLab:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        for role in ("server", "client"):
+        for role in self.names:
             pidfile = self.tmp / f"sshd-{role}.pid"
             if pidfile.exists():  # `ip netns exec` execs sshd: the same pid, already gone
                 try:

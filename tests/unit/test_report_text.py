@@ -157,3 +157,27 @@ def test_incomplete_and_empty(idle_result) -> None:
     text = report_text.render(result)
     assert "INCOMPLETE: side stalled" in text.splitlines()[0]
     assert text.splitlines()[-1] == "no checkpoint was measured"
+
+
+def test_ssh_fanout_section(capture, slab_aliases) -> None:
+    """ssh: the clock offsets and each snapshot's parallel vs serial reads, as recorded
+    (figures of a three-host run on this machine: server and two clients)."""
+    result = make_result(capture, slab_aliases, ["established"]).to_dict()
+    clock = {"offset_s": -3.2e-05, "error_s": 0.000138, "spread_s": 0.000938,
+             "median_offset_s": -2.1e-05, "rounds": 9}
+    result["metadata"]["backend"] = "ssh"
+    result["metadata"]["hosts"] = {h: {"role": h.rstrip("2"), "clock": clock}
+                                   for h in ("server", "client", "client2")}
+    for cp in result["checkpoints"]:
+        cp["fanout"] = {"hosts": 3, "parallel_seconds": 1.0921, "serial_seconds": 1.8482,
+                        "read_at": {"client": 0.0, "client2": 0.0979, "server": 0.2481}}
+    text = report_text.render(Result.from_dict(result))
+    assert ("clock offsets (host minus this machine, ± bound): server -0.0 ms ±0.1, "
+            "client -0.0 ms ±0.1, client2 -0.0 ms ±0.1") in text
+    rows = table(text, "clock offsets")
+    assert rows["established"] == {"checkpoint": "established", "hosts": "3",
+                                   "parallel s": "1.092", "serial s": "1.848",
+                                   "read spread ms": "248.1"}
+    # other backends: no such section
+    assert "Hosts over SSH" not in report_text.render(make_result(capture, slab_aliases,
+                                                                  ["established"]))

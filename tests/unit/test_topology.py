@@ -98,6 +98,10 @@ def test_uneven_clients_are_each_held_to_their_own_share() -> None:
     assert wanted == {"server": {"ESTAB": 5}, "c1": {"ESTAB": 3}, "c2": {"ESTAB": 2}}
     # a key naming a host is that host's own (level checkpoints)
     assert per_host(Expect({"c2": {"ESTAB": 1}}, {}), roles) == {"c2": {"ESTAB": 1}}
+    # a host named like its role beside others of it (ssh: client, client2): the role's
+    assert per_host(Expect({"client": {"ESTAB": 400}}, {}),
+                    {"server": "server", "client": "client", "client2": "client"}) == {
+        "client": {"ESTAB": 200}, "client2": {"ESTAB": 200}}
 
 
 def test_conntrack_extensions_are_not_socket_memory() -> None:

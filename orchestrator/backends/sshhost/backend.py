@@ -28,6 +28,12 @@ What differs from the local backends:
   checkpoint snapshots each kernel's /proc/slabinfo and /proc/meminfo over SSH, so the
   result holds per-side figures (``per_kernel``).
 
+* Any number of client hosts: they are driven in parallel with Fabric's group API
+  (:class:`~.fanout.Fanout`): each host's clock offset is measured at ``up()`` and the
+  per-host reads of every snapshot are done on all hosts at once (``read_hosts``). A
+  router is refused by the plan: tcplab does not change forwarding, routes or NAT on
+  machines it does not own.
+
 The side script and the sock_diag summary run with ``python3 -c`` (nothing is copied).
 A side process ends when its SSH channel closes (stdin EOF; its workers die with it).
 """
@@ -45,8 +51,9 @@ from ... import resources
 from ...errors import InputError, LabError, RunError
 from ...journal import LOCAL_HANDLERS, process_start_time
 from ..base import Backend, LabHost
-from ..common import close_runners, peer_address
+from ..common import close_runners, peer_addresses
 from .cleanup import REMOTE_DIR, REMOTE_JOURNAL, make_remote_undo
+from .fanout import Fanout
 from .transport import HostRunner, Target
 
 #: Facts for preflight: {"uid", "release", "boot_id", "slabinfo", "address_local", ...}.
@@ -172,6 +179,7 @@ class SshBackend(Backend):
         self.facts: dict[str, dict[str, Any]] = {}
         self._down = False
         self._kernel_set: Any = None
+        self.fanout: Fanout | None = None  # every host at once (Fabric's ThreadingGroup)
 
     # -- where each host is ---------------------------------------------------------------
     def targets(self) -> dict[str, tuple[Target, int]]:
@@ -186,7 +194,8 @@ class SshBackend(Backend):
         return out
 
     def make_runner(self, name: str, target: Target, ctl_port: int) -> HostRunner:
-        return HostRunner(name, target, ctl_port=ctl_port, peer=peer_address(self.lab, name))
+        return HostRunner(name, target, ctl_port=ctl_port,
+                          peer=",".join(peer_addresses(self.lab, name)))
 
     # -- checks -----------------------------------------------------------------------------
     def preflight(self) -> None:
@@ -210,7 +219,7 @@ class SshBackend(Backend):
     def up(self, sysctls: Mapping[str, Mapping[str, str]]) -> dict[str, LabHost]:
         if not self.facts:
             self.preflight()
-        for spec in (self.lab.host("server"), self.lab.host("client")):
+        for spec in (self.lab.host("server"), *self.lab.of("client")):
             runner = self.runners[spec.name]
             info = {"ssh": {"address": runner.target.address, "user": runner.target.user,
                             "port": runner.target.port},
@@ -218,6 +227,7 @@ class SshBackend(Backend):
                     "boot_id": self.facts[spec.name].get("boot_id"),
                     "lab_interface": self.facts[spec.name].get("lab_interface")}
             self.hosts[spec.name] = LabHost(spec, runner, info=info)
+        self.measure_clocks()
         for _label, (_, names) in self.kernel_groups().items():
             if len(names) > 1:
                 self.log(f"      {' and '.join(names)} share one kernel (same boot_id "
@@ -229,6 +239,31 @@ class SshBackend(Backend):
                 self.journal_remote_sysctls(host, wanted)
             host.sysctls = self.apply_sysctls(host, wanted)
         return self.hosts
+
+    def measure_clocks(self) -> None:
+        """Every host's clock against this machine's, all hosts at once (Fanout): kept in
+        the host's metadata (``clock``) and used to put the sides' timelines and each
+        snapshot's per-host moments on this machine's clock."""
+        self.fanout = Fanout([self.runners[name] for name in self.hosts])
+        clocks = self.fanout.measure_clocks()
+        for name, clock in clocks.items():
+            self.hosts[name].info["clock"] = clock
+        self.log("      clocks: " + ", ".join(
+            f"{name} {c['offset_s'] * 1000:+.1f} ms (±{c['error_s'] * 1000:.1f})"
+            for name, c in clocks.items()) + " against this machine")
+
+    def clock_offsets(self) -> dict[str, float]:
+        return {name: c["offset_s"] for name, c in (self.fanout.clocks if self.fanout
+                                                    else {}).items()}
+
+    def read_hosts(self, names: list[str], summary_argv: list[str], serial_limit: int
+                   ) -> tuple[dict[str, str], dict[str, str], dict[str, Any]] | None:
+        """A snapshot's per-host reads on every host at once (see Fanout.snapshot); None
+        where the hosts were not measured as a group (a subclass's up(): the vm backend),
+        and each host is read on its own."""
+        if self.fanout is None:
+            return None
+        return self.fanout.snapshot(names, summary_argv, serial_limit)
 
     def journal_remote_sysctls(self, host: LabHost, wanted: Mapping[str, str]) -> None:
         """Old values journalled here and on the host, before anything changes there."""
@@ -285,14 +320,14 @@ class SshBackend(Backend):
         the release wait covers them.
         """
         for name, runner in self.runners.items():
-            peer = peer_address(self.lab, name)
-            if not peer:
-                continue
-            try:
-                runner.run(["ss", "-K", "-tn", "state", "time-wait", "src",
-                            self.lab_address(name), "dst", peer], check=False, timeout=60)
-            except LabError as exc:
-                self.log(f"      {name}: could not end this run's TIME_WAIT sockets ({exc})")
+            for peer in peer_addresses(self.lab, name):
+                try:
+                    runner.run(["ss", "-K", "-tn", "state", "time-wait", "src",
+                                self.lab_address(name), "dst", peer], check=False, timeout=60)
+                except LabError as exc:
+                    self.log(f"      {name}: could not end this run's TIME_WAIT sockets "
+                             f"({exc})")
+                    break
 
     # -- on the hosts ---------------------------------------------------------------------
     def side_command(self, host: LabHost) -> list[str]:
