@@ -172,6 +172,8 @@ class Checkpoints:
         self.roles = {h.name: h.role for h in hosts.values()}
         self.snapshots: list[Snapshot] = []
         self.records: list[dict[str, Any]] = []
+        #: the run's link conditions (conditions/session.py), read at every checkpoint
+        self.link: Any = None
 
     def _await_leftovers(self, timeout: float = 65.0) -> None:
         """Before the baseline: tw sockets an earlier run left on these hosts (a real host
@@ -247,6 +249,8 @@ class Checkpoints:
                                  for h in self.hosts.values()}
         if self.ledger is not None:
             self._ledger(name, record)
+        if self.link is not None:  # what the emulated link holds (skbs of this kernel)
+            record["link"] = self.link.stats()
         self.records.append(record)
         total = record.get("per_connection_bytes", {}).get("total")
         shown = f"{total:,.0f} B/connection" if total is not None else "reference"
