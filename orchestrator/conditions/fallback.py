@@ -33,7 +33,7 @@ def delayline_argv(program: Path, attachment: Attachment, link: Link, files: Pat
     """The delay line for one direction; ``files``: where its --stats and --ready go."""
     argv = ["python3", str(program), "--queue-num", str(attachment.queue_num),
             "--delay-us", str(link.delay_us), "--limit", str(link.hold_limit()),
-            "--seed", str(seed), "--stats", str(stats_path(files, attachment)),
+            "--seed", str(seed), "--no-gso", "--stats", str(stats_path(files, attachment)),
             "--ready", str(ready_path(files, attachment))]
     if link.jitter_us:
         argv += ["--jitter-us", str(link.jitter_us)]

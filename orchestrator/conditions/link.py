@@ -22,7 +22,7 @@ UNTHROTTLED_LIMIT = 100_000
 #: A queue is never sized below this many packets (a tiny BDP still sees bursts).
 MIN_QUEUE = 16
 #: Headroom on top of queue + wire packets (ACKs of the other direction, bursts).
-HOLD_HEADROOM = 64
+HOLD_HEADROOM = 16
 
 
 @dataclass(frozen=True)
@@ -64,13 +64,13 @@ class Link:
 
     def hold_limit(self) -> int:
         """Packets an emulator must hold in one direction: the bottleneck's queue plus what
-        is on the wire during the one-way delay (twice that, counted in full-size packets,
-        for the small ones), plus headroom. Without a rate: ``queue`` if given, else
-        UNTHROTTLED_LIMIT."""
+        is on the wire during the one-way delay (rate x delay in full-size packets), plus a
+        little headroom: the queue at the bottleneck is then what was asked. Without a rate:
+        ``queue`` if given, else UNTHROTTLED_LIMIT."""
         if not self.rate_bps:
             return self.queue or UNTHROTTLED_LIMIT
         wire = math.ceil(self.rate_bps * self.delay_us / 8_000_000 / PACKET)
-        return self.sized().queue + 2 * wire + HOLD_HEADROOM
+        return self.sized().queue + wire + HOLD_HEADROOM
 
     def describe(self) -> str:
         """``delay 25 ms each way (RTT 50 ms), rate 200 Mbit/s, loss 0.5%, queue 2,000

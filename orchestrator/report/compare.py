@@ -348,7 +348,10 @@ def sysctl_diff(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def metadata_diff(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
+    linked = any(r.metadata.get("link") for g in groups for r in g["results"])
     for field, get in METADATA_FIELDS:
+        if field == "link" and not linked:
+            continue  # no run had link conditions: nothing to say (older comparisons unchanged)
         values = [_joined([get(r) for r in g["results"]]) for g in groups]
         rows.append({"field": field, "values": values, "differs": len(set(map(str, values))) > 1})
     return rows

@@ -39,9 +39,9 @@ def test_queue_defaults_to_one_bdp_and_says_so() -> None:
     assert link.bdp_bytes() == 250_000  # 40 Mbit/s x 50 ms
     assert link.queue == 167 and link.queue_sized  # 250,000 / 1,500 rounded up
     assert link.describe().endswith("queue 167 packets (one bandwidth-delay product)")
-    # the emulator's limit adds the packets on the wire during the one-way delay (both
-    # directions' worth: ACKs are packets too) and headroom: above netem's default 1,000?
-    assert link.hold_limit() == 167 + 2 * 84 + 64
+    # the emulator's limit adds the packets on the wire during the one-way delay and a
+    # little headroom, so that the queue at the bottleneck is the one asked for
+    assert link.hold_limit() == 167 + 84 + 16
     big = parse_text("delay=50ms rate=1gbit").sized()
     assert big.queue == 8334 and big.hold_limit() > 1000
     assert parse_text("delay=25ms rate=40mbit queue=50").sized().queue == 50
@@ -144,7 +144,7 @@ def test_placement_never_on_a_senders_egress() -> None:
 
 def test_netem_commands() -> None:
     link = parse_text("delay=25ms jitter=1ms loss=1% rate=40mbit").sized()
-    assert netem.netem_args(link) == ["netem", "limit", "399", "delay", "25000us", "1000us",
+    assert netem.netem_args(link) == ["netem", "limit", "267", "delay", "25000us", "1000us",
                                       "loss", "1%", "rate", "40000000bit"]
     assert netem.forward_argvs("eth1", link)[0][:6] == ["tc", "qdisc", "replace", "dev",
                                                          "eth1", "root"]
