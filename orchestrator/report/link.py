@@ -31,10 +31,11 @@ def header_lines(result: Result) -> list[str]:
     if link is None:
         return []
     engine = link.get("engine", "?")
-    what = {"netem": "netem", "fallback": "the delay line (fallback)"}.get(engine, engine)
+    what = {"netem": "netem", "fallback": "fallback (the delay line)"}.get(engine, engine)
     lines = [f"link: {summary(result)}",
-             f"      by {what} ({link.get('engine_why', '')}), limit {link.get('hold_limit', 0):,} "
-             f"packets per direction; {link.get('where', 'not applied (the run stopped first)')}"]
+             f"      engine {what}: {link.get('engine_why', '')}; limit "
+             f"{link.get('hold_limit', 0):,} packets per direction",
+             f"      {link.get('where', 'not applied: the run stopped first')}"]
     for entry in link.get("applied") or []:
         lines.append(f"      {entry['direction']}: {entry['host']} {entry['dev']}: {entry['how']}")
     return lines
