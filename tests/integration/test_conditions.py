@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.backends.common import short_id
+from .test_topologies import assert_clean as topology_clean
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = Path(__file__).parent / "scenarios" / "link-bulk.yaml"
@@ -42,30 +42,38 @@ pytestmark = [pytest.mark.root, pytest.mark.skipif(
     os.geteuid() != 0 and not os.environ.get("CI"), reason="needs root")]
 
 
-def run(tmp_path: Path, name: str, link: str, *extra: str) -> tuple[dict, Path]:
+def run(tmp_path: Path, name: str, link: str, *extra: str, backend: str = "netns"
+        ) -> tuple[dict, Path]:
     results, state = tmp_path / name / "results", tmp_path / name / "state"
     env = {**os.environ, "TCPLAB_STATE_DIR": str(state),
            "TCPLAB_LOCK_WAIT": os.environ.get("TCPLAB_LOCK_WAIT", "1800")}
     proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", "-s", str(SCENARIO),
-                           "-b", "netns", "-p", str(PROFILE), "--link", link, *extra, "--results", str(results)],
+                           "-b", backend, "-p", str(PROFILE), "--link", link, *extra, "--results", str(results)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=2400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = list(results.iterdir())
     result = json.loads((run_dir / "result.json").read_text())
     assert result["status"] == "complete"
-    assert_clean(run_dir.name, state)
+    assert_clean(run_dir.name, state, backend)
     return result, run_dir
 
 
-def assert_clean(run_id: str, state: Path) -> None:
-    sid = short_id(run_id)
-    assert f"tcplab-{sid}-" not in subprocess.run(["ip", "netns", "list"], capture_output=True,
-                                                  text=True).stdout
-    assert f"tl{sid}" not in subprocess.run(["ip", "-o", "link"], capture_output=True,
-                                            text=True).stdout
-    assert not (state / "runs").exists() or not list((state / "runs").iterdir())
+def assert_clean(run_id: str, state: Path, backend: str) -> None:
+    """The topology tests' checks (namespaces, links, journal, containers), and no delay
+    line of the run left running (each runs from the run's state directory)."""
+    topology_clean(backend, run_id, state)
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(state) not in ps, "a delay line of the run is still running"
+
+
+def docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=5).ping()
+        return True
+    except Exception:  # noqa: BLE001 - no daemon, no SDK: the docker case is skipped
+        return False
 
 
 def sockets(run_dir: Path, host: str, checkpoint: str) -> list[dict[str, int]]:
@@ -112,8 +120,11 @@ def median_in_flight(run_dir: Path) -> tuple[float, list[int]]:
     return statistics.median(totals), totals
 
 
-def test_unacked_bytes_are_rate_times_rtt_plus_the_queue(tmp_path: Path) -> None:
-    result, run_dir = run(tmp_path, "bdp", "delay=25ms rate=40mbit")
+@pytest.mark.parametrize("backend", ["netns", "docker"])
+def test_unacked_bytes_are_rate_times_rtt_plus_the_queue(tmp_path: Path, backend: str) -> None:
+    if backend == "docker" and not docker_answers():
+        pytest.skip("no Docker daemon answers")
+    result, run_dir = run(tmp_path, "bdp", "delay=25ms rate=40mbit", backend=backend)
     link = result["metadata"]["link"]
     assert link["engine"] in ("fallback", "netem")
     queue = link["link"]["queue"]
