@@ -113,6 +113,10 @@ class Link:
             out["queue"] = self.queue
         return out
 
+    def to_text(self) -> str:
+        """The ``--link`` form of what was asked (``none`` for the perfect link)."""
+        return " ".join(f"{k}={v}" for k, v in self.to_lab().items()) or "none"
+
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> Link:
         d = d or {}
