@@ -48,7 +48,8 @@ EXAMPLES = {
   tcplab run -s idle -p default -p small-buffers       # one run per profile, compared
   tcplab run -s idle --levels 4 --repeat 3
   tcplab run -s idle --json                # stdout: the result path and headline figures
-  tcplab run -s idle --wait 600            # queue behind a run holding the lock""",
+  tcplab run -s idle --wait 600            # queue behind a run holding the lock
+  tcplab run -s bulk --link "delay=25ms rate=40mbit loss=0.5%"   # docs/conditions.md""",
     "report": """examples:
   tcplab report results/RUN                # the text report again
   tcplab report results/RUN --format html  # (re)write results/RUN/report.html

@@ -231,6 +231,8 @@ class Checkpoints:
         if not expect.moving:
             probes.settle(n, self.kernel)
         memory_of = getattr(self.backend, "per_host_memory", None)
+        # what the emulated link holds (skbs of this kernel), read just before the snapshot
+        link = self.link.stats() if self.link is not None else None
         snap = probes.take(name, self.hosts, self.raw_dir, self.kernel, memory_of)
         self.sides.check_alive(f"checkpoint {name}")  # a side that died took its sockets
         self.snapshots.append(snap)
@@ -249,8 +251,8 @@ class Checkpoints:
                                  for h in self.hosts.values()}
         if self.ledger is not None:
             self._ledger(name, record)
-        if self.link is not None:  # what the emulated link holds (skbs of this kernel)
-            record["link"] = self.link.stats()
+        if link is not None:
+            record["link"] = link
         self.records.append(record)
         total = record.get("per_connection_bytes", {}).get("total")
         shown = f"{total:,.0f} B/connection" if total is not None else "reference"
