@@ -182,3 +182,92 @@ def test_fallback_commands_and_stats(tmp_path: Path) -> None:
     assert fallback.normalize(stats) == {"held_packets": 12, "held_bytes": 18000, "dropped": 7,
                                          "sent_packets": 900, "dropped_by_limit": 2, "lost": 5,
                                          "max_held": 40}
+
+
+# -- the netem engine through a session (this machine has no netem: a recording runner
+# stands in for the hosts' tc; the real thing runs on the vm backend) ------------------------
+
+class _Recorder:
+    """A lab host's runner: answers ``ip -o addr show to ADDR`` with an interface named
+    ``eth1`` (as in a VM), records every command, fails the ones given."""
+
+    def __init__(self, host: str, fail: str = "") -> None:
+        self.host, self.fail, self.commands = host, fail, []
+
+    def run(self, cmd, *, check=True, timeout=60, stdin=None):
+        from orchestrator.runner import Result
+
+        argv = [str(c) for c in cmd]
+        self.commands.append(argv)
+        out, code = "", 0
+        if argv[:5] == ["ip", "-o", "addr", "show", "to"]:
+            out = f"3: eth1    inet {argv[5]}/24 scope global eth1\n"
+        elif argv[:2] == ["uname", "-r"]:
+            out = "6.1.0-57-cloud-amd64\n"
+        elif argv[:3] == ["tc", "-s", "-j"]:
+            out = '[{"kind":"netem","qlen":5,"backlog":7570,"drops":1,"packets":9,"bytes":99}]'
+        elif self.fail and self.fail in argv:
+            code = 2
+        result = Result(" ".join(argv), self.host, code, out, "Error: Specified qdisc kind is "
+                        "unknown." if code else "")
+        return result.check() if check else result
+
+
+class _Backend:
+    def __init__(self, tmp: Path) -> None:
+        from orchestrator.journal import Journal
+
+        self.journal = Journal("t", tmp)
+
+    def link_runner(self, host):
+        return host.runner
+
+
+def _session(tmp_path: Path, lab, fail: str = ""):
+    from orchestrator.backends.base import LabHost
+    from orchestrator.conditions.session import LinkSession, asked_record
+
+    link = parse_text("delay=25ms rate=40mbit")
+    hosts = {h.name: LabHost(h, _Recorder(h.name, fail)) for h in lab.hosts}
+    record = asked_record(link, link.sized(), "netem", "test")
+    return LinkSession(link.sized(), "netem", lab, _Backend(tmp_path), hosts, "ipv4",
+                       lambda _m: None, record), hosts, record
+
+
+def test_netem_session_on_each_ends_ingress(tmp_path: Path) -> None:
+    session, hosts, record = _session(tmp_path, load_lab(REPO / "lab" / "default.yaml"))
+    session.apply()
+    for name in ("server", "client"):
+        cmds = hosts[name].runner.commands
+        assert cmds[1] == ["ip", "link", "add", "tlifb0", "type", "ifb"]
+        assert cmds[-1][:6] == ["tc", "qdisc", "add", "dev", "tlifb0", "root"]
+        assert "limit" in cmds[-1] and cmds[-1][cmds[-1].index("limit") + 1] == "267"
+    assert [(a["host"], a["dev"], a["direction"]) for a in record["applied"]] == [
+        ("server", "eth1", "client -> server"), ("client", "eth1", "server -> client")]
+    stats = session.stats()
+    assert stats["server ingress"]["held_packets"] == 5
+    assert hosts["server"].runner.commands[-1] == ["tc", "-s", "-j", "qdisc", "show", "dev",
+                                                   "tlifb0"]
+
+
+def test_netem_session_on_the_routers_forwarding_path(tmp_path: Path) -> None:
+    lab = derive(load_lab(REPO / "lab" / "default.yaml"), 2, "plain")
+    session, hosts, record = _session(tmp_path, lab)
+    session.apply()
+    tc = [c for c in hosts["router"].runner.commands if c[0] == "tc"]
+    assert [c[:7] for c in tc] == [["tc", "qdisc", "replace", "dev", "eth1", "root", "netem"]] * 2
+    assert all(not hosts[c].runner.commands for c in ("server", "client1", "client2"))
+
+
+def test_a_kernel_without_netem_fails_the_run_naming_what_it_needs(tmp_path: Path) -> None:
+    from orchestrator.errors import RunError
+
+    session, _hosts, _record = _session(tmp_path, load_lab(REPO / "lab" / "default.yaml"),
+                                        fail="netem")
+    with pytest.raises(RunError) as exc:
+        session.apply()
+    message = str(exc.value)
+    assert message.startswith("server: `tc qdisc add dev tlifb0 root netem limit 267 delay "
+                              "25000us rate 40000000bit` failed (Error: Specified qdisc kind is "
+                              "unknown.); the host's kernel (6.1.0-57-cloud-amd64) needs "
+                              "sch_netem, ifb, act_mirred and cls_u32 for link conditions")
