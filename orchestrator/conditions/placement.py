@@ -35,6 +35,9 @@ class Attachment:
 
     @property
     def label(self) -> str:
+        """``server ingress``; a router's two directions: ``router forward client -> server``."""
+        if self.hook == "forward":
+            return f"{self.host} {self.hook} {self.direction}"
         return f"{self.host} {self.hook}"
 
     def to_dict(self) -> dict[str, Any]:

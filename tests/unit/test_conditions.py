@@ -257,6 +257,8 @@ def test_netem_session_on_the_routers_forwarding_path(tmp_path: Path) -> None:
     tc = [c for c in hosts["router"].runner.commands if c[0] == "tc"]
     assert [c[:7] for c in tc] == [["tc", "qdisc", "replace", "dev", "eth1", "root", "netem"]] * 2
     assert all(not hosts[c].runner.commands for c in ("server", "client1", "client2"))
+    assert sorted(session.stats()) == ["router forward client -> server",
+                                       "router forward server -> client"]
 
 
 def test_a_kernel_without_netem_fails_the_run_naming_what_it_needs(tmp_path: Path) -> None:
