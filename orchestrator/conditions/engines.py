@@ -21,10 +21,11 @@ from ..errors import InputError
 from .link import Link, show_rate
 
 ENGINES = ("auto", "netem", "fallback")
-#: The highest rate the delay line carries faithfully (per direction), from the delayline
-#: helper's measurement on this machine (bench/delayline.py); above it the fallback would
-#: be the bottleneck, not the link asked for, so such a link is refused.
-FALLBACK_MAX_RATE_BPS = 200_000_000
+#: The highest rate the delay line carries faithfully (per direction) with wire-size packets
+#: (``--no-gso``, as tcplab runs it): 500 Mbit/s of full frames, about 37,000 packets/s,
+#: measured with bench/delayline.py on this machine (docs/performance.md); above it the
+#: fallback would be the bottleneck, not the link asked for, so such a link is refused.
+FALLBACK_MAX_RATE_BPS = 500_000_000
 #: Backends whose lab hosts share this machine's kernel (the fallback runs here).
 LOCAL_BACKENDS = ("netns", "docker")
 

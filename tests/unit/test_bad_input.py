@@ -428,7 +428,7 @@ CASES = [
     Case("link-rate-above-the-delay-line",
          (*RUN, "-s", "idle", "--link", "delay=1ms rate=1gbit"),
          "--link/LINK: rate 1 Gbit/s is above what the delay line (the fallback engine: this "
-         "kernel ({release}) has no sch_netem) carries faithfully, 200 Mbit/s; lower the rate, "
+         "kernel ({release}) has no sch_netem) carries faithfully, 500 Mbit/s; lower the rate, "
          "or use a kernel with netem (BACKEND=vm)"),
     Case("link-on-ssh",
          ("run", "-b", "ssh", "-s", "idle", "--link", "delay=25ms"),
