@@ -62,7 +62,7 @@ def assert_clean(run_id: str, state: Path, backend: str) -> None:
     """The topology tests' checks (namespaces, links, journal, containers), and no delay
     line of the run left running (each runs from the run's state directory)."""
     topology_clean(backend, run_id, state)
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    ps = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(state) not in ps, "a delay line of the run is still running"
 
 
@@ -177,3 +177,43 @@ def test_loss_brings_retransmissions_and_out_of_order_segments(tmp_path: Path) -
     print(f"\nloss 1%: {retrans} retransmissions, {ooo} out-of-order packets received, "
           f"{dropped} packets dropped by the link, at {last}")
     assert retrans > 0 and ooo > 0
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
+def test_the_delay_lines_stop_on_sigterm_and_with_wipe(tmp_path: Path, signal_name: str) -> None:
+    """SIGTERM: the run's teardown stops its delay lines. SIGKILL: they outlive it, and
+    ``tcplab wipe`` stops them (each was journalled with its start time)."""
+    import signal
+    import time
+
+    state = tmp_path / "state"
+    env = {**os.environ, "TCPLAB_STATE_DIR": str(state),
+           "TCPLAB_LOCK_WAIT": os.environ.get("TCPLAB_LOCK_WAIT", "1800")}
+    log = tmp_path / "run.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", "-s",
+                                 str(SCENARIO), "-b", "netns", "-p", str(PROFILE), "--link",
+                                 "delay=25ms rate=40mbit", "--results", str(tmp_path / "r")],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 1800
+
+    def lines() -> int:
+        ps = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
+        return sum(1 for a in ps.splitlines() if str(state) in a and "delayline.py" in a)
+
+    while "established" not in log.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.2)
+    assert lines() >= 2  # one per direction
+    proc.send_signal(getattr(signal, signal_name))
+    code = proc.wait(timeout=120)
+    if signal_name == "SIGTERM":
+        assert code == 143, log.read_text()[-2000:]
+    else:
+        assert lines() >= 2  # nothing ran the teardown
+        wipe = subprocess.run([sys.executable, "-m", "orchestrator.cli", "wipe"], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert "cleaned" in wipe.stdout + wipe.stderr, wipe.stdout + wipe.stderr
+    time.sleep(0.5)
+    assert lines() == 0
+    assert not (state / "runs").exists() or not list((state / "runs").iterdir())
