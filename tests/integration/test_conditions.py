@@ -7,7 +7,8 @@
 * what a sender holds grows with the RTT at a fixed rate (RTT 10 ms against 100 ms);
 * with 1% loss the sender retransmits and the receiver gets out-of-order segments;
 * nothing is left behind: namespaces, links, delay line processes (the autouse fixture
-  checks the host's sysctls and rulesets).
+  checks the host's sysctls and rulesets); SIGTERM stops a run's delay lines, and
+  ``tcplab wipe`` those a SIGKILLed run left.
 
 The scenario (tests/integration/scenarios/link-bulk.yaml) reads as fast as it can, so
 the link is the bottleneck; the profile tests/integration/profiles/reno.yaml pins Reno in
