@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import subprocess
 
 from ..errors import InputError
@@ -60,7 +61,7 @@ def choose(requested: str, link: Link, backend: str) -> tuple[str, str]:
                              f"kernel, which the {backend} backend's hosts do not use; use "
                              "--link-engine netem or auto (netem in the hosts' own kernels)")
         return "netem", f"netem in the {backend} hosts' own kernels"
-    has = local_has_netem()
+    has = requested != "fallback" and local_has_netem()
     if requested == "netem" and not has:
         raise InputError(f"--link-engine netem: this kernel ({release}) has no sch_netem (tc "
                          "qdisc netem); use --link-engine fallback (the delay line) or auto, "
@@ -69,6 +70,10 @@ def choose(requested: str, link: Link, backend: str) -> tuple[str, str]:
         return "netem", f"this kernel ({release}) has sch_netem"
     why = ("forced (--link-engine fallback)" if requested == "fallback"
            else f"this kernel ({release}) has no sch_netem")
+    if shutil.which("iptables") is None:
+        raise InputError(f"--link/LINK: the delay line (the fallback engine: {why}) needs "
+                         "iptables on this machine, for its NFQUEUE rules in the lab's "
+                         "namespaces: apt-get install iptables")
     if link.rate_bps > FALLBACK_MAX_RATE_BPS:
         raise InputError(
             f"--link/LINK: rate {show_rate(link.rate_bps)} is above what the delay line (the "

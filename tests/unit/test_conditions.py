@@ -273,3 +273,17 @@ def test_a_kernel_without_netem_fails_the_run_naming_what_it_needs(tmp_path: Pat
                               "25000us rate 40000000bit` failed (Error: Specified qdisc kind is "
                               "unknown.); the host's kernel (6.1.0-57-cloud-amd64) needs "
                               "sch_netem, ifb, act_mirred and cls_u32 for link conditions")
+
+
+def test_the_fallback_needs_iptables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.conditions.engines import choose
+
+    link = parse_text("delay=25ms")
+    assert choose("fallback", link, "netns") == ("fallback", "forced (--link-engine fallback)")
+    monkeypatch.setenv("PATH", str(tmp_path))  # a machine without iptables
+    with pytest.raises(InputError) as exc:
+        choose("fallback", link, "docker")
+    assert str(exc.value) == ("--link/LINK: the delay line (the fallback engine: forced "
+                              "(--link-engine fallback)) needs iptables on this machine, for "
+                              "its NFQUEUE rules in the lab's namespaces: apt-get install "
+                              "iptables")
