@@ -287,3 +287,36 @@ def test_the_fallback_needs_iptables(tmp_path: Path, monkeypatch: pytest.MonkeyP
                               "(--link-engine fallback)) needs iptables on this machine, for "
                               "its NFQUEUE rules in the lab's namespaces: apt-get install "
                               "iptables")
+
+
+def test_compare_tells_links_apart_and_reports_show_them() -> None:
+    """Two copies of one stored run, one with link conditions recorded: two setups, the
+    link a line of the metadata that differs; the text report's header names it and its
+    per-checkpoint counters."""
+    import json
+
+    from orchestrator.conditions.session import asked_record
+    from orchestrator.report import compare, text
+    from orchestrator.results import Result
+
+    data = json.loads((REPO / "tests/data/results/20261126-012656-s2c-default/result.json")
+                      .read_text())
+    plain = Result.from_dict(data)
+    asked = parse_text("delay=25ms rate=40mbit")
+    record = asked_record(asked, asked.sized(), "fallback", "no sch_netem")
+    record["where"] = "on each end's ingress"
+    linked_data = json.loads(json.dumps(data))
+    linked_data["metadata"]["link"] = record
+    for cp in linked_data["checkpoints"]:
+        cp["link"] = {"client ingress": {"held_packets": 12, "held_bytes": 18000, "dropped": 3}}
+    linked = Result.from_dict(linked_data)
+    cmp = compare.compare([plain, plain, linked])
+    assert [g["n"] for g in cmp["groups"]] == [2, 1]
+    row = next(r for r in cmp["metadata"] if r["field"] == "link")
+    assert row["differs"] and row["values"][0] == "none"
+    assert row["values"][1].startswith("delay 25 ms each way (RTT 50 ms), rate 40 Mbit/s")
+    assert not any(r["field"] == "link" for r in compare.compare([plain, plain])["metadata"])
+    report = text.render(linked)
+    assert "link: delay 25 ms each way (RTT 50 ms), rate 40 Mbit/s, queue 167 packets" in report
+    assert "engine fallback (the delay line): no sch_netem; limit 267 packets" in report
+    assert "unread        client ingress              12        18,000                 3" in report
