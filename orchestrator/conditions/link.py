@@ -65,7 +65,8 @@ class Link:
     def hold_limit(self) -> int:
         """Packets an emulator must hold in one direction: the bottleneck's queue plus what
         is on the wire during the one-way delay (rate x delay in full-size packets), plus a
-        little headroom: the queue at the bottleneck is then what was asked. Without a rate:
+        little headroom: the bottleneck then holds the queue asked for plus HOLD_HEADROOM
+        packets. Without a rate:
         ``queue`` if given, else UNTHROTTLED_LIMIT."""
         if not self.rate_bps:
             return self.queue or UNTHROTTLED_LIMIT

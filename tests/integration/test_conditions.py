@@ -3,7 +3,8 @@
 * 4 connections share R = 40 Mbit/s at RTT 50 ms: the sender's unacknowledged bytes in
   flight, summed over the connections (the run's own ``ss -i`` text, median of three
   checkpoints while transferring), lie between 0.75 x R x RTT (the link kept busy) and
-  R x RTT plus the bottleneck queue (what the path can hold);
+  R x RTT plus the bottleneck's queue (what the path can hold: the queue asked for plus
+  the emulator's 16 packets of headroom);
 * what a sender holds grows with the RTT at a fixed rate (RTT 10 ms against 100 ms);
 * with 1% loss the sender retransmits and the receiver gets out-of-order segments;
 * nothing is left behind: namespaces, links, delay line processes (the autouse fixture
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import re
 import statistics
@@ -131,18 +133,23 @@ def test_unacked_bytes_are_rate_times_rtt_plus_the_queue(tmp_path: Path, backend
     queue = link["link"]["queue"]
     assert link["link"]["queue_sized"] and queue == 167  # one BDP: 250,000 B / 1,500
     bdp = RATE * 0.050 / 8
-    low, high = 0.75 * bdp, bdp + queue * PACKET
+    # the bottleneck holds the queue asked for plus the emulator's headroom: its limit
+    # minus the packets on the wire during the one-way delay (267 - 84 = 183 packets)
+    held = link["hold_limit"] - math.ceil(RATE * 0.025 / 8 / PACKET)
+    assert held == queue + 16
+    low, high = 0.75 * bdp, bdp + held * PACKET
     assert all(len(senders(run_dir, cp)) == 4 for cp in TRANSFERRING)
     total, totals = median_in_flight(run_dir)
     raw = [sum(unacked(s) for s in senders(run_dir, cp)) for cp in TRANSFERRING]
-    print(f"\nR x RTT = {bdp:,.0f} B; bottleneck queue {queue} packets = {queue * PACKET:,} B; "
+    print(f"\nR x RTT = {bdp:,.0f} B; bottleneck queue {queue} packets asked, {held} held "
+          f"= {held * PACKET:,} B; "
           f"in flight over the 4 connections at the three checkpoints: "
           f"{', '.join(f'{t:,}' for t in totals)} B (median {total:,.0f}; snd_nxt - snd_una "
           f"{', '.join(f'{t:,}' for t in raw)}); bounds {low:,.0f} .. {high:,.0f} B")
     assert low <= total <= high
-    held = [c["link"] for c in result["checkpoints"] if c["name"] in TRANSFERRING]
-    assert all(set(h) == {"server ingress", "client ingress"} for h in held)
-    assert max(h["client ingress"]["held_packets"] for h in held) > 0  # data to the reader
+    counters = [c["link"] for c in result["checkpoints"] if c["name"] in TRANSFERRING]
+    assert all(set(h) == {"server ingress", "client ingress"} for h in counters)
+    assert max(h["client ingress"]["held_packets"] for h in counters) > 0  # data to the reader
     text = subprocess.run([sys.executable, "-m", "orchestrator.cli", "report", str(run_dir)],
                           cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert "link: delay 25 ms each way (RTT 50 ms), rate 40 Mbit/s, queue 167 packets" in text
