@@ -20,6 +20,8 @@ KERNELS ?=
 PARALLEL ?=
 CLIENTS ?=
 ROUTER ?=
+LINK ?=
+LINK_ENGINE ?=
 LEDGER ?=
 SWEEP ?=
 ARGS ?=
@@ -41,6 +43,8 @@ RUN_ARGS = --scenario $(SCENARIO) \
   $(if $(FAMILY),--family $(FAMILY)) \
   $(if $(CLIENTS),--clients $(CLIENTS)) \
   $(if $(ROUTER),--router $(ROUTER)) \
+  $(if $(LINK),--link "$(LINK)") \
+  $(if $(LINK_ENGINE),--link-engine $(LINK_ENGINE)) \
   $(if $(SERVER),--server $(SERVER)) \
   $(if $(LEDGER),--ledger) $(ARGS)
 
@@ -64,6 +68,8 @@ help: ## list targets and variables
 	@echo "  PARALLEL=K          KERNELS: at most K kernels' VMs at once (default: memory decides, up to 2)"
 	@echo "  CLIENTS=K           K client hosts, each its own address (docs/topologies.md)"
 	@echo "  ROUTER=plain|nat    a router between clients and server; nat masquerades them"
+	@echo "  LINK=\"delay=25ms rate=200mbit\"  link conditions: delay (one-way), jitter, loss, rate, queue (docs/conditions.md)"
+	@echo "  LINK_ENGINE=NAME    netem, fallback (the delay line) or auto (default)"
 	@echo "  LEDGER=1            trace live kernel allocations per host and call site (docs/ledger.md)"
 	@echo "  LAB=FILE            lab file (default lab/default.yaml); also read by make clean"
 	@echo "  ARGS=\"--flags\"      more tcplab run options, e.g. ARGS=\"--wait 600 -v\""

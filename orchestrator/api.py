@@ -43,11 +43,13 @@ def run(scenario: str, *, connections: int | None = None, nbytes: int | None = N
         lab: str | os.PathLike[str] | None = None,
         results: str | os.PathLike[str] | None = None, levels: int = 1,
         family: str = "ipv4", server: str = "blocking", quiet: bool = True,
-        wait: float | None = None) -> Result:
+        wait: float | None = None, link: str | None = None,
+        link_engine: str = "auto") -> Result:
     """Run ``scenario`` once, as ``tcplab run`` would (needs root), and return its result.
 
     Arguments mirror the command's options (``connections`` is ``-n``, ``nbytes`` is
-    ``--bytes``, ``results`` is ``--results``, ``wait`` is ``--wait``). Progress lines go
+    ``--bytes``, ``results`` is ``--results``, ``wait`` is ``--wait``, ``link`` is
+    ``--link`` like ``"delay=25ms rate=40mbit"``). Progress lines go
     to stderr unless ``quiet``. Bad input raises ``InputError`` before anything is
     created; a failed run raises ``RunError`` after cleaning up (its partial result is
     saved, marked incomplete).
@@ -61,7 +63,8 @@ def run(scenario: str, *, connections: int | None = None, nbytes: int | None = N
                       connections=connections, nbytes=nbytes,
                       lab_file=Path(lab) if lab is not None else None,
                       results_dir=Path(results) if results is not None else None,
-                      levels=levels, family=family, server_model=server, lock_wait=wait)
+                      levels=levels, family=family, server_model=server, lock_wait=wait,
+                      link=link, link_engine=link_engine)
     run_dir = run_plan(make_plan(opts), UI(phases=4, quiet=quiet))
     write_report(run_dir)
     return load(run_dir)

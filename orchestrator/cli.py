@@ -49,7 +49,8 @@ EXAMPLES = {
   tcplab run -s idle --levels 4 --repeat 3
   tcplab run -s bulk --sweep "net.ipv4.tcp_rmem=4096 131072 {1M,4M,32M}" --repeat 3
   tcplab run -s idle --json                # stdout: the result path and headline figures
-  tcplab run -s idle --wait 600            # queue behind a run holding the lock""",
+  tcplab run -s idle --wait 600            # queue behind a run holding the lock
+  tcplab run -s bulk --link "delay=25ms rate=40mbit loss=0.5%"   # docs/conditions.md""",
     "report": """examples:
   tcplab report results/RUN                # the text report again
   tcplab report results/RUN --format html  # (re)write results/RUN/report.html
@@ -157,6 +158,13 @@ def build_parser() -> Parser:
     run.add_argument("--lab", type=Path, metavar="FILE",
                      help="lab file (default lab/default.yaml)")
     _topology_args(run)
+    run.add_argument("--link", metavar="CONDITIONS",
+                     help="link conditions between clients and server, e.g. \"delay=25ms "
+                          "loss=0.5%% rate=200mbit queue=2000\" (LINK=; delay is one-way; "
+                          "none: a perfect link; docs/conditions.md)")
+    run.add_argument("--link-engine", choices=["auto", "netem", "fallback"], default="auto",
+                     help="netem (the kernel's), fallback (the delay line, this machine's "
+                          "kernel) or auto: netem where the kernel has it (LINK_ENGINE=)")
     run.add_argument("--results", type=Path, metavar="DIR",
                      help="results directory (default results/)")
     run.add_argument("--allow-host-sysctls", action="store_true",

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from . import sysctls
+from .conditions.link import Link
+from .conditions.parse import parse_map
 from .errors import InputError
 from .yamlfile import Doc, show
 
@@ -70,6 +72,9 @@ class Lab:
     subnet6: str = DEFAULT_SUBNET6
     #: the server's network when a router joins it to the clients' (``subnet``); "" without
     server_subnet: str = ""
+    #: network.link: the conditions of the path between the clients and the server (on the
+    #: router when there is one); None when the file gives none (docs/conditions.md)
+    link: Link | None = None
 
     def host(self, role: str) -> HostSpec:
         """The first host of a role (the only one for server and router)."""
@@ -86,6 +91,8 @@ class Lab:
         network = {"subnet": self.subnet, "subnet6": self.subnet6}
         if self.server_subnet:
             network["server_subnet"] = self.server_subnet
+        if self.link is not None:
+            network["link"] = self.link.to_lab()
         return {
             "name": self.name,
             "backend": self.backend,
@@ -134,7 +141,8 @@ def load_lab(path: Path) -> Lab:
     if backend not in BACKENDS:
         raise doc.fail("backend", "one of " + ", ".join(BACKENDS), backend)
     net = doc.map("network")
-    net.only(["subnet", "subnet6", "server_subnet"])
+    net.only(["subnet", "subnet6", "server_subnet", "link"])
+    link = parse_map(net.map("link")) if "link" in net.data else None
     subnet = _subnet(net, "subnet", "198.18.0.0/24", backend)
     server_subnet = _subnet(net, "server_subnet", "", backend) if "server_subnet" in net.data \
         else None
@@ -191,6 +199,7 @@ def load_lab(path: Path) -> Lab:
         profile=doc.str("profile", "default"),
         subnet6=str(subnet6),
         server_subnet=str(server_subnet) if server_subnet is not None else "",
+        link=link,
     )
 
 

@@ -152,9 +152,23 @@ def _ledger() -> Check:
                  "tracepoints")
 
 
+def _link() -> Check:
+    """Which engine gives link conditions (--link) on this machine's kernel."""
+    from .conditions.engines import FALLBACK_MAX_RATE_BPS, local_has_netem
+    from .conditions.link import show_rate
+
+    if local_has_netem():
+        return Check("link (--link)", True, "netem (sch_netem) in this kernel")
+    if shutil.which("iptables") is None:
+        return Check("link (--link)", None, "no netem, and no iptables for the delay line",
+                     "only --link needs it: apt-get install iptables (or BACKEND=vm)")
+    return Check("link (--link)", True, "no netem in this kernel: the delay line stands in "
+                 f"(NFQUEUE; up to {show_rate(FALLBACK_MAX_RATE_BPS)})")
+
+
 def checks() -> list[Check]:
     return [_root(), _slabinfo(), _tools(), _stale(), _lock(), _fd_limit(), _port_range(),
-            _memory(), *_docker(), _debootstrap(), _cgroup(), _ledger()]
+            _memory(), *_docker(), _debootstrap(), _cgroup(), _ledger(), _link()]
 
 
 def essential() -> None:

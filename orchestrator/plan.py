@@ -7,11 +7,13 @@ exits with code 2 before a namespace, container or file exists.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import resources, sysctls, topology
+from .conditions import Link, choose, parse_text
 from .config import Lab, Profile, load_lab, load_profile
 from .errors import InputError, LabError
 from .scenario import Scenario, load_scenario
@@ -46,6 +48,8 @@ class RunOptions:
     release_wait: bool = True  # --no-release-wait: never wait for the kernel to free sockets
     #: --sweep: a sweep point's sysctls, set over the profile's (checked by orchestrator.sweep)
     sysctl_overrides: dict[str, str] = field(default_factory=dict)
+    link: str | None = None  # --link/LINK: conditions text (overrides the lab file's link)
+    link_engine: str = "auto"  # --link-engine/LINK_ENGINE: auto, netem or fallback
 
     @property
     def lab_path(self) -> Path:
@@ -65,6 +69,11 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     #: each client's own shards (topology.split); their per-port sums are ``shards``
     client_shards: dict[str, list[list[int]]] = field(default_factory=dict)
+    #: the link conditions, queue sized (None: a perfect link), and the engine giving them
+    link: Link | None = None
+    link_asked: Link | None = None
+    link_engine: str = ""
+    link_why: str = ""
 
     def shards_of(self, host: str) -> list[list[int]]:
         """The shards a host's side is configured with: a client's own, else the server's."""
@@ -119,12 +128,13 @@ def make_plan(opts: RunOptions) -> Plan:
     backend, why = choose_backend(requested)
     _check_capabilities(backend, scenario)
     _check_topology(backend, lab, opts)
+    link = _link(opts, lab, backend)
     if opts.ledger:
         from .ledger.tracer import refuse_unless_ready
 
         refuse_unless_ready(backend)
     if backend in ("ssh", "vm"):
-        return _remote_plan(opts, lab, profile, scenario, backend, why)
+        return link(_remote_plan(opts, lab, profile, scenario, backend, why))
 
     classes = sysctls.classify(list(profile.sysctls) + [k for h in lab.hosts for k in h.sysctls])
     global_sysctls = {k: v for k, v in profile.sysctls.items() if classes[k] == "host"}
@@ -164,7 +174,31 @@ def make_plan(opts: RunOptions) -> Plan:
     plan = Plan(opts, lab, profile, scenario, backend, host_sysctls, global_sysctls, shards,
                 client_shards=client_shards)
     plan.notes.append(f"backend {backend} ({why})")
-    return plan
+    return link(plan)
+
+
+def _link(opts: RunOptions, lab: Lab, backend: str) -> Callable[[Plan], Plan]:
+    """The link conditions (``--link`` wins over the lab file's ``network.link``), their
+    queue sized and their engine chosen, all checked before anything exists; returns the
+    function that puts them in the plan."""
+    asked = parse_text(opts.link) if opts.link is not None else lab.link
+    if asked is None or asked.empty:
+        if opts.link_engine != "auto":
+            raise InputError(f"--link-engine/LINK_ENGINE {opts.link_engine}: there are no link "
+                             "conditions to apply; give some with --link/LINK or network.link "
+                             "in the lab file, or drop --link-engine")
+        return lambda plan: plan
+    if backend == "ssh":
+        raise InputError("--link/LINK on the ssh backend is not supported yet: netem there would "
+                         "change a real host's interface for everything it carries; use "
+                         "BACKEND=netns, docker or vm")
+    engine, why = choose(opts.link_engine, asked, backend)
+
+    def put(plan: Plan) -> Plan:
+        plan.link, plan.link_asked = asked.sized(), asked
+        plan.link_engine, plan.link_why = engine, why
+        return plan
+    return put
 
 
 def _check_topology(backend: str, lab: Lab, opts: RunOptions) -> None:

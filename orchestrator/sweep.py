@@ -12,7 +12,6 @@ point is parsed and checked here, before anything is created (exit 2).
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -54,13 +53,6 @@ class Sweep:
             return None
         differ = [i for i in range(len(split[0])) if len({s[i] for s in split}) > 1]
         return differ[0] if len(differ) == 1 else None
-
-
-def link_sweeps_available() -> bool:
-    """Link sweeps need ``--link`` (RunOptions.link, the ``link`` work): on once it exists."""
-    from .plan import RunOptions
-
-    return "link" in {f.name for f in dataclasses.fields(RunOptions)}
 
 
 def expand(text: str) -> list[str]:
@@ -126,11 +118,6 @@ def _sysctl_sweep(key: str, labels: list[str], allow_host: bool, backend: str | 
 
 
 def _link_sweep(key: str, labels: list[str]) -> Sweep:
-    if not link_sweeps_available():
-        raise InputError(
-            f"{WHAT}: {key} is a link condition, and this build has no link conditions "
-            "(--link) yet; sweep a sysctl instead (SWEEP=\"net.ipv4.tcp_rmem=4096 131072 "
-            "{1M,4M,32M}\")")
     _no_twice(key, labels, labels)
     return Sweep("link", key, tuple(labels), tuple(labels))
 

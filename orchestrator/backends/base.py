@@ -119,6 +119,12 @@ class Backend(ABC):
         raise RunError(f"{host.name}: the {self.name} backend cannot filter packets on a lab "
                        "host; run this scenario with BACKEND=netns")
 
+    def link_runner(self, host: LabHost) -> Runner:
+        """Runs commands as root in the host's network namespace, for the link conditions
+        (tc, iptables, the delay line): the host's own runner unless a backend keeps its
+        hosts unprivileged (docker)."""
+        return host.runner
+
     def measured_kernel(self) -> MeasuredKernel:
         """The kernel(s) whose memory the run measures: this machine's for netns and
         docker; the ssh and vm backends have one per machine or VM (a KernelSet), so each

@@ -129,7 +129,15 @@ def rerun_settings(result: Result) -> dict[str, Any]:
         "server_model": meta.get("server_model") or "blocking",
         "levels": _levels(result),
         "needs_allow_host_sysctls": bool(meta.host_sysctls),
+        # link conditions as asked (--link or the lab file's), rerun as --link
+        **({"link": _link_text(meta.get("link"))} if meta.get("link") else {}),
     }
+
+
+def _link_text(link: dict[str, Any]) -> str:
+    from ..conditions.link import Link
+
+    return Link.from_dict(link.get("asked")).to_text()
 
 
 

@@ -118,6 +118,8 @@ def apply_to_run_args(b: Unpacked, args: Any) -> list[str]:
         "server_model": b.setting("server_model", lambda v: v in ("blocking", "epoll"),
                                   "blocking or epoll"),
         "levels": b.setting("levels", is_int(1, 20), "an integer from 1 to 20"),
+        "link": b.setting("link", lambda v: v is None or isinstance(v, str),
+                          "link conditions like \"delay=25ms rate=40mbit\""),
     }
     files = b.rerun_files()
     overridden = []

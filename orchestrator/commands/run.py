@@ -179,6 +179,8 @@ def _options(args: argparse.Namespace, root: Path, profile: str | None, kernel: 
                       family=args.family or "ipv4",
                       server_model=args.server_model or "blocking",
                       clients=args.clients, router=args.router,
+                      link=getattr(args, "link", None),
+                      link_engine=getattr(args, "link_engine", "auto"),
                       ledger=getattr(args, "ledger", False),
                       bundle=getattr(args, "bundle_info", None), lock_wait=args.wait,
                       release_wait=getattr(args, "release_wait", True))

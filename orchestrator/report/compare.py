@@ -1,6 +1,6 @@
 """Compare saved results: figures per checkpoint, differences, sysctl and metadata diffs.
 
-Results that share (scenario, profile, kernel release, N, BYTES, backend) are
+Results that share (scenario, profile, kernel release, N, BYTES, backend, link) are
 repetitions of one setup and form a group: each figure is shown as the group's median
 with its spread (min..max). Every group is compared with the first one (difference and
 ratio). A difference is judged by an exact two-sided Mann–Whitney U test over the
@@ -45,6 +45,7 @@ BASE_FIGURES = [
 METADATA_FIELDS: list[tuple[str, Callable[[Result], Any]]] = [
     ("kernel release", lambda r: r.metadata.kernel.release),
     ("backend", lambda r: r.metadata.backend),
+    ("link", lambda r: _link_summary(r)),
     ("image", lambda r: r.metadata.image),
     ("tool version", lambda r: r.metadata.tool_version),
     ("git commit", lambda r: (r.metadata.git_commit or "")[:12] or None),
@@ -82,7 +83,9 @@ def group_key(result: Result) -> dict[str, Any]:
     sc, meta = result.scenario, result.metadata
     return {"scenario": sc.name, "profile": result.profile.name,
             "kernel": meta.kernel.release, "connections": sc.connections,
-            "bytes": sc.bytes, "backend": meta.backend}
+            "bytes": sc.bytes, "backend": meta.backend,
+            # link conditions set a different setup (left out without any: older keys stay)
+            **({"link": _link_summary(result)} if meta.get("link") else {})}
 
 
 def _median(buf: dict[str, Buffers], host: str | None, metric: str) -> float | None:
@@ -423,7 +426,10 @@ def sysctl_diff(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def metadata_diff(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
+    linked = any(r.metadata.get("link") for g in groups for r in g["results"])
     for field, get in METADATA_FIELDS:
+        if field == "link" and not linked:
+            continue  # no run had link conditions: nothing to say (older comparisons unchanged)
         values = [_joined([get(r) for r in g["results"]]) for g in groups]
         rows.append({"field": field, "values": values, "differs": len(set(map(str, values))) > 1})
     return rows
@@ -434,3 +440,9 @@ def render(cmp: dict[str, Any], form: str = "table") -> str:
     from .compare_render import render as render_as
 
     return render_as(cmp, form)
+
+
+def _link_summary(result: Result) -> str:
+    from .link import summary
+
+    return summary(result)

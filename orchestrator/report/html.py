@@ -22,6 +22,7 @@ from ..results import load_result
 from ..results.model import Checkpoint, Result
 from . import charts, conditions, findings, traffic
 from . import kernels as kernels_compare
+from . import link as link_report
 from . import text as report_text
 from .conditions_charts import pressure_chart
 from .ledger import ledger_context
@@ -355,6 +356,8 @@ def context(result: Result, kernel_defaults: dict[str, str] | None = None) -> di
         "estimate": meta.idle_pair_estimate,
         "measured": bool(result.measured()),
         "topology": topology_text(result),
+        "link": "\n".join(link_report.header_lines(result)),
+        "link_held": link_report.held_rows(result),
         "ledger": ledger_context(result),
         "traffic": traffic.html_context(result),
     }

@@ -9,6 +9,7 @@ from tabulate import tabulate
 from ..measure.analysis import CGROUP_CAVEAT
 from ..results.model import Checkpoint, Result
 from . import conditions, findings
+from . import link as link_report
 from .ledger import header_note, ledger_text
 from .topology import topology_text
 from .traffic import traffic_text
@@ -138,10 +139,11 @@ def shared_kernel(result: Result) -> list[str]:
 
 
 def render(result: Result, fmt: str = "simple") -> str:
-    parts = [header(result), *header_note(result), ""]
+    parts = [header(result), *header_note(result), *link_report.header_lines(result), ""]
     topo = topology_text(result, fmt)
     if topo:
         parts.append(topo)
+    parts += link_report.held_text(result, fmt)
     if not result.measured():
         parts.append("no checkpoint was measured")
         return "\n".join(parts)

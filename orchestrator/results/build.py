@@ -68,6 +68,8 @@ def build_result(*, plan: Plan, run_id: str, started: float, error: LabError | N
             "clients": topology.split_summary(plan.client_shards),
             "topology": {**topology.describe(plan.lab), "text": topology.render(plan.lab)},
             "workers": events.get("workers"),
+            # link conditions (docs/conditions.md): as asked, sized, engine, where applied
+            **({"link": events["link"]} if events.get("link") else {}),
             # the measured kernel's machine's (a VM's or remote host's own), else ours
             "page_size": snapshots[0].page_size if snapshots else os.sysconf("SC_PAGE_SIZE"),
             # SLUB merges of the measured kernel(s): this machine's, or the union of

@@ -175,6 +175,8 @@ class Checkpoints:
         self.roles = {h.name: h.role for h in hosts.values()}
         self.snapshots: list[Snapshot] = []
         self.records: list[dict[str, Any]] = []
+        #: the run's link conditions (conditions/session.py), read at every checkpoint
+        self.link: Any = None
 
     def _await_leftovers(self, timeout: float = 65.0) -> None:
         """Before the baseline: tw sockets an earlier run left on these hosts (a real host
@@ -232,6 +234,8 @@ class Checkpoints:
         if not expect.moving:
             probes.settle(n, self.kernel)
         memory_of = getattr(self.backend, "per_host_memory", None)
+        # what the emulated link holds (skbs of this kernel), read just before the snapshot
+        link = self.link.stats() if self.link is not None else None
         snap = probes.take(name, self.hosts, self.raw_dir, self.kernel, memory_of,
                            getattr(self.backend, "read_hosts", None))
         self.sides.check_alive(f"checkpoint {name}")  # a side that died took its sockets
@@ -253,6 +257,8 @@ class Checkpoints:
                                  for h, s in snap.hosts.items()}
         if self.ledger is not None:
             self._ledger(name, record)
+        if link is not None:
+            record["link"] = link
         self.records.append(record)
         total = record.get("per_connection_bytes", {}).get("total")
         shown = f"{total:,.0f} B/connection" if total is not None else "reference"

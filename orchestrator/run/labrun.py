@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import faults, sysctls
 from ..backends import Backend, LabHost, backend_class
+from ..conditions.session import LinkSession, asked_record
 from ..errors import LabError, RunError
 from ..journal import HostLock, Journal, state_root
 from ..ledger.session import LedgerSession
@@ -48,6 +49,7 @@ class LabRun:
         self.hosts: dict[str, LabHost] = {}
         self.events: dict[str, Any] = {}
         self.ledger: LedgerSession | None = None
+        self.link: LinkSession | None = None
 
     def execute(self) -> Path:
         plan = self.plan
@@ -94,6 +96,8 @@ class LabRun:
                 snapshots = self.state.checkpoints.snapshots if self.state else []
                 if self.ledger is not None:
                     self.ledger.close()  # bpftrace first: the journal's undo would, later
+                if self.link is not None:
+                    self.link.close()  # the delay lines, reaped (the undo would kill them)
                 teardown(backend, self.sides, snapshots, self.ui.line,
                          followed=self.followed, release_wait=self.plan.options.release_wait)
                 lock.release()
@@ -134,6 +138,12 @@ class LabRun:
         pinned = sum(len(v) for v in plan.host_sysctls.values())
         self.ui.note(", ".join(f"{h.name} {h.address}" for h in hosts.values())
                      + f" · {pinned} sysctls pinned, verified")
+        if plan.link is not None and plan.link_asked is not None:
+            record = self.events["link"] = asked_record(plan.link_asked, plan.link,
+                                                        plan.link_engine, plan.link_why)
+            self.link = LinkSession(plan.link, plan.link_engine, plan.lab, backend, hosts,
+                                    opts.family, self.ui.line, record)
+            self.link.apply()
         kernel = backend.measured_kernel()
         # Hosts on kernels of their own (VMs, remote machines) sample them themselves.
         sides = self.sides = start_sides(backend, hosts, plan, sample=not kernel.local)
@@ -148,6 +158,7 @@ class LabRun:
         weights = {c: sum(n for _, n in s) for c, s in plan.client_shards.items()}
         checkpoints = Checkpoints(self.ui, backend, hosts, kernel, sides, run_dir / "raw",
                                   opts.stall, self.sampler, self.ledger, weights)
+        checkpoints.link = self.link
         self.state = StepState(plan, self.ui, backend, hosts, sides, checkpoints, self.events,
                                plan.scenario.expectations())
 

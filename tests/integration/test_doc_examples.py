@@ -58,6 +58,15 @@ ELSEWHERE = {
     ".venv/bin/tcplab run -s idle -n 10000 --clients 4 --router nat":
         "tests/integration/test_topologies.py (4 x 2,500 through NAT)",
     "make lab SCENARIO=idle N=10000 CLIENTS=4 ROUTER=nat": "tests/integration/test_topologies.py",
+    'make lab SCENARIO=bulk LINK="delay=25ms rate=40mbit"':
+        "tests/integration/test_conditions.py (the same link, a scenario that keeps the link busy)",
+    '.venv/bin/tcplab run -s bulk --link "delay=25ms jitter=2ms loss=0.5% rate=200mbit '
+    'queue=2000"': "tests/unit/test_conditions.py (every key parsed), test_conditions.py (runs)",
+    '.venv/bin/tcplab run -b netns -s tests/integration/scenarios/link-bulk.yaml -p '
+    'tests/integration/profiles/reno.yaml --link "delay=25ms rate=40mbit"':
+        "tests/integration/test_conditions.py (this very run, with its bounds)",
+    '.venv/bin/tcplab run -s bulk --link "delay=25ms rate=40mbit" --link-engine fallback':
+        "tests/integration/test_conditions.py (the fallback is what runs on this kernel)",
     ".venv/bin/tcplab run -s idle -n 10000 -b netns": "tests/integration/test_topologies.py",
     ".venv/bin/tcplab run -s idle -n 10000 -b netns --clients 4 --router plain":
         "tests/integration/test_topologies.py",

@@ -453,6 +453,42 @@ CASES = [
           "net.core.somaxconn=128,4096"),
          "--sweep/SWEEP runs one setup over one key's values; got 2 profiles "
          "(--profile/PROFILES): sweep each profile on its own"),
+    Case("link-unknown-key",
+         (*RUN, "-s", "idle", "--link", "dealy=25ms"),
+         "--link/LINK: dealy: unknown key; expected one of delay, jitter, loss, rate, queue"),
+    Case("link-rate-in-bytes",
+         (*RUN, "-s", "idle", "--link", "delay=25ms rate=25mbps"),
+         "--link/LINK: rate: expected bits per second (tc's kbps, mbps and gbps are bytes per "
+         'second): write kbit, mbit or gbit, like 200mbit, got "25mbps"'),
+    Case("link-in-lab-file",
+         (*RUN, "-s", "idle", "--lab", "{root}/lab/mine.yaml"),
+         "{root}/lab/mine.yaml: network.link.loss: expected a loss percentage like 0.5% (0 to "
+         'below 100), got "half"',
+         files=(("lab/mine.yaml", (LAB, "  subnet: 198.18.0.0/24",
+                                   "  link: {delay: 10ms, loss: half}\n  subnet: 198.18.0.0/24")),)),
+    Case("link-engine-without-link",
+         (*RUN, "-s", "idle", "--link-engine", "fallback"),
+         "--link-engine/LINK_ENGINE fallback: there are no link conditions to apply; give some "
+         "with --link/LINK or network.link in the lab file, or drop --link-engine"),
+    Case("link-engine-netem-missing",
+         (*RUN, "-s", "idle", "--link", "delay=25ms", "--link-engine", "netem"),
+         "--link-engine netem: this kernel ({release}) has no sch_netem (tc qdisc netem); use "
+         "--link-engine fallback (the delay line) or auto, or BACKEND=vm (Debian's VM kernels "
+         "have netem)"),
+    Case("link-rate-above-the-delay-line",
+         (*RUN, "-s", "idle", "--link", "delay=1ms rate=1gbit"),
+         "--link/LINK: rate 1 Gbit/s is above what the delay line (the fallback engine: this "
+         "kernel ({release}) has no sch_netem) carries faithfully, 500 Mbit/s; lower the rate, "
+         "or use a kernel with netem (BACKEND=vm)"),
+    Case("link-on-ssh",
+         ("run", "-b", "ssh", "-s", "idle", "--link", "delay=25ms"),
+         "--link/LINK on the ssh backend is not supported yet: netem there would change a real "
+         "host's interface for everything it carries; use BACKEND=netns, docker or vm"),
+    Case("link-fallback-on-vm",
+         ("run", "-b", "vm", "-s", "idle", "--link", "delay=25ms", "--link-engine", "fallback"),
+         "--link-engine fallback: the delay line runs on this machine's kernel, which the vm "
+         "backend's hosts do not use; use --link-engine netem or auto (netem in the hosts' own "
+         "kernels)"),
     Case("profiles-show-unknown",
          ("profiles", "show", "larg-buffers"),
          "unknown profile 'larg-buffers': no {root}/lab/profiles/larg-buffers.yaml; known "

@@ -341,6 +341,15 @@ class DockerBackend(Backend):
                            f"{self.container_name(host.name)} to reach its network namespace")
         self._in_netns(host.name, pid).run(["nft", "-f", "-"], stdin=ACK_DROP_RULESET)
 
+    def link_runner(self, host: LabHost) -> LocalRunner:
+        """The link conditions, like block_acks, from this machine in the container's
+        network namespace: the container gets no extra capability."""
+        pid = host.info.get("pid")
+        if not pid:
+            raise RunError(f"{host.name}: no process of container "
+                           f"{self.container_name(host.name)} to reach its network namespace")
+        return self._in_netns(host.name, pid)
+
     @staticmethod
     def _in_netns(host_name: str, pid: int) -> LocalRunner:
         """Commands run from this machine in the network namespace of a container's init."""
