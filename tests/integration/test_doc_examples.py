@@ -35,6 +35,14 @@ ELSEWHERE = {
     'make lab SCENARIO=idle KERNELS="6.1 host" N=5000': "tests/integration/test_vm_backend.py",
     'make lab SCENARIO=idle KERNELS="6.1 6.12 host"': "tests/integration/test_vm_backend.py",
     "make lab SCENARIO=timewait BACKEND=vm KERNELS=6.12": "tests/integration/test_vm_backend.py",
+    'make lab SCENARIO=s2c KERNELS="5.10 6.1 6.12 6.16 6.18 7 host" N=2000':
+        "run once for docs/kernels.md (11 min); tests/unit/test_kernel_sweep.py renders its "
+        "report, tests/integration/test_report_browser.py draws it",
+    'make lab SCENARIO=idle KERNELS="5.10 6.1 6.12 6.16 6.18 7 host" N=2000':
+        "run for docs/performance.md (~5 min cached); tests/integration/test_vm_backend.py "
+        "runs a two-kernel sweep",
+    "make lab SCENARIO=idle KERNELS=all N=2000":
+        "tests/unit/test_vm_kernel_index.py resolves `all` against the captured index",
     ".venv/bin/tcplab run -s idle -b vm -n 2000 --kernels /path/to/vmlinuz":
         "tests/integration/test_vm_backend.py",
     ".venv/bin/tcplab run --bundle idle.tar.gz [-b docker] [-n 100000] ...":
