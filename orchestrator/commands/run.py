@@ -65,9 +65,11 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     failed: list[tuple[str, str, LabError]] = []  # (kernel label, what, error)
     if args.json:  # stdout carries the JSON alone; the tables stay unprinted
         out = _silent
-    together = _parallel(args, kernels, plans, profiles)
+    # one plan per kernel (a KERNELS sweep): the VM kernels may run several at once;
+    # profiles and --sweep points make more plans than kernels, run one after the other
+    together = _parallel(args, kernels, plans, profiles) if len(plans) == len(kernels) else {}
     for index, plan in enumerate(plans):
-        if kernels[index] in together:  # measured by the parallel phase: its outcome
+        if together and kernels[index] in together:  # measured by the parallel phase
             run_dir, error = together[kernels[index]]
             if run_dir is not None:
                 run_dirs.append(run_dir)
