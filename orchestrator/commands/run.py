@@ -50,6 +50,7 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         from . import sweeping
 
         sweep = sweeping.check(args, profiles, kernels)
+        plan_kernels = [kernels[0]] * len(sweep.values)
         plans = [make_plan(_options(args, root, profiles[0], kernels[0],
                                     **sweeping.point_options(sweep, value, args)))
                  for value in sweep.values]  # every point validated before any run
@@ -57,25 +58,25 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         for plan in plans:
             plan.options.results_dir = sweep_dir
     else:
-        plans = [make_plan(_options(args, root, p, k))  # all validated first
-                 for p, k in ((p, k) for p in profiles for k in kernels)]
+        pairs = [(p, k) for p in profiles for k in kernels]
+        plan_kernels = [k for _, k in pairs]
+        plans = [make_plan(_options(args, root, p, k)) for p, k in pairs]  # all validated first
     run_dirs: list[Path] = []
     points: list[int] = []  # the plan (sweep point) of each run in run_dirs
     failed_points: list[tuple[int, LabError]] = []
     failed: list[tuple[str, str, LabError]] = []  # (kernel label, what, error)
     if args.json:  # stdout carries the JSON alone; the tables stay unprinted
         out = _silent
-    # one plan per kernel (a KERNELS sweep): the VM kernels may run several at once;
-    # profiles and --sweep points make more plans than kernels, run one after the other
-    together = _parallel(args, kernels, plans, profiles) if len(plans) == len(kernels) else {}
+    together = _parallel(args, plan_kernels, plans, profiles)
     for index, plan in enumerate(plans):
-        if together and kernels[index] in together:  # measured by the parallel phase
-            run_dir, error = together[kernels[index]]
+        kernel = plan_kernels[index]
+        if together and kernel in together:  # measured by the parallel phase: its outcome
+            run_dir, error = together[kernel]
             if run_dir is not None:
                 run_dirs.append(run_dir)
             else:
-                what = f"kernel {kernels[index]} · profile {plan.profile.name}"
-                failed.append((str(kernels[index]), what, RunError(error or "failed")))
+                what = f"kernel {kernel} · profile {plan.profile.name}"
+                failed.append((str(kernel), what, RunError(error or "failed")))
             continue
         for rep in range(args.repeat):
             ui = UI(phases=4, quiet=args.quiet, verbose=args.verbose)
@@ -207,7 +208,8 @@ def _parallel(args: argparse.Namespace, kernels: list[str | None], plans: list[A
     from . import sweep
 
     vm = [(k, p) for k, p in zip(kernels, plans, strict=True) if p.backend == "vm"]
-    if (len(vm) < 2 or args.repeat > 1 or len(profiles) > 1 or args.bundle is not None
+    if (len(vm) < 2 or len(set(kernels)) < len(kernels)  # sweep points share one kernel
+            or args.repeat > 1 or len(profiles) > 1 or args.bundle is not None
             or os.environ.get("TCPLAB_LOCK_FD")):
         return {}
     width = sweep.slots([p for _, p in vm], getattr(args, "parallel", None))

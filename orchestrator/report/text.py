@@ -111,7 +111,7 @@ def merged_notes(result: Result) -> list[str]:
 
 def ends(result: Result) -> str:
     """Where the per-connection figure comes from: one kernel, or each side's own, summed."""
-    kernels = max((len(cp.per_kernel) for cp in result.measured()), default=0)
+    kernels = kernels_measured(result)
     if kernels > 1:
         return f"client + server ends, summed over {kernels} kernels: each side's own below"
     shared = shared_kernel(result)
@@ -122,11 +122,15 @@ def ends(result: Result) -> str:
     return "client + server ends, one kernel"
 
 
+def kernels_measured(result: Result) -> int:
+    """How many kernels a checkpoint measured at most (1: one kernel for every host)."""
+    return max((len(cp.per_kernel) for cp in result.measured()), default=0)
+
+
 def sockstat_scope(result: Result) -> str:
     """Whose pages sockstat's ``mem`` counts: the machine's (one kernel), or each host's
     own where every host is its own kernel (VMs, remote hosts)."""
-    kernels = max((len(cp.per_kernel) for cp in result.measured()), default=0)
-    return "each host's own kernel" if kernels > 1 else "machine-wide, not per host"
+    return "each host's own kernel" if kernels_measured(result) > 1 else "machine-wide, not per host"
 
 
 def shared_kernel(result: Result) -> list[str]:
