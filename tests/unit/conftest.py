@@ -8,23 +8,40 @@ apt-get or depends on the machine's cache.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from orchestrator.backends.vm import archive
 
-_CACHE = Path(tempfile.mkdtemp(prefix="tcplab-unit-cache-"))
-os.environ["TCPLAB_CACHE_DIR"] = str(_CACHE)
 _DATA = Path(__file__).resolve().parents[1] / "data" / "vm" / "packages"
-archive.setup(_CACHE / "apt")
-for _url, _suite in archive.SUITES:
-    _name = _url.split("://", 1)[1].replace("/", "_")
-    shutil.copy(_DATA / f"{_suite}.Packages",
-                _CACHE / "apt" / "lists" / f"{_name}_dists_{_suite}_main_binary-amd64_Packages")
-(_CACHE / "apt" / "updated").write_text("captured index (tests/unit/conftest.py)\n")
+_CACHE: Path | None = None
+
+
+def _captured_cache() -> Path:
+    """One cache directory per session whose apt lists are the captured index."""
+    global _CACHE
+    if _CACHE is None:
+        _CACHE = Path(tempfile.mkdtemp(prefix="tcplab-unit-cache-"))
+        archive.setup(_CACHE / "apt")
+        for url, suite in archive.SUITES:
+            name = url.split("://", 1)[1].replace("/", "_")
+            shutil.copy(_DATA / f"{suite}.Packages",
+                        _CACHE / "apt" / "lists" / f"{name}_dists_{suite}_main_binary-amd64_Packages")
+        (_CACHE / "apt" / "updated").write_text("captured index (tests/unit/conftest.py)\n")
+    return _CACHE
+
+
+@pytest.fixture(autouse=True)
+def _unit_cache_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per unit test, not per process: set at import time, this variable leaked into the
+    integration tests of the same session, whose VM runs then missed the machine's kernel
+    cache and tried to download from the captured (unsigned) index."""
+    monkeypatch.setenv("TCPLAB_CACHE_DIR", str(_captured_cache()))
 
 
 def pytest_sessionfinish() -> None:
-    shutil.rmtree(_CACHE, ignore_errors=True)
+    if _CACHE is not None:
+        shutil.rmtree(_CACHE, ignore_errors=True)
