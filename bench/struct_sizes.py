@@ -30,6 +30,7 @@ import re
 import struct
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,20 @@ STRUCTS = [
     "inet_timewait_sock", "tcp_timewait_sock",                                # tw_sock_TCP
     "inet_bind_bucket", "inet_bind2_bucket",                                  # tcp_bind*_bucket
     "sk_buff", "skb_shared_info",                                             # skbuff_*
+]
+# Slab caches a connection uses: (cache, struct, alignment, free pointer outside the object?).
+# SLUB puts its free pointer outside objects of SLAB_TYPESAFE_BY_RCU caches and caches with
+# a constructor (8 B), unless the struct has a freeptr_t member for it; SLAB_HWCACHE_ALIGN
+# rounds to 64 B. /proc/slabinfo's objsize is that slab size, not sizeof(struct).
+CACHES: list[tuple[str, str, int, Callable[[Btf], bool]]] = [
+    ("TCP", "tcp_sock", 64, lambda b: not b.has_member("sock", "sk_freeptr")),
+    ("sock_inode_cache", "socket_alloc", 64, lambda b: True),      # constructor
+    ("filp", "file", 64, lambda b: False),  # RCU from 6.7; f_freeptr inside from 6.12
+    ("dentry", "dentry", 8, lambda b: False),
+    ("tw_sock_TCP", "tcp_timewait_sock", 8, lambda b: True),       # TYPESAFE_BY_RCU
+    ("request_sock_TCP", "tcp_request_sock", 8, lambda b: True),   # TYPESAFE_BY_RCU
+    ("tcp_bind_bucket", "inet_bind_bucket", 64, lambda b: False),
+    ("tcp_bind2_bucket", "inet_bind2_bucket", 64, lambda b: False),
 ]
 MAGIC = [(b"\x28\xb5\x2f\xfd", ["zstd", "-dcq"]), (b"\x02\x21\x4c\x18", ["lz4", "-dcq"]),
          (b"\xfd7zXZ\x00", "xz"), (b"\x1f\x8b", "gzip")]
@@ -217,6 +232,18 @@ class Btf:
         tid = self.structs.get(name)
         return [] if tid is None else self._flatten(tid, 0)
 
+    def has_member(self, struct_name: str, member: str) -> bool:
+        return any(m.name == member for m in self.members(struct_name))
+
+    def slab_size(self, cache: str) -> int | None:
+        """The object size SLUB gives `cache` (see CACHES), from the struct's size."""
+        for name, struct_name, align, freeptr_outside in CACHES:
+            size = self.size(struct_name)
+            if name == cache and size is not None:
+                size += 8 if freeptr_outside(self) else 0
+                return -(-size // align) * align
+        return None
+
     def padding(self, name: str) -> int | None:
         """Bytes of struct `name` that no member covers (holes and tail padding)."""
         size = self.size(name)
@@ -304,18 +331,19 @@ def diff(old: Btf, new: Btf, name: str) -> dict[str, list[Member]]:
 # --- kernels and output ----------------------------------------------------------------
 
 def cached_kernels(cache: Path) -> dict[str, Path]:
-    """label -> vmlinuz of the lab's cached kernels (a label's newest release wins)."""
-    found: dict[str, tuple[str, Path]] = {}
-    for meta in sorted(cache.glob("kernels/*/kernel.json")):
+    """label or release -> vmlinuz of the lab's cached kernels, oldest version first (with
+    two releases of one label, the label names the newest)."""
+    found: list[tuple[tuple[int, ...], str, str, Path]] = []
+    for meta in cache.glob("kernels/*/kernel.json"):
         k = json.loads(meta.read_text())
-        vmlinuz = meta.parent / "vmlinuz"
-        if not vmlinuz.exists():
-            continue
-        key = tuple(int(x) for x in re.findall(r"\d+", k["version"]))
-        if k["label"] not in found or key > found[k["label"]][0]:
-            found[k["label"]] = (key, vmlinuz)  # type: ignore[assignment]
-        found.setdefault(k["release"], (key, vmlinuz))  # type: ignore[arg-type]
-    return {label: v for label, (_, v) in found.items()}
+        if (meta.parent / "vmlinuz").exists():
+            key = tuple(int(x) for x in re.findall(r"\d+", k["version"]))
+            found.append((key, k["label"], k["release"], meta.parent / "vmlinuz"))
+    out: dict[str, Path] = {}
+    for _, label, release, vmlinuz in sorted(found):
+        out.pop(label, None)  # re-inserted: a label sits where its newest release does
+        out[label] = out[release] = vmlinuz
+    return out
 
 
 def load(label: str, kernels: dict[str, Path], work: Path) -> Btf:
@@ -327,19 +355,14 @@ def load(label: str, kernels: dict[str, Path], work: Path) -> Btf:
     return Btf(parse_raw(bpftool_raw(raw_btf(kernels[label], work))))
 
 
-def version_key(label: str) -> tuple[int, ...]:
-    return (999,) if label == "host" else tuple(int(x) for x in re.findall(r"\d+", label))
-
-
-def markdown(sizes: dict[str, dict[str, int | None]]) -> str:
+def markdown(rows: list[str], sizes: dict[str, dict[str, int | None]]) -> str:
     labels = list(sizes)
-    rows = ["| struct | " + " | ".join(labels) + " |",
-            "|---|" + "---:|" * len(labels)]
-    for name in STRUCTS:
+    out = ["| | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+    for name in rows:
         cells = [sizes[k].get(name) for k in labels]
-        rows.append(f"| {name} | " + " | ".join("–" if c is None else f"{c:,}" for c in cells)
-                    + " |")
-    return "\n".join(rows)
+        out.append(f"| {name} | " + " | ".join("–" if c is None else f"{c:,}" for c in cells)
+                   + " |")
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -370,27 +393,23 @@ def main(argv: list[str] | None = None) -> int:
                 for m in members:
                     print(f"  {what:8} {m.name:40} {m.type:32} {m.size:5} B  @{m.offset}")
             return 0
-        labels = args.kernels or sorted(
-            {k for k in kernels if not re.search(r"[+-]", k)} | {"host"}, key=version_key)
-        sizes = {k: {s: load_cached(k, kernels, args.work).size(s) for s in STRUCTS}
-                 for k in labels}
+        labels = args.kernels or [k for k in kernels if not re.search(r"[+-]", k)] + ["host"]
+        sizes: dict[str, dict[str, int | None]] = {}
+        slabs: dict[str, dict[str, int | None]] = {}
+        for k in labels:
+            b = load(k, kernels, args.work)
+            sizes[k] = {name: b.size(name) for name in STRUCTS}
+            slabs[k] = {c[0]: b.slab_size(c[0]) for c in CACHES}
     except StructSizeError as e:
         print(f"struct_sizes: {e}", file=sys.stderr)
         return 2
-    print(markdown(sizes))
+    print("sizeof(struct), bytes:\n\n" + markdown(STRUCTS, sizes))
+    print("\nslab object size these give (objsize in /proc/slabinfo), bytes:\n\n"
+          + markdown([c[0] for c in CACHES], slabs))
     if args.json:
-        args.json.write_text(json.dumps(sizes, indent=1) + "\n")
+        args.json.write_text(json.dumps({"structs": sizes, "slab_objects": slabs}, indent=1)
+                             + "\n")
     return 0
-
-
-_LOADED: dict[str, Btf] = {}
-
-
-def load_cached(label: str, kernels: dict[str, Path], work: Path) -> Btf:
-    if label not in _LOADED:
-        _LOADED.clear()  # one kernel's types at a time: each is ~100 MB of Python objects
-        _LOADED[label] = load(label, kernels, work)
-    return _LOADED[label]
 
 
 if __name__ == "__main__":

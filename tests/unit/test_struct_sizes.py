@@ -120,3 +120,28 @@ def test_bad_kernels_say_what_is_wrong(call, message: str) -> None:  # noqa: ANN
     with pytest.raises(ss.StructSizeError) as e:
         call()
     assert str(e.value) == message
+
+
+def test_slab_object_size_from_struct_size() -> None:
+    # inet_bind2_bucket 64 -> 72 B: SLAB_HWCACHE_ALIGN makes the object 64 -> 128 B
+    assert (btf("6.1").slab_size("tcp_bind2_bucket"), btf("6.12").slab_size("tcp_bind2_bucket")) \
+        == (64, 128)
+    # request socks: SLAB_TYPESAFE_BY_RCU puts the 8-byte free pointer after the object
+    assert btf("6.12").slab_size("request_sock_TCP") == 304 + 8
+    assert btf("6.12").slab_size("TCP") is None  # tcp_sock is not in this excerpt
+
+
+def test_cached_kernels_are_ordered_and_a_label_names_its_newest(tmp_path: Path) -> None:
+    for d, label, release, version in [("a", "6.12", "6.12.118+deb13-cloud-amd64", "6.12.118-1"),
+                                       ("b", "7", "7.3.4+deb13-cloud-amd64", "7.3.4-1~bpo13+1"),
+                                       ("c", "6.12", "6.12.117+deb12-cloud-amd64",
+                                        "6.12.117-1~deb12u1"),
+                                       ("d", "6.1", "6.1.0-57-cloud-amd64", "6.1.192-3")]:
+        (tmp_path / "kernels" / d).mkdir(parents=True)
+        (tmp_path / "kernels" / d / "kernel.json").write_text(
+            f'{{"label": "{label}", "release": "{release}", "version": "{version}"}}')
+        (tmp_path / "kernels" / d / "vmlinuz").write_bytes(b"")
+    kernels = ss.cached_kernels(tmp_path)
+    assert [k for k in kernels if "-" not in k and "+" not in k] == ["6.1", "6.12", "7"]
+    assert kernels["6.12"] == tmp_path / "kernels" / "a" / "vmlinuz"
+    assert kernels["6.12.117+deb12-cloud-amd64"] == tmp_path / "kernels" / "c" / "vmlinuz"
