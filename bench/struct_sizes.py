@@ -346,13 +346,22 @@ def cached_kernels(cache: Path) -> dict[str, Path]:
     return out
 
 
+def check_labels(labels: list[str], kernels: dict[str, Path]) -> None:
+    """Refuse a kernel that is neither cached nor host, before anything is unpacked."""
+    for label in labels:
+        if label != "host" and label not in kernels:
+            raise StructSizeError(f"no cached kernel {label!r}; cached: "
+                                  f"{', '.join(kernels) or 'none'} (and host)")
+
+
+def raw_text(label: str, kernels: dict[str, Path], work: Path) -> str:
+    """bpftool's raw dump of kernel `label` (a cached kernel's label or release, or host)."""
+    check_labels([label], kernels)
+    return bpftool_raw(HOST_BTF if label == "host" else raw_btf(kernels[label], work))
+
+
 def load(label: str, kernels: dict[str, Path], work: Path) -> Btf:
-    if label == "host":
-        return Btf(parse_raw(bpftool_raw(HOST_BTF)))
-    if label not in kernels:
-        raise StructSizeError(f"no cached kernel {label!r}; cached: "
-                              f"{', '.join(sorted(kernels)) or 'none'} (and host)")
-    return Btf(parse_raw(bpftool_raw(raw_btf(kernels[label], work))))
+    return Btf(parse_raw(raw_text(label, kernels, work)))
 
 
 def markdown(rows: list[str], sizes: dict[str, dict[str, int | None]]) -> str:
@@ -369,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("kernels", nargs="*", help="labels or releases (default: all cached + host)")
     ap.add_argument("--diff", nargs=3, metavar=("OLD", "NEW", "STRUCT"),
-                    help="members of STRUCT added/removed/resized from kernel OLD to NEW")
+                    help="members of STRUCT added/removed/changed from kernel OLD to NEW")
     ap.add_argument("--json", type=Path, help="also write the sizes as JSON here")
     ap.add_argument("--excerpt", nargs="+", metavar=("KERNEL", "STRUCT"),
                     help="print the raw-dump lines of these structs (test data)")
@@ -379,10 +388,10 @@ def main(argv: list[str] | None = None) -> int:
     cache = Path(os.environ.get("TCPLAB_CACHE_DIR", "/var/cache/tcplab"))
     kernels = cached_kernels(cache)
     try:
+        check_labels((args.diff or [])[:2] + (args.excerpt or [])[:1] + args.kernels, kernels)
         if args.excerpt:
             label, *names = args.excerpt
-            text = bpftool_raw(HOST_BTF if label == "host" else raw_btf(kernels[label], args.work))
-            print(excerpt(text, names), end="")
+            print(excerpt(raw_text(label, kernels, args.work), names), end="")
             return 0
         if args.diff:
             old, new, name = args.diff

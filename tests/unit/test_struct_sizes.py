@@ -145,3 +145,15 @@ def test_cached_kernels_are_ordered_and_a_label_names_its_newest(tmp_path: Path)
     assert [k for k in kernels if "-" not in k and "+" not in k] == ["6.1", "6.12", "7"]
     assert kernels["6.12"] == tmp_path / "kernels" / "a" / "vmlinuz"
     assert kernels["6.12.117+deb12-cloud-amd64"] == tmp_path / "kernels" / "c" / "vmlinuz"
+
+
+def test_an_unknown_kernel_is_refused_with_what_is_cached(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "kernels" / "a").mkdir(parents=True)
+    (tmp_path / "kernels" / "a" / "kernel.json").write_text(
+        '{"label": "6.1", "release": "6.1.0-57-cloud-amd64", "version": "6.1.192-3"}')
+    (tmp_path / "kernels" / "a" / "vmlinuz").write_bytes(b"")
+    monkeypatch.setenv("TCPLAB_CACHE_DIR", str(tmp_path))
+    assert ss.main(["--diff", "6.1", "9.9", "file"]) == 2
+    assert capsys.readouterr().err == (
+        "struct_sizes: no cached kernel '9.9'; cached: 6.1, 6.1.0-57-cloud-amd64 (and host)\n")
