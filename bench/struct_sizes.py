@@ -44,6 +44,9 @@ STRUCTS = [
     "inet_timewait_sock", "tcp_timewait_sock",                                # tw_sock_TCP
     "inet_bind_bucket", "inet_bind2_bucket",                                  # tcp_bind*_bucket
     "sk_buff", "skb_shared_info",                                             # skbuff_*
+    # parts of the LSM blobs (lsm_inode_cache, lsm_file_cache), per security module
+    "landlock_inode_security", "bpf_storage_blob", "ipe_inode", "evm_iint_cache",
+    "aa_file_ctx", "landlock_file_security",
 ]
 # Slab caches a connection uses: (cache, struct, alignment, free pointer outside the object?).
 # SLUB puts its free pointer outside objects of SLAB_TYPESAFE_BY_RCU caches and caches with
