@@ -2,8 +2,13 @@
 """Sizes of the structs a TCP connection lives in, read from each kernel's own BTF.
 
     python3 bench/struct_sizes.py                      # every cached kernel + host, Markdown
-    python3 bench/struct_sizes.py --diff 6.1 6.12 tcp_sock   # members added/removed/moved
+    python3 bench/struct_sizes.py 6.1 6.12 host        # these kernels only
+    python3 bench/struct_sizes.py --diff 6.1 6.12 tcp_sock   # members added/removed/changed
     python3 bench/struct_sizes.py --json FILE          # the sizes as JSON too
+    python3 bench/struct_sizes.py --excerpt 6.1 file   # raw-dump lines for test data
+
+Prints two Markdown tables: sizeof(struct) per kernel, and the slab object size each
+cache's struct gives (CACHES below), to compare with the objsize a run records.
 
 Kernels: every `kernel.json` under the lab's kernel cache (TCPLAB_CACHE_DIR, default
 /var/cache/tcplab, folder kernels/; fetch them with `make lab KERNELS=...`) and `host`
