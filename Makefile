@@ -87,7 +87,8 @@ lab: $(STAMP) ## run a scenario: make lab SCENARIO=s2c [PROFILE=..] [BACKEND=..]
 	$(BIN)/tcplab run $(RUN_ARGS)
 
 test: $(STAMP) ## run the whole test suite (root: namespaces; docker tests need a daemon)
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra -n 2 tests/unit
+	$(BIN)/python -m pytest -q -ra tests/integration
 
 unit: $(STAMP) ## run the unit tests only (no root needed)
 	$(BIN)/python -m pytest -q tests/unit
