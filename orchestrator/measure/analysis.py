@@ -160,6 +160,10 @@ def buffers(summary: SsSummary, sockstat: Mapping[str, Mapping[str, int]]) -> di
     out["recv_q"] = sum(s.get("recv_q", 0) for s in summary.sums.values())
     out["send_q"] = sum(s.get("send_q", 0) for s in summary.sums.values())
     out["sockstat_mem_pages"] = sockstat.get("TCP", {}).get("mem", 0)
+    # sockets with nothing in order left to read that still hold skbs: out-of-order data
+    held = summary.ofo_inferred.values()
+    out["ofo_inferred"] = {"sockets": sum(h["sockets"] for h in held),
+                           "rmem_alloc": sum(h["rmem_alloc"] for h in held)}
     return out
 
 
