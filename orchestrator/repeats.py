@@ -2,8 +2,8 @@
 
 Figures: per connection, socket slab, objects and TCP mem charged; per socket, the
 receiver's and sender's buffers (median ``rmem_alloc``/``wmem_queued`` of a host of each
-role, as the sweep report takes them); and the goodput of the largest transfer. A figure
-that is 0 in every run is left out.
+role, as the sweep report takes them); and the goodput of the largest transfer. A buffer
+figure that is 0 in every run is left out.
 
 The coefficient of variation (standard deviation over the mean) only describes figures
 of one sign: over values that reach or cross zero (a TCP mem charge of -113..0) the mean
@@ -70,8 +70,9 @@ def summarize(results: list[Result]) -> list[dict[str, Any]]:
             for key in BUFFER_FIGURES:
                 add(result, cp.name, LABELS[key], per_socket.get(key))
         add(result, TRANSFER, LABELS["goodput"], goodput(result))
+    always = {label for _, label in FIGURES}  # the rest only where some run has them
     return [{"profile": p, "checkpoint": c, "figure": f, **spread(v)}
-            for (p, c, f), v in groups.items() if any(v)]
+            for (p, c, f), v in groups.items() if f in always or any(v)]
 
 
 def _num(value: float) -> str:
