@@ -349,10 +349,18 @@ class Worker:
             self.background_error = describe(exc)
 
     def op_join(self, msg: dict) -> dict:
-        """Wait for background sends and reads to finish."""
+        """Wait for background sends and reads to finish.
+
+        A transfer over a slow link outlasts the orchestrator's stall timer (--stall): while
+        waiting, say so every third of it (a "progress" line of 0), so only a side that is
+        silent is taken for stalled. The transfers watch themselves: a read that gets no
+        data for ``stall`` s fails, a send stops, and the join ends."""
+        beat = max(0.1, self.stall / 3)
         for thread in (self.flusher, self.reader):
-            if thread is not None:
-                thread.join()
+            while thread is not None and thread.is_alive():
+                thread.join(beat)
+                if thread.is_alive():
+                    self.emit({"progress": 0, "op": "join"})
         self.flusher = self.reader = None
         if self.background_error:
             error, self.background_error = self.background_error, None
