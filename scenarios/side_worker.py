@@ -16,7 +16,10 @@ import threading
 import time
 
 PROGRESS_EVERY = 2000
-CHUNK = b"x" * (1 << 20)  # what senders write, sliced: no per-connection payload copies
+#: what senders write: slices of a memoryview share its buffer (a slice of the bytes would
+#: copy up to 1 MiB for every send(), however little the socket takes: over a slow link,
+#: thousands of times a second, a core's worth of copying that starved the checkpoints)
+CHUNK = memoryview(b"x" * (1 << 20))
 LINGER_ZERO = struct.pack("ii", 1, 0)  # struct linger {l_onoff 1, l_linger 0}: close resets
 
 
