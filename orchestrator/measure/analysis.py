@@ -86,6 +86,12 @@ def cache_deltas(base: Mapping[str, SlabLine], now: Mapping[str, SlabLine], conn
             share = min(proc_growth, max(objs, 0))
             objs -= share
             note = f"{share:,} dentries of /proc fd lookups set apart"
+        elif name == "dentry" and proc_growth < 0:
+            # and when the kernel reclaims those inodes, their dentries go with them: a
+            # shrink that is not the sockets' either (it made small runs' totals negative)
+            share = max(proc_growth, min(objs, 0))
+            objs -= share
+            note = f"{-share:,} dentries of reclaimed /proc fd lookups set apart"
         nbytes = round(objs * slab_footprint(line, page_size))
         per_conn_objs = objs / own
         merged_socket = [a for a in aliases.get(name, []) if a in SOCKET_ALIASES]
