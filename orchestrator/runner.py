@@ -12,12 +12,14 @@ import json
 import os
 import queue
 import shlex
+import shutil
 import subprocess
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from .errors import CommandError, RunError
@@ -210,6 +212,28 @@ class LocalChannel(QueueChannel):
             self.proc.wait(timeout=10)
 
 
+@cache
+def local_python3() -> str:
+    """The interpreter ``python3`` names on this machine, resolved once.
+
+    A version manager's shim (pyenv's ``python3`` is a shell script that runs a chain of
+    others) costs ~0.3 s and a dozen processes per call on an idle machine, seconds on a
+    loaded one; the lab starts python3 at every poll and checkpoint (sock_diag summaries),
+    which delayed a checkpoint 3 s into a transfer over a rate-limited link by 4 to 14 s.
+    The interpreter the shim picks is the one it reports as ``sys.executable``."""
+    found = shutil.which("python3")
+    if found is None:
+        return "python3"  # the command fails as it would have, naming python3
+    try:
+        proc = subprocess.run([found, "-c", "import sys; print(sys.executable)"],
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return found
+    exe = proc.stdout.strip()
+    return exe if proc.returncode == 0 and os.path.isabs(exe) and os.access(exe, os.X_OK) \
+        else found
+
+
 class LocalRunner(Runner):
     """Runs commands on this machine, optionally behind a prefix (``ip netns exec NS``)."""
 
@@ -219,6 +243,8 @@ class LocalRunner(Runner):
 
     def _argv(self, cmd: Command) -> list[str]:
         argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+        if argv and argv[0] == "python3":  # the interpreter itself, not a shim: see above
+            argv[0] = local_python3()
         return self.prefix + argv
 
     def run(self, cmd: Command, *, check: bool = True, timeout: float | None = 60,

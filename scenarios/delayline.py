@@ -27,7 +27,6 @@ packet, write --stats and exit 0. --ready is written once the queue is bound.
 from __future__ import annotations
 
 import argparse
-import array
 import ctypes
 import errno
 import heapq
@@ -230,28 +229,42 @@ class LinkModel:
 
 
 class Lateness:
-    """Release time minus due time (µs): a reservoir of up to ``keep`` samples."""
+    """Release time minus due time (µs), kept as a histogram: exact below 1,024 µs, then
+    buckets 1/512 wide (0.2%). Adding is O(1) and the summary scans a few thousand
+    buckets: written on SIGUSR1 at every checkpoint, it must not hold the packets up
+    (sorting a 200,000-sample reservoir stalled this loop ~70 ms at each checkpoint)."""
 
-    def __init__(self, keep: int = 200_000, seed: int = 0) -> None:
-        self.samples, self.keep, self.seen, self.max = array.array("q"), keep, 0, 0
-        self.total, self.rng = 0, random.Random(seed)
+    EXACT = 1024  # below this, one bucket per µs
+
+    def __init__(self) -> None:
+        self.counts: dict = {}
+        self.seen, self.total, self.max = 0, 0, 0
+
+    @classmethod
+    def bucket(cls, late_us: int) -> int:
+        if late_us < cls.EXACT:
+            return max(late_us, 0)
+        shift = late_us.bit_length() - 10  # keep the 10 leading bits
+        return (late_us >> shift) << shift  # the bucket's lower bound
 
     def add(self, late_us: int) -> None:
         self.seen += 1
         self.total += late_us
-        self.max = max(self.max, late_us)
-        if len(self.samples) < self.keep:
-            self.samples.append(late_us)
-        else:
-            slot = self.rng.randrange(self.seen)
-            if slot < self.keep:
-                self.samples[slot] = late_us
+        if late_us > self.max:
+            self.max = late_us
+        key = self.bucket(late_us)
+        self.counts[key] = self.counts.get(key, 0) + 1
 
     def summary(self) -> dict:
-        ordered = sorted(self.samples)
+        ordered = sorted(self.counts.items())  # a few thousand buckets at most
 
-        def pct(p: float) -> int | None:
-            return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else None
+        def pct(p: float):
+            rank, seen = min(self.seen - 1, int(p / 100 * self.seen)), 0
+            for value, count in ordered:
+                seen += count
+                if seen > rank:
+                    return value
+            return None
         return {"count": self.seen, "mean": round(self.total / self.seen, 1) if self.seen else None,
                 "p50": pct(50), "p90": pct(90), "p99": pct(99), "p99_9": pct(99.9),
                 "max": self.max if self.seen else None}
@@ -300,7 +313,7 @@ class DelayLine:
         self.stop_signal = 0
         self.dump_requested = False
         self.started = time.time()
-        self.lateness = Lateness(seed=seed)
+        self.lateness = Lateness()
         self.counts = {"packets": 0, "bytes": 0, "wire_bytes": 0, "gso_packets": 0, "released": 0,
                        "lost": 0, "enobufs": 0, "verdict_errors": 0, "max_held": 0,
                        "max_held_bytes": 0}

@@ -16,7 +16,10 @@ import threading
 import time
 
 PROGRESS_EVERY = 2000
-CHUNK = b"x" * (1 << 20)  # what senders write, sliced: no per-connection payload copies
+#: what senders write: slices of a memoryview share its buffer (a slice of the bytes would
+#: copy up to 1 MiB for every send(), however little the socket takes: over a slow link,
+#: thousands of times a second, a core's worth of copying that starved the checkpoints)
+CHUNK = memoryview(b"x" * (1 << 20))
 LINGER_ZERO = struct.pack("ii", 1, 0)  # struct linger {l_onoff 1, l_linger 0}: close resets
 
 
@@ -349,10 +352,18 @@ class Worker:
             self.background_error = describe(exc)
 
     def op_join(self, msg: dict) -> dict:
-        """Wait for background sends and reads to finish."""
+        """Wait for background sends and reads to finish.
+
+        A transfer over a slow link outlasts the orchestrator's stall timer (--stall): while
+        waiting, say so every third of it (a "progress" line of 0), so only a side that is
+        silent is taken for stalled. The transfers watch themselves: a read that gets no
+        data for ``stall`` s fails, a send stops, and the join ends."""
+        beat = max(0.1, self.stall / 3)
         for thread in (self.flusher, self.reader):
-            if thread is not None:
-                thread.join()
+            while thread is not None and thread.is_alive():
+                thread.join(beat)
+                if thread.is_alive():
+                    self.emit({"progress": 0, "op": "join"})
         self.flusher = self.reader = None
         if self.background_error:
             error, self.background_error = self.background_error, None

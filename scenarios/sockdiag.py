@@ -49,6 +49,12 @@ def request(family: int, with_mem: bool, seq: int) -> bytes:
 class Summary:
     """Aggregates sockets as they stream in.
 
+    ``ofo_inferred`` (per state): the sockets whose Recv-Q is 0 while their rmem_alloc is
+    not, and that rmem_alloc summed. rmem_alloc (skmem ``r``) is the truesize of the skbs
+    in the receive queue and in the out-of-order queue; Recv-Q (rcv_nxt - copied_seq) is
+    the in-order bytes not yet read. With nothing in order left to read, what the socket
+    still holds can only be out-of-order data.
+
     Each socket is reduced to a key (state, queues, skmem words) counted in one Counter:
     sockets in the same situation share a key, so memory stays small. A sock_diag socket's
     key is a slice of the netlink message (one slice and one dictionary increment per
@@ -82,12 +88,17 @@ class Summary:
         states: Counter = Counter()
         skmem_sockets: Counter = Counter()
         values: dict = {}
+        ofo: dict = {}
         for key, count in self.keys.items():
             state, fields, has_mem = self._decode(key)
             if state in exclude:
                 continue
             states[state] += count
             skmem_sockets[state] += count if has_mem else 0
+            if has_mem and fields["recv_q"] == 0 and fields.get("r", 0) > 0:
+                held = ofo.setdefault(state, {"sockets": 0, "rmem_alloc": 0})
+                held["sockets"] += count
+                held["rmem_alloc"] += fields["r"] * count
             for name, value in fields.items():
                 values.setdefault(state, {}).setdefault(name, Counter())[value] += count
         return {
@@ -96,6 +107,7 @@ class Summary:
                      for s, f in values.items()},
             "medians": {s: {k: median(c) for k, c in f.items()} for s, f in values.items()},
             "skmem_sockets": dict(skmem_sockets),
+            "ofo_inferred": ofo,
         }
 
 

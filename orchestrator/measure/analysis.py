@@ -86,6 +86,12 @@ def cache_deltas(base: Mapping[str, SlabLine], now: Mapping[str, SlabLine], conn
             share = min(proc_growth, max(objs, 0))
             objs -= share
             note = f"{share:,} dentries of /proc fd lookups set apart"
+        elif name == "dentry" and proc_growth < 0:
+            # and when the kernel reclaims those inodes, their dentries go with them: a
+            # shrink that is not the sockets' either (it made small runs' totals negative)
+            share = max(proc_growth, min(objs, 0))
+            objs -= share
+            note = f"{-share:,} dentries of reclaimed /proc fd lookups set apart"
         nbytes = round(objs * slab_footprint(line, page_size))
         per_conn_objs = objs / own
         merged_socket = [a for a in aliases.get(name, []) if a in SOCKET_ALIASES]
@@ -160,6 +166,10 @@ def buffers(summary: SsSummary, sockstat: Mapping[str, Mapping[str, int]]) -> di
     out["recv_q"] = sum(s.get("recv_q", 0) for s in summary.sums.values())
     out["send_q"] = sum(s.get("send_q", 0) for s in summary.sums.values())
     out["sockstat_mem_pages"] = sockstat.get("TCP", {}).get("mem", 0)
+    # sockets with nothing in order left to read that still hold skbs: out-of-order data
+    held = summary.ofo_inferred.values()
+    out["ofo_inferred"] = {"sockets": sum(h["sockets"] for h in held),
+                           "rmem_alloc": sum(h["rmem_alloc"] for h in held)}
     return out
 
 

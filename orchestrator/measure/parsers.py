@@ -312,12 +312,16 @@ class SsSummary:
     ``sums``/``medians`` hold, per state, ``recv_q``, ``send_q`` and every
     skmem field. skmem fields are taken over the sockets of that state that
     printed skmem; ``skmem_sockets`` says how many did (TIME-WAIT: none).
+    ``ofo_inferred``: per state, ``sockets`` whose Recv-Q is 0 while their rmem_alloc is
+    not, and that ``rmem_alloc`` summed: bytes only the out-of-order queue can hold
+    (scenarios/sockdiag.py ``Summary``).
     """
 
     states: dict[str, int]
     sums: dict[str, dict[str, int]]
     medians: dict[str, dict[str, float]]
     skmem_sockets: dict[str, int] = field(default_factory=dict)
+    ofo_inferred: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -325,6 +329,7 @@ class SsSummary:
             "sums": {s: dict(v) for s, v in self.sums.items()},
             "medians": {s: dict(v) for s, v in self.medians.items()},
             "skmem_sockets": dict(self.skmem_sockets),
+            "ofo_inferred": {s: dict(v) for s, v in self.ofo_inferred.items()},
         }
 
 

@@ -39,7 +39,7 @@ def sockdiag() -> ModuleType:
 def from_dict(data: dict[str, Any]) -> SsSummary:
     """The summary sockdiag.py printed (``Summary.to_dict()``)."""
     return SsSummary(data["states"], data["sums"], data["medians"],
-                     data.get("skmem_sockets", {}))
+                     data.get("skmem_sockets", {}), data.get("ofo_inferred", {}))
 
 
 def summarize_ss(sockets: Iterable[SsSocket],

@@ -20,7 +20,7 @@ from ..errors import LabError
 from ..measure.analysis import CGROUP_CAVEAT
 from ..results import load_result
 from ..results.model import Checkpoint, Result
-from . import charts, conditions, findings, traffic
+from . import charts, conditions, findings, ofo, traffic
 from . import kernels as kernels_compare
 from . import link as link_report
 from . import text as report_text
@@ -346,6 +346,10 @@ def context(result: Result, kernel_defaults: dict[str, str] | None = None) -> di
         "cgroup_caveat": CGROUP_CAVEAT,
         "charts": charts.all_charts(result),
         "buffers": buffers_rows(result),
+        "ofo": ofo.rows(result),
+        "ofo_title": ofo.TITLE,
+        "ofo_head": ofo.HEAD,
+        "ofo_note": ofo.NOTE,
         "limits": buffer_limits(result),
         "sockstat_scope": report_text.sockstat_scope(result),
         "states": states_table(result),

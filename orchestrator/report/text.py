@@ -8,7 +8,7 @@ from tabulate import tabulate
 
 from ..measure.analysis import CGROUP_CAVEAT
 from ..results.model import Checkpoint, Result
-from . import conditions, findings
+from . import conditions, findings, ofo
 from . import link as link_report
 from .ledger import header_note, ledger_text
 from .topology import topology_text
@@ -160,6 +160,7 @@ def render(result: Result, fmt: str = "simple") -> str:
     parts += ["Socket buffers per host (median per socket from ss -m skmem; queues summed), bytes",
               buffers_table(result, fmt),
               f"† pages charged to TCP in /proc/net/sockstat: {sockstat_scope(result)}", ""]
+    parts += ofo.text(result, fmt)
     cgroup = cgroup_table(result, fmt)
     if cgroup:
         parts += ["Per-host memory cgroup (container), bytes per connection", cgroup,

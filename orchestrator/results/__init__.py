@@ -8,6 +8,7 @@ from .model import (
     HostInfo,
     KernelShare,
     Metadata,
+    OfoHeld,
     PerConnection,
     Result,
     Stat,
@@ -25,6 +26,6 @@ from .store import (
 from .transfers import Goodput, Transfer
 
 __all__ = ["RESULT_FILE", "SCHEMA", "Buffers", "build_result", "CacheRow", "Checkpoint", "HostInfo",
-           "KernelShare", "Metadata", "PerConnection", "Result", "Stat", "Timeline",
+           "KernelShare", "Metadata", "OfoHeld", "PerConnection", "Result", "Stat", "Timeline",
            "Goodput", "Transfer",
            "check_schema", "load_result", "new_run_dir", "result_path", "write_json_atomic"]

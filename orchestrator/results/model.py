@@ -40,6 +40,23 @@ class Stat:
 
 
 @dataclass(frozen=True)
+class OfoHeld:
+    """Sockets of a host whose Recv-Q is 0 while their rmem_alloc is not: the bytes
+    (skb truesize) they hold can only sit in the out-of-order queue. A lower bound: a
+    socket that also has in-order data unread is not counted (docs/analysis.md)."""
+
+    sockets: int = 0
+    rmem_alloc: int = 0
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> OfoHeld | None:
+        """None for a result from before the figure was recorded."""
+        if not isinstance(d, Mapping):
+            return None
+        return cls(int(d.get("sockets") or 0), int(d.get("rmem_alloc") or 0))
+
+
+@dataclass(frozen=True)
 class Buffers:
     """Socket buffers of one host at a checkpoint (``ss -m`` skmem, queues summed)."""
 
@@ -51,13 +68,14 @@ class Buffers:
     recv_q: int = 0
     send_q: int = 0
     sockstat_mem_pages: int | None = None
+    ofo_inferred: OfoHeld | None = None  # None: not recorded (older results)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Buffers:
         return cls(d.get("sockets") or 0, Stat.from_dict(d.get("rmem_alloc")),
                    Stat.from_dict(d.get("wmem_alloc")), Stat.from_dict(d.get("wmem_queued")),
                    Stat.from_dict(d.get("fwd_alloc")), d.get("recv_q", 0), d.get("send_q", 0),
-                   d.get("sockstat_mem_pages"))
+                   d.get("sockstat_mem_pages"), OfoHeld.from_dict(d.get("ofo_inferred")))
 
     def queued_per_socket(self) -> float:
         """Bytes waiting in the receive queues, per socket."""

@@ -149,14 +149,36 @@ def test_jitter_with_a_rate_or_fifo_keeps_order(options: dict) -> None:
     assert model.ordered and dues == sorted(dues)
 
 
-def test_lateness_percentiles_and_reservoir() -> None:
-    late = dl.Lateness(keep=1000)
+def test_lateness_percentiles_from_the_histogram() -> None:
+    """Exact below 1,024 µs, within 0.2% above; the summary (written at every checkpoint,
+    inside the packet loop) stays cheap however many packets went through."""
+    import time
+
+    late = dl.Lateness()
     for value in range(10_000):
         late.add(value)
     summary = late.summary()
     assert (summary["count"], summary["max"], summary["mean"]) == (10_000, 9999, 4999.5)
-    assert len(late.samples) == 1000 and 4000 < summary["p50"] < 6000
+    assert summary["p50"] == 5000 and 8990 <= summary["p90"] <= 9000
+    assert 9980 <= summary["p99_9"] <= 9990
+    small = dl.Lateness()
+    for value in (3, 1, 2, 700, 5):
+        small.add(value)
+    assert (small.summary()["p50"], small.summary()["p99"]) == (3, 700)  # exact
     assert dl.Lateness().summary()["p99"] is None
+    many = dl.Lateness()
+    values = [i % 5000 + (40_000 if i % 997 == 0 else 0) for i in range(300_000)]
+    for value in values:
+        many.add(value)
+    start = time.perf_counter()
+    assert many.summary()["max"] == max(values)
+    took = time.perf_counter() - start
+    reservoir = values[:200_000]
+    random.Random(1).shuffle(reservoir)
+    start = time.perf_counter()
+    sorted(reservoir)  # what the old 200,000-sample reservoir did at each dump (~70 ms here)
+    assert took < (time.perf_counter() - start) / 4
+    assert len(many.counts) < 3000
 
 
 # -- the release step (no kernel needed: the socket is never used) ------------------------------

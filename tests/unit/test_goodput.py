@@ -151,3 +151,22 @@ def test_the_html_report_has_the_moved_section_only_when_there_is_something() ->
     page = render_html(Result.from_dict(doc), {})
     assert 'id="moved"' in page and "<td>TcpExtListenOverflows</td>" in page
     assert "Goodput of each transfer" not in page  # no transfer in this run
+
+
+def test_join_says_it_is_alive_while_a_transfer_outlasts_the_stall_timer() -> None:
+    """A background transfer longer than --stall (a slow link): the join emits a progress
+    line of 0 every third of the stall time, so the orchestrator does not take the side
+    for stalled; the reply comes once the transfer ends."""
+    import json
+    import threading
+
+    here, there = socket.socketpair()
+    worker = side_worker.Worker({"role": "client", "stall": 0.6}, [], {}, here)
+    worker.reader = threading.Thread(target=time.sleep, args=(1.1,))
+    worker.reader.start()
+    started = time.monotonic()
+    reply = worker.op_join({"op": "join"})
+    assert time.monotonic() - started >= 1.0 and reply["pending"] == 0
+    there.settimeout(1)
+    lines = [json.loads(x) for x in there.recv(65536).decode().splitlines()]
+    assert 3 <= len(lines) <= 6 and all(x == {"progress": 0, "op": "join"} for x in lines)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import RunError
+from orchestrator.measure.analysis import buffers
 from orchestrator.measure.parsers import (
     PAGE_SIZE,
     ParseError,
@@ -484,3 +485,57 @@ class TestSlabAliases:
         text.add_socket("TIME-WAIT", 0, 0, {})
         assert live.to_dict() == text.to_dict()
         assert live.to_dict()["skmem_sockets"] == {"ESTAB": 3, "TIME-WAIT": 0}
+
+
+# --------------------------------------------------------------------------
+# out-of-order data held, inferred: Recv-Q 0 while rmem_alloc > 0
+# --------------------------------------------------------------------------
+
+class TestOutOfOrderInferred:
+    def test_loss_capture(self) -> None:
+        """A reader that keeps up over a 1% lossy link (ss text a run saved): one of its
+        four sockets has read everything in order (Recv-Q 0) yet holds 221,184 B."""
+        summary = summarize_ss(parse_ss((DATA / "conditions" / "ss-loss-client.txt")
+                                        .read_text()))
+        assert summary.states == {"ESTAB": 4}
+        assert summary.sums["ESTAB"]["recv_q"] == 0
+        assert summary.ofo_inferred == {"ESTAB": {"sockets": 1, "rmem_alloc": 221184}}
+        assert buffers(summary, {})["ofo_inferred"] == {"sockets": 1, "rmem_alloc": 221184}
+
+    def test_unread_in_order_data_is_not_out_of_order(self) -> None:
+        """13 unread bytes (Recv-Q 13, r845): memory held for in-order data, not counted;
+        an unread FIN (CLOSE-WAIT: Recv-Q 1, r832) neither, nor idle sockets (r0)."""
+        for name in ("ss-tmni-unread-13.txt", "ss-tmni-closewait.txt", "ss-tmni-established.txt"):
+            summary = summarize_ss(parse_ss(read(name)))
+            assert summary.ofo_inferred == {}
+            assert buffers(summary, {})["ofo_inferred"] == {"sockets": 0, "rmem_alloc": 0}
+
+    def test_by_hand(self) -> None:
+        socks = [sock("ESTAB", 0, r=4608), sock("ESTAB", 0, r=4608), sock("ESTAB", 10, r=900),
+                 sock("ESTAB", 0, r=0), sock("ESTAB", 0), sock("CLOSE-WAIT", 1, r=832),
+                 sock("FIN-WAIT-1", 0, r=2304), sock("TIME-WAIT")]
+        summary = summarize_ss(socks)
+        assert summary.ofo_inferred == {"ESTAB": {"sockets": 2, "rmem_alloc": 9216},
+                                        "FIN-WAIT-1": {"sockets": 1, "rmem_alloc": 2304}}
+        assert buffers(summary, {})["ofo_inferred"] == {"sockets": 3, "rmem_alloc": 11520}
+
+    def test_sock_diag_keys_give_the_same(self) -> None:
+        """The live dump's bytes keys (state, rqueue, wqueue, skmem words) and ss text
+        agree, and the summary survives sockets.from_dict (the JSON a host prints)."""
+        import struct
+
+        from orchestrator.measure.sockets import from_dict, sockdiag
+
+        mod = sockdiag()
+        live, text = mod.Summary(True), mod.Summary(True)
+        for rqueue, r in ((0, 221184), (0, 0), (2896, 3752)):
+            skmem = dict(IDLE_SKMEM, r=r)
+            live.keys[bytes([1]) + struct.pack("=II", rqueue, 0)
+                      + struct.pack("=9I", *(skmem[k] for k in mod.SKMEM_KEYS))] += 1
+            text.add_socket("ESTAB", rqueue, 0, skmem)
+        assert live.to_dict() == text.to_dict()
+        back = from_dict(json.loads(json.dumps(live.to_dict())))
+        assert back.ofo_inferred == {"ESTAB": {"sockets": 1, "rmem_alloc": 221184}}
+        # a summary printed before the figure existed reads as none
+        old = {k: v for k, v in live.to_dict().items() if k != "ofo_inferred"}
+        assert from_dict(old).ofo_inferred == {}
