@@ -208,6 +208,33 @@ def test_sweep_report_loads_with_charts_and_no_request(chromium, isolate, tmp_pa
     assert [u for u in requested if not u.startswith(("file:", "data:", "about:"))] == []
 
 
+def test_link_sweep_page_draws_goodput_and_names_each_points_link(chromium, isolate, tmp_path):
+    """A link sweep (``--sweep "delay=0ms,50ms"``, slow-readers): memory, buffers and
+    goodput charts, the link of each point, no request."""
+    from orchestrator import sweep
+    from orchestrator.report import sweep as sweep_report
+    from orchestrator.report.sweep_charts import render_html
+    from orchestrator.results import load_result
+
+    runs = ["20261201-060753-slow-readers-default", "20261201-060918-slow-readers-default"]
+    doc = sweep_report.summarize(sweep.parse("delay=0ms,50ms").to_dict(),
+                                 [load_result(RESULTS / r) for r in runs], [0, 1])
+    page = tmp_path / "sweep.html"
+    page.write_text(render_html(doc, {r: f"{r}/report.html" for r in runs}))
+    done, requests = run_chromium(chromium, isolate, page.as_uri(), tmp_path / "dom",
+                                  ["--dump-dom"])
+    dom = done.stdout
+    assert done.returncode == 0, done.stderr[-800:]
+    assert dom.count("<svg") == 3, "memory, buffer and goodput charts are in the DOM"
+    for text in ("Sweep of delay", "Memory per connection against delay", "Goodput against delay",
+                 "link at each point:", "delay=50ms: delay 50 ms each way (RTT 100 ms)",
+                 "goodput MB/s (all connections)", "8.38"):
+        assert text in dom, text
+    assert "Goodput was not recorded" not in dom
+    requested = [r["url"] for r in page_requests(requests)]
+    assert [u for u in requested if not u.startswith(("file:", "data:", "about:"))] == []
+
+
 SWEEP = ("20261126-045425-c2s-default", "20261126-045545-c2s-default")  # 6.1 VMs, host 6.18
 
 

@@ -15,6 +15,8 @@ from orchestrator.results import load_result
 
 RESULTS = Path(__file__).resolve().parents[1] / "data" / "results"
 DEFAULT, SMALL = "20261126-012656-s2c-default", "20261126-012700-s2c-small-buffers"
+#: A link sweep (slow-readers, N=8, 8 MiB each read at 1 MiB/s): delay=0ms and delay=50ms
+RTT0, RTT100 = "20261201-060753-slow-readers-default", "20261201-060918-slow-readers-default"
 
 
 def test_braces_expand_one_field_with_size_suffixes():
@@ -98,3 +100,35 @@ def test_text_and_html_reports():
     assert "Goodput was not recorded by these runs" in html
     assert f'href="{DEFAULT}/report.html"' in html
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+
+
+def _link_doc() -> dict:
+    sw = sweep.parse("delay=0ms,50ms")
+    results = [load_result(RESULTS / RTT0), load_result(RESULTS / RTT100)]
+    return report.summarize(sw.to_dict(), results, [0, 1])
+
+
+def test_a_link_sweep_says_the_link_of_each_point_and_draws_goodput():
+    doc = _link_doc()
+    assert doc["links"] == {"0ms": "none", "50ms": "delay 50 ms each way (RTT 100 ms)"}
+    assert report.link_lines(doc) == ["link at each point:",
+                                      "  delay=0ms: none (a perfect link)",
+                                      "  delay=50ms: delay 50 ms each way (RTT 100 ms)"]
+    text = report.render(doc)
+    assert "link at each point:\n  delay=0ms: none (a perfect link)\n" in text
+    assert doc["goodput_recorded"]
+    rows = report.lookup(doc)
+    assert round(rows[(0, "transfer", "goodput")]["median"], 2) == 8.39
+    assert round(rows[(1, "transfer", "goodput")]["median"], 2) == 8.38
+    html = render_html(doc, {})
+    assert html.count("<svg") == 3  # memory, buffers and goodput
+    assert "delay=50ms: delay 50 ms each way (RTT 100 ms)" in html
+
+
+def test_one_link_for_every_point_is_one_line_and_none_is_silent():
+    sw = sweep.Sweep("sysctl", "net.core.somaxconn", ("128", "4096"), ("128", "4096"))
+    same = load_result(RESULTS / RTT100)
+    doc = report.summarize(sw.to_dict(), [same, same], [0, 1])
+    assert report.link_lines(doc) == ["link: delay 50 ms each way (RTT 100 ms)"]
+    doc, _ = _doc()  # perfect links: no line
+    assert report.link_lines(doc) == [] and "link" not in report.render(doc).split("\n")[1]
