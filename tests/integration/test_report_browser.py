@@ -13,6 +13,7 @@ Set TCPLAB_SCREENSHOT=docs/report-screenshot.png to keep the screenshot.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -214,13 +215,15 @@ def test_link_sweep_page_draws_goodput_and_names_each_points_link(chromium, isol
     from orchestrator import sweep
     from orchestrator.report import sweep as sweep_report
     from orchestrator.report.sweep_charts import render_html
-    from orchestrator.results import load_result
+    from orchestrator.results.model import Result
 
-    runs = ["20261201-060753-slow-readers-default", "20261201-060918-slow-readers-default"]
-    doc = sweep_report.summarize(sweep.parse("delay=0ms,50ms").to_dict(),
-                                 [load_result(RESULTS / r) for r in runs], [0, 1])
+    runs = ["sweep-delay-0ms-20261201-060753", "sweep-delay-50ms-20261201-060918"]
+    data = RESULTS.parent / "conditions"  # tests/data/conditions/README.md
+    results = [Result.from_dict(json.loads(gzip.decompress(
+        (data / f"{r}.result.json.gz").read_bytes()))) for r in runs]
+    doc = sweep_report.summarize(sweep.parse("delay=0ms,50ms").to_dict(), results, [0, 1])
     page = tmp_path / "sweep.html"
-    page.write_text(render_html(doc, {r: f"{r}/report.html" for r in runs}))
+    page.write_text(render_html(doc, {r.run_id: f"{r.run_id}/report.html" for r in results}))
     done, requests = run_chromium(chromium, isolate, page.as_uri(), tmp_path / "dom",
                                   ["--dump-dom"])
     dom = done.stdout
