@@ -5,7 +5,8 @@ after them (text and HTML) where they apply:
 
 * **slow readers** - a checkpoint taken while a paced read (``read: {rate: R}``) runs:
   the reader's receive memory and the sender's send queue per socket (median), against
-  the bandwidth-delay product (link rate × RTT, when the run had a link) and against
+  the bandwidth-delay product (link rate × RTT, or the reader's pace × RTT over a link
+  with a delay and no rate) and against
   ``tcp_rmem[2]``/``tcp_wmem[2]``. Holds when both stay within the limits.
 * **tcp_mem pressure** - where ``tcp_mem`` is known and the run aimed at it (scenario
   ``pressure``) or reached its low mark: the sockstat ``mem`` peak from the timeline
@@ -167,12 +168,19 @@ def slow_readers(result: Result) -> dict[str, str] | None:
              f"{sender} queues {_n(held_s)} B per socket (wmem_queued, median "
              f"{_n(sbuf.wmem_queued.median)}, mean {_n(sbuf.wmem_queued.per_socket)}) = "
              f"{held_s / wmem[2]:.1%} of tcp_wmem[2] {_n(wmem[2])} B"]
-    link = bdp(link_of(result))
+    conditions = link_of(result)
+    link = bdp(conditions)
+    rtt_only = 2 * float((conditions or {}).get("delay_us") or 0) / 1e6
     if link is not None:
         rate_l, rtt, product = link
         parts.append(f"BDP = {_n(rate_l)} B/s × {rtt * 1000:.1f} ms = {_n(product)} B: the "
                      f"receiver holds {held_r / product:.2f}× and the sender "
                      f"{held_s / product:.2f}× the BDP")
+    elif rtt_only:  # a delay and no rate: the reader's pace is each connection's rate
+        product = rate * rtt_only
+        parts.append(f"BDP = {_n(rate)} B/s (the reader's pace; the link has no rate) × "
+                     f"{rtt_only * 1000:.1f} ms = {_n(product)} B: the receiver holds "
+                     f"{held_r / product:.2f}× and the sender {held_s / product:.2f}× the BDP")
     else:
         parts.append("no link in this run (RTT well under 1 ms on the lab's veth): the BDP is "
                      "about 0, so what the sockets hold is set by the reader's pace and the "

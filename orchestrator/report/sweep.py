@@ -21,6 +21,7 @@ from tabulate import tabulate
 from ..repeats import CV_WARN, spread
 from ..results.model import Checkpoint, Result
 from .findings import first_host
+from .link import summary as link_summary
 
 #: (key, label, unit) of each figure, in the order the report shows them.
 FIGURES = (
@@ -73,8 +74,10 @@ def summarize(sweep: dict[str, Any], results: list[Result], points: list[int],
     values: dict[tuple[int, str, str], list[float]] = {}
     checkpoints: list[str] = []
     runs: dict[int, list[str]] = {}
+    links: dict[int, str] = {}  # the link each point ran over (its first run's)
     for result, point in zip(results, points, strict=True):
         runs.setdefault(point, []).append(result.run_id)
+        links.setdefault(point, link_summary(result))
         if result.status != "complete":
             continue
         for cp in result.measured():
@@ -106,6 +109,7 @@ def summarize(sweep: dict[str, Any], results: list[Result], points: list[int],
         "checkpoints": checkpoints,
         "figures": shown,
         "runs": {sweep["labels"][p]: ids for p, ids in sorted(runs.items())},
+        "links": {sweep["labels"][p]: text for p, text in sorted(links.items())},
         "failed": {sweep["labels"][p]: why for p, why in (failed or [])},
         "rows": rows,
         "goodput_recorded": "goodput" in shown,
@@ -134,6 +138,21 @@ def figures_at(doc: dict[str, Any], checkpoint: str) -> list[str]:
     return [f for f in doc["figures"] if f in there]
 
 
+def link_lines(doc: dict[str, Any]) -> list[str]:
+    """The link of the sweep's runs: one line when every point ran over the same link,
+    else one line per point (a link sweep, or ``--link`` beside a sysctl sweep); nothing
+    when every run had a perfect link (or the document predates links)."""
+    links = doc.get("links") or {}
+    if not links or set(links.values()) == {"none"}:
+        return []
+    if len(set(links.values())) == 1:
+        return [f"link: {next(iter(links.values()))}"]
+    key = doc["sweep"]["key"]
+    return ["link at each point:"] + [
+        f"  {key}={label}: {'none (a perfect link)' if text == 'none' else text}"
+        for label, text in links.items()]
+
+
 def render(doc: dict[str, Any]) -> str:
     """The sweep as terminal text: one table per checkpoint, a row per point."""
     sw = doc["sweep"]
@@ -141,6 +160,7 @@ def render(doc: dict[str, Any]) -> str:
     lines = [f"Sweep of {sw['key']} ({sw['kind']}) · {doc['scenario']} · profile "
              f"{doc['profile']} · backend {doc['backend']} · kernel {doc['kernel']} · "
              f"N={doc['connections']:,} · BYTES={doc['bytes']:,}",
+             *link_lines(doc),
              "each cell: median over the point's runs (min..max, coefficient of variation)"]
     for cp in doc["checkpoints"]:
         shown = figures_at(doc, cp)

@@ -20,7 +20,7 @@ from .charts import (
     to_svg,
 )
 from .compare_charts import setup_colour
-from .sweep import LABELS, cell, figures_at, lookup
+from .sweep import LABELS, cell, figures_at, link_lines, lookup
 
 MEMORY = ("slab", "tcp_mem")
 BUFFERS = ("rmem_client", "wmem_server", "rmem_server", "wmem_client")
@@ -105,4 +105,4 @@ def render_html(doc: dict[str, Any], run_links: dict[str, str]) -> str:
 
     return environment().get_template("sweep.html.j2").render(
         doc=doc, charts=sweep_charts(doc), tables=tables(doc), labels=LABELS,
-        run_links=run_links)
+        run_links=run_links, link_lines=link_lines(doc))

@@ -97,6 +97,18 @@ ELSEWHERE = {
         "tests/integration/test_netns_sweep.py",
     "make lab SCENARIO=pressure PROFILE=small-tcp-mem ARGS=--allow-host-sysctls":
         "tests/integration/test_netns_pressure.py",
+    ".venv/bin/tcplab run -b netns -s pressure -p small-tcp-mem --allow-host-sysctls":
+        "tests/integration/test_netns_pressure.py (the same run, tcp_mem restored)",
+    '.venv/bin/tcplab run -b netns -s slow-readers -n 16 --bytes 25165824 -p default '
+    '--sweep "delay=0ms,5ms,25ms,50ms"':
+        "run for docs/conditions.md's RTT tables (~10 min each); "
+        "tests/integration/test_netns_sweep.py runs a link sweep with loss at small N",
+    '.venv/bin/tcplab run -b netns -s slow-readers -n 16 --bytes 25165824 -p default '
+    '--link "loss=1%" --sweep "delay=0ms,5ms,25ms,50ms"': "the same",
+    '.venv/bin/tcplab run -b netns -s slow-readers -n 16 --bytes 25165824 -p large-buffers '
+    '--sweep "delay=0ms,5ms,25ms,50ms"': "the same",
+    '.venv/bin/tcplab run -b netns -s slow-readers -n 16 --bytes 25165824 -p large-buffers '
+    '--link "loss=1%" --sweep "delay=0ms,5ms,25ms,50ms"': "the same",
 }
 
 #: Read-only examples, run on a copy of tests/data/results (no root, seconds).

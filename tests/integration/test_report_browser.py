@@ -13,6 +13,7 @@ Set TCPLAB_SCREENSHOT=docs/report-screenshot.png to keep the screenshot.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -204,6 +205,35 @@ def test_sweep_report_loads_with_charts_and_no_request(chromium, isolate, tmp_pa
     for text in ("Sweep of net.ipv4.tcp_rmem", "Memory per connection against net.ipv4.tcp_rmem",
                  "at unread", "client rmem_alloc B/socket", "Goodput was not recorded"):
         assert text in dom, text
+    requested = [r["url"] for r in page_requests(requests)]
+    assert [u for u in requested if not u.startswith(("file:", "data:", "about:"))] == []
+
+
+def test_link_sweep_page_draws_goodput_and_names_each_points_link(chromium, isolate, tmp_path):
+    """A link sweep (``--sweep "delay=0ms,50ms"``, slow-readers): memory, buffers and
+    goodput charts, the link of each point, no request."""
+    from orchestrator import sweep
+    from orchestrator.report import sweep as sweep_report
+    from orchestrator.report.sweep_charts import render_html
+    from orchestrator.results.model import Result
+
+    runs = ["sweep-delay-0ms-20261201-060753", "sweep-delay-50ms-20261201-060918"]
+    data = RESULTS.parent / "conditions"  # tests/data/conditions/README.md
+    results = [Result.from_dict(json.loads(gzip.decompress(
+        (data / f"{r}.result.json.gz").read_bytes()))) for r in runs]
+    doc = sweep_report.summarize(sweep.parse("delay=0ms,50ms").to_dict(), results, [0, 1])
+    page = tmp_path / "sweep.html"
+    page.write_text(render_html(doc, {r.run_id: f"{r.run_id}/report.html" for r in results}))
+    done, requests = run_chromium(chromium, isolate, page.as_uri(), tmp_path / "dom",
+                                  ["--dump-dom"])
+    dom = done.stdout
+    assert done.returncode == 0, done.stderr[-800:]
+    assert dom.count("<svg") == 3, "memory, buffer and goodput charts are in the DOM"
+    for text in ("Sweep of delay", "Memory per connection against delay", "Goodput against delay",
+                 "link at each point:", "delay=50ms: delay 50 ms each way (RTT 100 ms)",
+                 "goodput MB/s (all connections)", "8.38"):
+        assert text in dom, text
+    assert "Goodput was not recorded" not in dom
     requested = [r["url"] for r in page_requests(requests)]
     assert [u for u in requested if not u.startswith(("file:", "data:", "about:"))] == []
 

@@ -62,6 +62,15 @@ def test_slow_readers_against_the_bdp_of_the_link():
     assert conditions.bdp(link) == (12_500_000.0, 0.02, 250_000.0)
 
 
+def test_slow_readers_over_a_delay_without_a_rate_take_the_readers_pace():
+    """A link with a delay and no rate (the RTT sweeps of docs/conditions.md): each
+    connection's rate is the reader's pace, so the BDP is pace × RTT, not "no link"."""
+    v = conditions.slow_readers(result(steps=PACED, link={"delay_us": 50000, "loss_pct": 1.0}))
+    assert "BDP = 1,048,576 B/s (the reader's pace; the link has no rate) × 100.0 ms = " \
+        "104,858 B: the receiver holds 0.64×" in v["evidence"]
+    assert "no link in this run" not in v["evidence"]
+
+
 def test_pressure_crossed_with_counters_per_host():
     moved = {"unread": {"server": {"TcpExtTCPMemoryPressures": 3, "TcpExtPruneCalled": 5},
                         "client": {"TcpExtTCPRcvQDrop": 7, "TcpRetransSegs": 1}},

@@ -3,6 +3,8 @@ point, and the sweep report drawn from saved results (tests/data/results)."""
 
 from __future__ import annotations
 
+import gzip
+import json
 from pathlib import Path
 
 import pytest
@@ -12,9 +14,19 @@ from orchestrator.errors import InputError
 from orchestrator.report import sweep as report
 from orchestrator.report.sweep_charts import render_html
 from orchestrator.results import load_result
+from orchestrator.results.model import Result
 
 RESULTS = Path(__file__).resolve().parents[1] / "data" / "results"
 DEFAULT, SMALL = "20261126-012656-s2c-default", "20261126-012700-s2c-small-buffers"
+#: A link sweep (slow-readers, N=8, 8 MiB each read at 1 MiB/s): delay=0ms and delay=50ms
+#: (tests/data/conditions/README.md)
+CONDITIONS = RESULTS.parent / "conditions"
+RTT0, RTT100 = "sweep-delay-0ms-20261201-060753", "sweep-delay-50ms-20261201-060918"
+
+
+def captured(name: str) -> Result:
+    return Result.from_dict(json.loads(gzip.decompress(
+        (CONDITIONS / f"{name}.result.json.gz").read_bytes())))
 
 
 def test_braces_expand_one_field_with_size_suffixes():
@@ -98,3 +110,35 @@ def test_text_and_html_reports():
     assert "Goodput was not recorded by these runs" in html
     assert f'href="{DEFAULT}/report.html"' in html
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+
+
+def _link_doc() -> dict:
+    sw = sweep.parse("delay=0ms,50ms")
+    results = [captured(RTT0), captured(RTT100)]
+    return report.summarize(sw.to_dict(), results, [0, 1])
+
+
+def test_a_link_sweep_says_the_link_of_each_point_and_draws_goodput():
+    doc = _link_doc()
+    assert doc["links"] == {"0ms": "none", "50ms": "delay 50 ms each way (RTT 100 ms)"}
+    assert report.link_lines(doc) == ["link at each point:",
+                                      "  delay=0ms: none (a perfect link)",
+                                      "  delay=50ms: delay 50 ms each way (RTT 100 ms)"]
+    text = report.render(doc)
+    assert "link at each point:\n  delay=0ms: none (a perfect link)\n" in text
+    assert doc["goodput_recorded"]
+    rows = report.lookup(doc)
+    assert round(rows[(0, "transfer", "goodput")]["median"], 2) == 8.39
+    assert round(rows[(1, "transfer", "goodput")]["median"], 2) == 8.38
+    html = render_html(doc, {})
+    assert html.count("<svg") == 3  # memory, buffers and goodput
+    assert "delay=50ms: delay 50 ms each way (RTT 100 ms)" in html
+
+
+def test_one_link_for_every_point_is_one_line_and_none_is_silent():
+    sw = sweep.Sweep("sysctl", "net.core.somaxconn", ("128", "4096"), ("128", "4096"))
+    same = captured(RTT100)
+    doc = report.summarize(sw.to_dict(), [same, same], [0, 1])
+    assert report.link_lines(doc) == ["link: delay 50 ms each way (RTT 100 ms)"]
+    doc, _ = _doc()  # perfect links: no line
+    assert report.link_lines(doc) == [] and "link" not in report.render(doc).split("\n")[1]
