@@ -488,7 +488,7 @@ CASES = [
          ("run", "-b", "vm", "-s", "idle", "--link", "delay=25ms rate=100mbit",
           "--link-engine", "fallback"),
          "--link/LINK: rate 100 Mbit/s is above what the delay line inside a VM (the fallback "
-         "engine on the vm backend) carries faithfully, 40 Mbit/s (qemu without KVM); lower "
+         "engine on the vm backend) carries faithfully, 5 Mbit/s (qemu without KVM); lower "
          "the rate, or use --link-engine netem"),
     Case("profiles-show-unknown",
          ("profiles", "show", "larg-buffers"),

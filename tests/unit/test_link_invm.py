@@ -69,7 +69,7 @@ def test_stop_script_ends_a_real_process() -> None:
 
 
 def test_choose_accepts_the_fallback_on_vm_within_its_rate() -> None:
-    assert choose("fallback", parse_text("delay=25ms rate=10mbit"), "vm") == (
+    assert choose("fallback", parse_text("delay=50ms rate=5mbit"), "vm") == (
         "fallback", "forced (--link-engine fallback), inside the VMs")
     assert choose("auto", parse_text("delay=25ms"), "vm")[0] == "netem"
     too_fast = parse_text("delay=25ms rate=100mbit")
