@@ -11,15 +11,14 @@ either engine: at 20 Mbit/s the TCG VMs themselves carried only 9.6 Mbit/s with 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import statistics
 from pathlib import Path
 
 import pytest
 
 from .test_conditions import in_flight, sockets
-from .test_vm_backend import ALL_VM_TESTS, assert_clean, tcplab
+from .test_vm_backend import assert_clean, opt_in, tcplab
+from .test_vm_backend import pytestmark as VM_MARKS
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = ROOT / "tests" / "integration" / "scenarios" / "link-xcheck.yaml"
@@ -30,15 +29,8 @@ TRANSFERRING = ("transferring1", "transferring2", "transferring3")
 #: while transferring, per connection); see docs/conditions.md for the measured numbers.
 TOLERANCE = 0.10
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
-    pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None,
-                       reason="needs qemu-system-x86 and qemu-utils"),
-    pytest.mark.skipif(not ALL_VM_TESTS,
-                       reason="opt-in: TCPLAB_VM_TESTS=1 (two VM runs; see docs/vm.md)"),
-]
+#: test_vm_backend's markers (root, qemu), and opt-in: two VM runs of minutes each
+pytestmark = [*VM_MARKS, opt_in]
 
 
 def measures(run_dir: Path) -> dict[str, float]:

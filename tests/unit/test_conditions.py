@@ -223,15 +223,18 @@ class _Backend:
         return host.runner
 
 
-def _session(tmp_path: Path, lab, fail: str = ""):
+def _session(tmp_path: Path, lab, fail: str = "", *, engine: str = "netem",
+             make_runner=None, backend_cls=None):
+    """A LinkSession over recording runners (``make_runner(host)``, else _Recorder)."""
     from orchestrator.backends.base import LabHost
     from orchestrator.conditions.session import LinkSession, asked_record
 
     link = parse_text("delay=25ms rate=40mbit")
-    hosts = {h.name: LabHost(h, _Recorder(h.name, fail)) for h in lab.hosts}
-    record = asked_record(link, link.sized(), "netem", "test")
-    return LinkSession(link.sized(), "netem", lab, _Backend(tmp_path), hosts, "ipv4",
-                       lambda _m: None, record), hosts, record
+    make_runner = make_runner or (lambda name: _Recorder(name, fail))
+    hosts = {h.name: LabHost(h, make_runner(h.name)) for h in lab.hosts}
+    record = asked_record(link, link.sized(), engine, "test")
+    return LinkSession(link.sized(), engine, lab, (backend_cls or _Backend)(tmp_path), hosts,
+                       "ipv4", lambda _m: None, record), hosts, record
 
 
 def test_netem_session_on_each_ends_ingress(tmp_path: Path) -> None:

@@ -20,6 +20,8 @@ from orchestrator.errors import InputError
 from orchestrator.runner import Result
 from orchestrator.topology import derive
 
+from .test_conditions import _Backend, _session
+
 REPO = Path(__file__).resolve().parents[2]
 LAB = REPO / "lab" / "default.yaml"
 
@@ -105,28 +107,13 @@ class _VmRunner:
         return result.check() if check else result
 
 
-class _VmBackend:
+class _VmBackend(_Backend):
     name = "vm"
-
-    def __init__(self, tmp: Path) -> None:
-        from orchestrator.journal import Journal
-
-        self.journal = Journal("t", tmp)
-
-    def link_runner(self, host):
-        return host.runner
 
 
 def _vm_session(tmp_path: Path, modprobe_fails: bool = False):
-    from orchestrator.backends.base import LabHost
-    from orchestrator.conditions.session import LinkSession, asked_record
-
-    lab = load_lab(LAB)
-    link = parse_text("delay=25ms rate=10mbit")
-    hosts = {h.name: LabHost(h, _VmRunner(h.name, modprobe_fails)) for h in lab.hosts}
-    record = asked_record(link, link.sized(), "fallback", "test")
-    return LinkSession(link.sized(), "fallback", lab, _VmBackend(tmp_path), hosts, "ipv4",
-                       lambda _m: None, record), hosts, record
+    return _session(tmp_path, load_lab(LAB), engine="fallback", backend_cls=_VmBackend,
+                    make_runner=lambda name: _VmRunner(name, modprobe_fails))
 
 
 def test_a_vm_session_runs_the_delay_line_inside_each_vm(tmp_path: Path) -> None:
