@@ -149,8 +149,9 @@ def test_netem_commands() -> None:
     assert netem.forward_argvs("eth1", link)[0][:6] == ["tc", "qdisc", "replace", "dev",
                                                          "eth1", "root"]
     ingress = netem.ingress_argvs("eth0", link)
-    assert ingress[0] == ["ip", "link", "add", "tlifb0", "type", "ifb"]
-    assert "mirred" in ingress[3] and ingress[4][:6] == ["tc", "qdisc", "add", "dev", "tlifb0",
+    assert ingress[0] == ["python3", "-c", netem.GRO_OFF, "eth0"]  # netem counts wire packets
+    assert ingress[1] == ["ip", "link", "add", "tlifb0", "type", "ifb"]
+    assert "mirred" in ingress[4] and ingress[5][:6] == ["tc", "qdisc", "add", "dev", "tlifb0",
                                                          "root"]
 
 
@@ -242,7 +243,8 @@ def test_netem_session_on_each_ends_ingress(tmp_path: Path) -> None:
     session.apply()
     for name in ("server", "client"):
         cmds = hosts[name].runner.commands
-        assert cmds[1] == ["ip", "link", "add", "tlifb0", "type", "ifb"]
+        assert cmds[1] == ["python3", "-c", netem.GRO_OFF, "eth1"]
+        assert cmds[2] == ["ip", "link", "add", "tlifb0", "type", "ifb"]
         assert cmds[-1][:6] == ["tc", "qdisc", "add", "dev", "tlifb0", "root"]
         assert "limit" in cmds[-1] and cmds[-1][cmds[-1].index("limit") + 1] == "267"
     assert [(a["host"], a["dev"], a["direction"]) for a in record["applied"]] == [
