@@ -25,18 +25,24 @@ SCENARIO = ROOT / "tests" / "integration" / "scenarios" / "link-xcheck.yaml"
 RENO = ROOT / "tests" / "integration" / "profiles" / "reno.yaml"
 LINK = "delay=50ms rate=5mbit"
 TRANSFERRING = ("transferring1", "transferring2", "transferring3")
-#: What the two engines may differ by, per measure (median over the three checkpoints
-#: while transferring, per connection); see docs/conditions.md for the measured numbers.
-TOLERANCE = 0.10
+#: What the two engines may differ by. The sender's sockstat ``mem`` sampled through the
+#: transfer (~800 samples a run; netem's two runs here: 3.7% apart) is held to the issue's
+#: 10%. In flight and ``wmem_queued`` are three snapshots of a Reno sawtooth each: netem's
+#: own two runs differed by 55% and 14%, so they are held to what that noise allows.
+#: The per-connection total of both kernels is printed, not compared: it includes the
+#: emulator's own held packets, which are slab with the delay line (segmented, kmalloc-2k)
+#: and page fragments with netem (docs/conditions.md, "netem against the fallback").
+TOLERANCE = {"sender mem": 0.10, "in flight": 0.40, "wmem_queued": 0.40}
 
 #: test_vm_backend's markers (root, qemu), and opt-in: two VM runs of minutes each
 pytestmark = [*VM_MARKS, opt_in]
 
 
 def measures(run_dir: Path) -> dict[str, float]:
-    """Per connection, the median over the checkpoints while transferring: the sender's
-    in flight (tcp_packets_in_flight × MSS) and wmem_queued, the reader's rmem_alloc, and
-    the kernel memory the run attributes per connection (both VMs)."""
+    """Per connection: the sender's sockstat ``mem`` (median of the timeline's samples while
+    it held data, pages × 4096 ÷ connections); the median over the checkpoints while
+    transferring of the sender's in flight (tcp_packets_in_flight × MSS) and wmem_queued,
+    the reader's rmem_alloc and the kernel memory per connection (both VMs)."""
     result = json.loads((run_dir / "result.json").read_text())
     points = {cp["name"]: cp for cp in result["checkpoints"]}
     flight, wmem, rmem, total = [], [], [], []
@@ -48,7 +54,10 @@ def measures(run_dir: Path) -> dict[str, float]:
         wmem.append(buffers["server"]["wmem_queued"]["median"])
         rmem.append(buffers["client"]["rmem_alloc"]["median"])
         total.append(points[name]["per_connection_bytes"]["total"])
-    return {"in flight": statistics.median(flight), "wmem_queued": statistics.median(wmem),
+    held = [m for m in result["timeline"]["columns"]["server.mem"] if m and m > 10]
+    return {"sender mem": statistics.median(held) * 4096 / result["checkpoints"][1][
+                "connections"],
+            "in flight": statistics.median(flight), "wmem_queued": statistics.median(wmem),
             "rmem_alloc": statistics.median(rmem), "total": statistics.median(total)}
 
 
@@ -83,5 +92,5 @@ def test_netem_and_the_delay_line_give_the_same_buffers_on_one_kernel(tmp_path: 
     assert goodput["netem"] == pytest.approx(0.956 * 5e6, rel=0.10), goodput
     # the delay line in a TCG VM releases late (docs/conditions.md): most of the rate
     assert goodput["fallback"] > 0.5 * 5e6, goodput
-    for key in ("in flight", "wmem_queued", "total"):
-        assert abs(b[key] - a[key]) <= TOLERANCE * a[key], (key, a, b)
+    for key, tolerance in TOLERANCE.items():
+        assert abs(b[key] - a[key]) <= tolerance * a[key], (key, a, b)
