@@ -26,13 +26,14 @@ RENO = ROOT / "tests" / "integration" / "profiles" / "reno.yaml"
 LINK = "delay=50ms rate=5mbit"
 TRANSFERRING = ("transferring1", "transferring2", "transferring3")
 #: What the two engines may differ by. The sender's sockstat ``mem`` sampled through the
-#: transfer (~800 samples a run; netem's two runs here: 3.7% apart) is held to the issue's
-#: 10%. In flight and ``wmem_queued`` are three snapshots of a Reno sawtooth each: netem's
-#: own two runs differed by 55% and 14%, so they are held to what that noise allows.
-#: The per-connection total of both kernels is printed, not compared: it includes the
-#: emulator's own held packets, which are slab with the delay line (segmented, kmalloc-2k)
-#: and page fragments with netem (docs/conditions.md, "netem against the fallback").
-TOLERANCE = {"sender mem": 0.10, "in flight": 0.40, "wmem_queued": 0.40}
+#: transfer (~800 samples a run) is held to the issue's 10% (measured: +1.9%). In flight is
+#: three snapshots of a Reno sawtooth a run (netem's own runs differed by up to 55%; the
+#: engines' medians by 11%): held to 40%, a sanity bound. ``wmem_queued`` keeps the largest
+#: window a run reached (its two fallback runs differed by a factor of 1.7) and the
+#: per-connection total includes the emulators' own held packets (slab with the delay
+#: line, page fragments with netem): both printed, not compared (docs/conditions.md,
+#: "netem against the fallback, on one kernel").
+TOLERANCE = {"sender mem": 0.10, "in flight": 0.40}
 
 #: test_vm_backend's markers (root, qemu), and opt-in: two VM runs of minutes each
 pytestmark = [*VM_MARKS, opt_in]
