@@ -4,7 +4,8 @@ recorded in the result.
 The hosts' namespaces (containers, VMs) carry everything netem needs and the fallback's
 NFQUEUE rules, so those go away with the hosts. The delay line processes run on this
 machine inside a lab namespace: each is journalled (pid and start time) as soon as it
-exists, so teardown, Ctrl-C, SIGTERM and ``tcplab wipe`` stop it.
+exists, so teardown, Ctrl-C, SIGTERM and ``tcplab wipe`` stop it. On the vm backend
+they run inside the VMs instead (invm.py) and die with them.
 """
 
 from __future__ import annotations
