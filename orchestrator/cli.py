@@ -163,8 +163,9 @@ def build_parser() -> Parser:
                           "loss=0.5%% rate=200mbit queue=2000\" (LINK=; delay is one-way; "
                           "none: a perfect link; docs/conditions.md)")
     run.add_argument("--link-engine", choices=["auto", "netem", "fallback"], default="auto",
-                     help="netem (the kernel's), fallback (the delay line, this machine's "
-                          "kernel) or auto: netem where the kernel has it (LINK_ENGINE=)")
+                     help="netem (the kernel's), fallback (the delay line, on this machine's "
+                          "kernel or inside the VMs) or auto: netem where the kernel has it "
+                          "(LINK_ENGINE=)")
     run.add_argument("--results", type=Path, metavar="DIR",
                      help="results directory (default results/)")
     run.add_argument("--allow-host-sysctls", action="store_true",

@@ -4,8 +4,9 @@ netem (``sch_netem``) is the reference: Debian's VM kernels have it as a module,
 distribution kernels do. A kernel without it (this project's CI host) gets the same
 semantics from the delay line, ``scenarios/delayline.py``: an NFQUEUE program run in the
 lab namespace on this machine that holds each packet for the delay, paces it at the rate,
-drops at the queue limit and at the loss rate. It can only run where the lab shares this
-machine's kernel (netns, docker).
+drops at the queue limit and at the loss rate. It runs where the lab shares this
+machine's kernel (netns, docker), or inside each VM that carries a direction (vm:
+invm.py), never on an ssh host.
 
 Probing creates nothing that outlives it: a scratch network namespace (``unshare --net``)
 with a veth pair, a netem qdisc tried on it.
@@ -27,8 +28,16 @@ ENGINES = ("auto", "netem", "fallback")
 #: measured with bench/delayline.py on this machine (docs/performance.md); above it the
 #: fallback would be the bottleneck, not the link asked for, so such a link is refused.
 FALLBACK_MAX_RATE_BPS = 500_000_000
+#: Inside a VM under TCG (qemu without KVM, as here) the delay line is interpreted Python on
+#: emulated CPUs sharing this machine's cores: asked for 20 Mbit/s between two TCG VMs it
+#: delivered 3-7 Mbit/s between checkpoints (netem in the same VMs: 12), asked for 5 Mbit/s
+#: 2-3.5 (docs/conditions.md, "netem against the fallback"). Above this it is surely the
+#: bottleneck, not the link asked for; at it, it still releases late under load.
+FALLBACK_VM_MAX_RATE_BPS = 5_000_000
 #: Backends whose lab hosts share this machine's kernel (the fallback runs here).
 LOCAL_BACKENDS = ("netns", "docker")
+#: Backends whose hosts are VMs of the run: the fallback runs inside them.
+VM_BACKENDS = ("vm",)
 
 PROBE = ("ip link add tlprobe0 type veth peer name tlprobe1 && "
          "tc qdisc add dev tlprobe0 root netem delay 1ms")
@@ -50,16 +59,28 @@ def local_has_netem() -> bool:
 def choose(requested: str, link: Link, backend: str) -> tuple[str, str]:
     """(engine, why) for a link on a backend, or InputError before anything exists.
 
-    On vm and ssh the hosts' own kernels decide; netem is the only engine there and its
-    presence is checked on the hosts when they are up (a refusal then is a RunError)."""
+    On vm and ssh the hosts' own kernels decide; auto picks netem there, whose presence
+    is checked on the hosts when they are up (a refusal then is a RunError). On vm the
+    fallback may be forced (a cross-check against netem on one kernel): the delay line
+    runs inside the VMs."""
     if requested not in ENGINES:
         raise InputError(f"--link-engine: expected one of {', '.join(ENGINES)}, got {requested!r}")
     release = os.uname().release
+    if backend in VM_BACKENDS and requested == "fallback":
+        why = "forced (--link-engine fallback), inside the VMs"
+        if link.rate_bps > FALLBACK_VM_MAX_RATE_BPS:
+            raise InputError(
+                f"--link/LINK: rate {show_rate(link.rate_bps)} is above what the delay line "
+                f"inside a VM (the fallback engine on the {backend} backend) carries "
+                f"faithfully, {show_rate(FALLBACK_VM_MAX_RATE_BPS)} (qemu without KVM); lower "
+                "the rate, or use --link-engine netem")
+        return "fallback", why
     if backend not in LOCAL_BACKENDS:
         if requested == "fallback":
             raise InputError(f"--link-engine fallback: the delay line runs on this machine's "
-                             f"kernel, which the {backend} backend's hosts do not use; use "
-                             "--link-engine netem or auto (netem in the hosts' own kernels)")
+                             f"kernel or inside lab VMs, not on the {backend} backend's hosts; "
+                             "use --link-engine netem or auto (netem in the hosts' own "
+                             "kernels), or BACKEND=vm")
         return "netem", f"netem in the {backend} hosts' own kernels"
     has = requested != "fallback" and local_has_netem()
     if requested == "netem" and not has:

@@ -19,16 +19,17 @@ import json
 import os
 import signal
 import time
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePath
+from typing import Any, TypeVar
 
 from .link import Link
 from .placement import Attachment
 
 SCRIPT = "delayline.py"
+P = TypeVar("P", bound=PurePath)  # a Path here, a PurePosixPath inside a VM (invm.py)
 
 
-def delayline_argv(program: Path, attachment: Attachment, link: Link, files: Path,
+def delayline_argv(program: PurePath, attachment: Attachment, link: Link, files: PurePath,
                    seed: int) -> list[str]:
     """The delay line for one direction; ``files``: where its --stats and --ready go."""
     argv = ["python3", str(program), "--queue-num", str(attachment.queue_num),
@@ -48,15 +49,15 @@ def _name(attachment: Attachment) -> str:
     return f"delayline-{attachment.host}-q{attachment.queue_num}"
 
 
-def stats_path(files: Path, attachment: Attachment) -> Path:
+def stats_path(files: P, attachment: Attachment) -> P:
     return files / f"{_name(attachment)}.stats.json"
 
 
-def ready_path(files: Path, attachment: Attachment) -> Path:
+def ready_path(files: P, attachment: Attachment) -> P:
     return files / f"{_name(attachment)}.ready"
 
 
-def log_path(files: Path, attachment: Attachment) -> Path:
+def log_path(files: P, attachment: Attachment) -> P:
     return files / f"{_name(attachment)}.log"
 
 

@@ -4,7 +4,8 @@ recorded in the result.
 The hosts' namespaces (containers, VMs) carry everything netem needs and the fallback's
 NFQUEUE rules, so those go away with the hosts. The delay line processes run on this
 machine inside a lab namespace: each is journalled (pid and start time) as soon as it
-exists, so teardown, Ctrl-C, SIGTERM and ``tcplab wipe`` stop it.
+exists, so teardown, Ctrl-C, SIGTERM and ``tcplab wipe`` stop it. On the vm backend
+they run inside the VMs instead (invm.py) and die with them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from .. import resources
 from ..errors import LabError, RunError
 from ..journal import process_start_time
 from ..runner import LocalRunner, Runner
-from . import fallback, netem
+from . import fallback, invm, netem
 from .link import Link
 from .placement import Attachment, attachments, where_text
 
@@ -50,6 +51,7 @@ class LinkSession:
         self.files = Path(backend.journal.dir)
         self.devices: dict[Attachment, str] = {}
         self.pids: dict[Attachment, int] = {}  # the delay line of each direction (fallback)
+        self.remote: dict[Attachment, Runner] = {}  # the delay lines inside VMs (invm.py)
         self.procs: list[subprocess.Popen] = []
 
     # -- applying -------------------------------------------------------------------------
@@ -61,9 +63,11 @@ class LinkSession:
             entry: dict[str, Any] = {**att.to_dict(), "dev": dev}
             if self.engine == "netem":
                 entry["how"] = self._netem(runner, att, dev)
-            else:
+            elif isinstance(runner, LocalRunner):
                 entry["how"] = self._fallback(runner, att, dev, SEED_BASE + index)
                 entry["seed"] = SEED_BASE + index
+            else:
+                entry.update(self._fallback_in_vm(runner, att, dev, SEED_BASE + index))
             self.record["applied"].append(entry)
         self.record["where"] = where_text(self.lab)
         self.log(f"      link {self.link.describe()} · {self.engine} "
@@ -95,9 +99,21 @@ class LinkSession:
             return f"netem at the root of {dev} (what the router sends out there)"
         return f"ingress of {dev} redirected to {netem.IFB} (ifb) with netem at its root"
 
-    def _fallback(self, runner: Runner, att: Attachment, dev: str, seed: int) -> str:
-        if not isinstance(runner, LocalRunner):
-            raise RunError(f"{att.host}: the delay line runs on this machine only")
+    def _fallback_in_vm(self, runner: Runner, att: Attachment, dev: str,
+                        seed: int) -> dict[str, Any]:
+        """The delay line inside the host's VM (invm.py): dies with the VM, so nothing is
+        journalled here; the pid in the VM is recorded."""
+        if getattr(self.backend, "name", "") != "vm":
+            raise RunError(f"{att.host}: the delay line runs on this machine or inside a lab "
+                           "VM only")
+        program = resources.path(f"scenarios/{fallback.SCRIPT}").read_text()
+        pid = invm.start(runner, program, att, dev, self.link, self.family, seed)
+        self.pids[att] = pid
+        self.remote[att] = runner
+        return {"how": invm.describe(att, dev), "seed": seed,
+                "process": {"pid": pid, "where": f"inside the {att.host} VM (dies with it)"}}
+
+    def _fallback(self, runner: LocalRunner, att: Attachment, dev: str, seed: int) -> str:
         program = self.files / fallback.SCRIPT
         if not program.exists():
             shutil.copyfile(resources.path(f"scenarios/{fallback.SCRIPT}"), program)
@@ -137,7 +153,13 @@ class LinkSession:
 
     def close(self) -> None:
         """Stop the delay lines (they let what they hold through, write their statistics
-        and exit) and reap them; the journal's undo would kill them otherwise."""
+        and exit) and reap them; the journal's undo would kill them otherwise. Those inside
+        VMs are stopped there (they would die with the VM anyway)."""
+        for att, runner in self.remote.items():
+            try:
+                invm.stop(runner, self.pids[att])
+            except LabError:
+                pass  # the VM or its SSH is gone: so is the delay line
         for proc in self.procs:
             if proc.poll() is None:
                 proc.terminate()
@@ -161,6 +183,8 @@ class LinkSession:
                     dev_of = dev if att.hook == "forward" else netem.IFB
                     text = runner.run(netem.stats_argv(dev_of), timeout=30).stdout
                     out[att.label] = netem.parse_stats(text)
+                elif att in self.remote:
+                    out[att.label] = invm.read_stats(self.remote[att], att, self.pids[att])
                 else:
                     out[att.label] = fallback.read_stats(self.files, att, self.pids.get(att))
             except LabError as exc:

@@ -73,6 +73,12 @@ ELSEWHERE = {
     '.venv/bin/tcplab run -b netns -s tests/integration/scenarios/link-bulk.yaml -p '
     'tests/integration/profiles/reno.yaml --link "delay=25ms rate=40mbit"':
         "tests/integration/test_conditions.py (this very run, with its bounds)",
+    '.venv/bin/tcplab run -b vm --kernels 6.1 -s tests/integration/scenarios/link-xcheck.yaml '
+    '-p tests/integration/profiles/reno.yaml --link "delay=50ms rate=5mbit" --link-engine netem '
+    '--stall 600': "tests/integration/test_vm_link_crosscheck.py (opt-in: this very pair)",
+    '.venv/bin/tcplab run -b vm --kernels 6.1 -s tests/integration/scenarios/link-xcheck.yaml '
+    '-p tests/integration/profiles/reno.yaml --link "delay=50ms rate=5mbit" --link-engine '
+    'fallback --stall 600': "tests/integration/test_vm_link_crosscheck.py (opt-in: this very pair)",
     '.venv/bin/tcplab run -s bulk --link "delay=25ms rate=40mbit" --link-engine fallback':
         "tests/integration/test_conditions.py (the fallback is what runs on this kernel)",
     ".venv/bin/tcplab run -s idle -n 10000 -b netns": "tests/integration/test_topologies.py",

@@ -149,8 +149,9 @@ def test_netem_commands() -> None:
     assert netem.forward_argvs("eth1", link)[0][:6] == ["tc", "qdisc", "replace", "dev",
                                                          "eth1", "root"]
     ingress = netem.ingress_argvs("eth0", link)
-    assert ingress[0] == ["ip", "link", "add", "tlifb0", "type", "ifb"]
-    assert "mirred" in ingress[3] and ingress[4][:6] == ["tc", "qdisc", "add", "dev", "tlifb0",
+    assert ingress[0] == ["python3", "-c", netem.GRO_OFF, "eth0"]  # netem counts wire packets
+    assert ingress[1] == ["ip", "link", "add", "tlifb0", "type", "ifb"]
+    assert "mirred" in ingress[4] and ingress[5][:6] == ["tc", "qdisc", "add", "dev", "tlifb0",
                                                          "root"]
 
 
@@ -223,15 +224,18 @@ class _Backend:
         return host.runner
 
 
-def _session(tmp_path: Path, lab, fail: str = ""):
+def _session(tmp_path: Path, lab, fail: str = "", *, engine: str = "netem",
+             make_runner=None, backend_cls=None):
+    """A LinkSession over recording runners (``make_runner(host)``, else _Recorder)."""
     from orchestrator.backends.base import LabHost
     from orchestrator.conditions.session import LinkSession, asked_record
 
     link = parse_text("delay=25ms rate=40mbit")
-    hosts = {h.name: LabHost(h, _Recorder(h.name, fail)) for h in lab.hosts}
-    record = asked_record(link, link.sized(), "netem", "test")
-    return LinkSession(link.sized(), "netem", lab, _Backend(tmp_path), hosts, "ipv4",
-                       lambda _m: None, record), hosts, record
+    make_runner = make_runner or (lambda name: _Recorder(name, fail))
+    hosts = {h.name: LabHost(h, make_runner(h.name)) for h in lab.hosts}
+    record = asked_record(link, link.sized(), engine, "test")
+    return LinkSession(link.sized(), engine, lab, (backend_cls or _Backend)(tmp_path), hosts,
+                       "ipv4", lambda _m: None, record), hosts, record
 
 
 def test_netem_session_on_each_ends_ingress(tmp_path: Path) -> None:
@@ -239,7 +243,8 @@ def test_netem_session_on_each_ends_ingress(tmp_path: Path) -> None:
     session.apply()
     for name in ("server", "client"):
         cmds = hosts[name].runner.commands
-        assert cmds[1] == ["ip", "link", "add", "tlifb0", "type", "ifb"]
+        assert cmds[1] == ["python3", "-c", netem.GRO_OFF, "eth1"]
+        assert cmds[2] == ["ip", "link", "add", "tlifb0", "type", "ifb"]
         assert cmds[-1][:6] == ["tc", "qdisc", "add", "dev", "tlifb0", "root"]
         assert "limit" in cmds[-1] and cmds[-1][cmds[-1].index("limit") + 1] == "267"
     assert [(a["host"], a["dev"], a["direction"]) for a in record["applied"]] == [
