@@ -51,8 +51,9 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         from . import sweeping
 
         if len(scenarios) > 1:
-            raise InputError(f"--sweep runs one scenario; --scenario/SCENARIO names "
-                             f"{len(scenarios)} ({' '.join(scenarios)}): sweep each on its own")
+            raise InputError(f"--sweep/SWEEP runs one setup over one key's values; got "
+                             f"{len(scenarios)} scenarios (--scenario/SCENARIO): sweep each "
+                             "scenario on its own")
         sweep = sweeping.check(args, profiles, kernels)
         plan_kernels = [kernels[0]] * len(sweep.values)
         plans = [make_plan(_options(args, root, profiles[0], kernels[0],
@@ -209,7 +210,7 @@ def scenario_list(args: argparse.Namespace) -> list[str]:
     if len(names) > 1 and args.bundle is None:
         if len(set(names)) != len(names):
             raise InputError(f"--scenario/SCENARIO: a scenario is named twice in "
-                             f"{args.scenario!r}")
+                             f"{args.scenario!r}; name each once")
         return names
     return [args.scenario]
 

@@ -1,0 +1,92 @@
+"""Two scenarios in one command on one kernel: the VMs boot once, the second run gets them
+reset (the first run's sockets drained, its sysctls undone) and measures on its own.
+
+Opt-in with TCPLAB_VM_TESTS=1 (two TCG runs on one boot: about 3 minutes), like the other
+VM tests beyond the one CI runs (docs/vm.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.backends.vm.limits import sized_sysctls
+
+ROOT = Path(__file__).resolve().parents[2]
+N_TIMEWAIT, N_IDLE = 400, 300
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None,
+                       reason="needs qemu-system-x86 and qemu-utils"),
+    pytest.mark.skipif(os.environ.get("TCPLAB_VM_TESTS") != "1",
+                       reason="opt-in: TCPLAB_VM_TESTS=1 (minutes; see docs/vm.md)"),
+]
+
+
+def test_two_scenarios_share_one_boot_and_measure_independently(tmp_path: Path) -> None:
+    env = {**os.environ, "TCPLAB_STATE_DIR": str(tmp_path / "state")}
+    before = set(Path("/var/tmp").glob("tcplab-vm-*"))
+    # timewait first: it leaves 400 TIME-WAIT sockets and sysctls sized for its N behind
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "run", "--scenario", "timewait idle",
+         "--backend", "vm", "--kernels", "6.1", "-n", str(N_TIMEWAIT), "--json",
+         "--results", str(tmp_path / "results")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    runs = json.loads(proc.stdout)["runs"]
+    assert [r["scenario"] for r in runs] == ["timewait", "idle"]
+    first, second = (json.loads((ROOT / r["result"]).read_text()) for r in runs)
+    assert first["status"] == second["status"] == "complete"
+
+    # booted once: the same kernel boot in both runs, the second says whose VMs it reused
+    for name in ("server", "client"):
+        a, b = first["metadata"]["hosts"][name], second["metadata"]["hosts"][name]
+        assert a["boot_id"] and a["boot_id"] == b["boot_id"]
+        assert "reused" not in a["vm"]
+        assert b["vm"]["reused"]["booted_by"] == first["run_id"]
+        assert b["vm"]["reused"]["run_on_vms"] == 2
+        assert b["vm"]["qemu"] == a["vm"]["qemu"]
+    assert second["metadata"]["vm"]["timings"]["boot"] == 0.0
+    assert "the VMs of run" in proc.stderr
+
+    # complete: every checkpoint of each scenario reached
+    assert [c["name"] for c in first["checkpoints"]] == [
+        "baseline", "established", "fin_wait2", "time_wait"]
+    tw = first["checkpoints"][-1]
+    assert tw["states"]["client"].get("TIME-WAIT", 0) == N_TIMEWAIT
+
+    # independent: the idle run starts from an empty VM (the 400 TIME-WAIT sockets ended)
+    # with the sysctls a fresh boot for N=300 gets, and counts only its own connections
+    base, est = second["checkpoints"][0], second["checkpoints"][1]
+    assert base["states"] == {"server": {}, "client": {}} or all(
+        set(s) <= {"LISTEN"} for s in base["states"].values()), base["states"]
+    assert est["states"] == {"server": {"ESTAB": N_IDLE}, "client": {"ESTAB": N_IDLE}}
+    for name in ("server", "client"):
+        pinned = second["metadata"]["hosts"][name]["net_sysctls"]
+        for key, value in sized_sysctls(N_IDLE).items():
+            assert pinned[key] == value, (name, key)
+        assert sized_sysctls(N_IDLE) != sized_sysctls(N_TIMEWAIT)
+    for side in ("server", "client"):
+        total = est["per_kernel"][side]["per_connection_bytes"]["total"]
+        assert 3000 < total < 6000, (side, total)
+
+    # nothing left: the pool's VMs, their directory and every journal are gone
+    qemu_name = first["metadata"]["hosts"]["server"]["vm"]["qemu"].rsplit("-", 1)[0]
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and subprocess.run(
+            ["pgrep", "-f", qemu_name + "-"], capture_output=True).returncode == 0:
+        time.sleep(0.2)
+    assert subprocess.run(["pgrep", "-f", qemu_name + "-"], capture_output=True).returncode == 1
+    assert set(Path("/var/tmp").glob("tcplab-vm-*")) <= before
+    state = tmp_path / "state" / "runs"
+    assert not state.exists() or not list(state.iterdir())
