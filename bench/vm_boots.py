@@ -172,14 +172,16 @@ def summary(spec: str, boots: list[Boot], vms: int) -> str:
     return line
 
 
-def use_cpu(model: str) -> None:
-    """Boot with ``-cpu MODEL`` instead of tcplab's choice (a measurement, not a setting)."""
+def use_qemu(cpu: str, accel: str) -> None:
+    """Boot with ``-cpu CPU`` and/or ``-accel ACCEL`` instead of tcplab's choice (a
+    measurement, not a setting)."""
     argv = qemu.VmConfig.argv
 
     def patched(self: qemu.VmConfig) -> list[str]:
         out = argv(self)
-        at = out.index("-cpu") + 1
-        out[at] = model
+        for flag, value in (("-cpu", cpu), ("-accel", accel)):
+            if value:
+                out[out.index(flag) + 1] = value
         return out
 
     qemu.VmConfig.argv = patched  # type: ignore[method-assign]
@@ -200,9 +202,11 @@ def main() -> int:
                         help="more kernel command line, as hosts.NAME.cmdline in a lab file")
     parser.add_argument("--cpu", default="",
                         help="qemu -cpu model under TCG instead of tcplab's (max)")
+    parser.add_argument("--accel", default="",
+                        help="qemu -accel instead of tcplab's, e.g. tcg,thread=single")
     args = parser.parse_args()
-    if args.cpu:
-        use_cpu(args.cpu)
+    if args.cpu or args.accel:
+        use_qemu(args.cpu, args.accel)
     signal.signal(signal.SIGTERM, _sigterm)
     qemu.need_tools()
     image = rootfs.ensure(resources.images_dir(), lambda m: print(m, flush=True)).path

@@ -38,7 +38,7 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     from .. import repeats
     from ..plan import make_plan
     from ..report import text as report_text
-    from ..report.html import write_report
+    from ..report.html import REPORT_FILE, write_report
     from ..results import load_result
 
     root = Path.cwd()  # the user's own files: results/ lands here unless --results
@@ -130,7 +130,11 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
             write_text_atomic(written, compare_html(results))
             out(f"comparison: {_shown(written)}")
         out("runs: " + " ".join(str(d) for d in run_dirs))
-    reports = [write_report(run_dir) for run_dir in run_dirs]
+    # a parallel sweep's children wrote their runs' reports: not drawn again here (the
+    # charts take seconds each on a loaded machine)
+    drawn = {d for dirs, _ in together.values() for d in dirs}
+    reports = [run_dir / REPORT_FILE if run_dir in drawn and (run_dir / REPORT_FILE).exists()
+               else write_report(run_dir) for run_dir in run_dirs]
     for report in reports:
         out(f"report: {_shown(report)}")
     doc = headline(results, run_dirs, reports)

@@ -1,7 +1,8 @@
 """Several VM kernels of one sweep at once (``KERNELS="5.10 6.1 6.12 host"``).
 
 Each VM kernel's run is its own ``tcplab run`` in a child process (the same options, that
-one kernel, ``--json``): a child journals what it creates and cleans up on its own exit,
+one kernel, ``--json``; with several scenarios, the child runs them all on VMs it boots
+once, backends/vm/reuse.py): a child journals what it creates and cleans up on its own exit,
 Ctrl-C or SIGTERM exactly like a run started by hand, so nothing here owns a VM. How
 many run at once is decided from memory (``slots``): each kernel needs its VMs' memory
 plus qemu's own, and this machine keeps ``RESERVE_MB`` free; ``--parallel K`` caps it.
