@@ -153,26 +153,22 @@ class VmBackend(SshBackend):
             hub = self._start_hub(path, journal)
             openers[path] = (f"the switch of {path.name} (pid {hub.pid})",
                              lambda hub=hub: hub.poll() is None, None)
-        for index, spec in enumerate(order, 1):
-            memory, cpus = vm_size(spec)
-            config = qemu.VmConfig(
-                name=object_name(journal.run_id, spec.name), host=spec.name,
-                index=index, kernel=self.kernels_used[spec.name], rootfs=self.rootfs.path,
-                workdir=self.workdir, labs=links.nics[spec.name], public_key=public,
-                cmdline=spec.cmdline, memory_mb=memory, cpus=cpus, accel=self.accel)
-            for nic in config.labs:  # a connecting qemu finds its link's socket at start
-                if not nic.listen:
-                    qemu.wait_link(nic.socket, *openers[nic.socket])
-            journal.record("vm", name=config.name, pidfile=str(config.pidfile), host=spec.name)
-            vm = qemu.start(config)
-            journal.record("process", pid=vm.pid, start=vm.start_ticks, host=spec.name)
-            self.vms[spec.name] = vm
-            for nic in config.labs:
-                if nic.listen:
-                    openers[nic.socket] = (f"{spec.name}: qemu", vm.alive, config.qemu_log)
+        for attempt in (1, 2):
+            self._start_vms(journal, public, links, order, dict(openers))
+            try:
+                for spec in order:
+                    qemu.wait_booted(self.vms[spec.name])
+                break
+            except RunError as exc:
+                if attempt == 2 or not self._panicked():
+                    raise
+                self.log(f"      {exc}; booting the VMs again, once (under TCG a kernel can "
+                         "trip over its own code patching while it boots: docs/vm.md)")
+                self._stop_vms(links)
+                self.timings["boot_retries"] = 1
         for spec in order:
             vm = self.vms[spec.name]
-            seconds = qemu.wait_booted(vm)
+            seconds = vm.boot_seconds or 0.0
             _wait_banner(vm)
             target = Target("127.0.0.1", "root", vm.config.ssh_port, str(key))
             runner = HostRunner(spec.name, target, ctl_port=22,
@@ -213,6 +209,49 @@ class VmBackend(SshBackend):
                 hubs=self.hubs, timings=dict(self.timings), boot_sysctls=boot_values,
                 touched={name: set(sysctls.get(name, {})) for name in self.hosts}))
         return self.hosts
+
+    def _start_vms(self, journal: Journal, public: str, links: network.LabLinks,
+                   order: list[HostSpec],
+                   openers: dict[Path, tuple[str, Callable[[], bool], Path | None]]) -> None:
+        """Start every VM's qemu (journalled first), in ``order``: a connecting qemu waits
+        for its link's socket, which a listening VM (or a switch: ``openers``) opens."""
+        for index, spec in enumerate(order, 1):
+            memory, cpus = vm_size(spec)
+            config = qemu.VmConfig(
+                name=object_name(journal.run_id, spec.name), host=spec.name,
+                index=index, kernel=self.kernels_used[spec.name], rootfs=self.rootfs.path,
+                workdir=self.workdir, labs=links.nics[spec.name], public_key=public,
+                cmdline=spec.cmdline, memory_mb=memory, cpus=cpus, accel=self.accel)
+            for nic in config.labs:  # a connecting qemu finds its link's socket at start
+                if not nic.listen:
+                    qemu.wait_link(nic.socket, *openers[nic.socket])
+            journal.record("vm", name=config.name, pidfile=str(config.pidfile), host=spec.name)
+            vm = qemu.start(config)
+            journal.record("process", pid=vm.pid, start=vm.start_ticks, host=spec.name)
+            self.vms[spec.name] = vm
+            for nic in config.labs:
+                if nic.listen:
+                    openers[nic.socket] = (f"{spec.name}: qemu", vm.alive, config.qemu_log)
+
+    def _panicked(self) -> bool:
+        return any("Kernel panic" in qemu.read_console(vm.config.console)
+                   for vm in self.vms.values())
+
+    def _stop_vms(self, links: network.LabLinks) -> None:
+        """Stop the VMs of a failed boot and clear their files for the next (the consoles
+        kept as ``<host>-console-failed.log``; the switches stay)."""
+        for vm in self.vms.values():
+            qemu.stop(vm.pid, vm.start_ticks, vm.config.name)
+            vm.proc.wait(timeout=30)
+            config = vm.config
+            if config.console.exists():
+                config.console.rename(config.workdir / f"{config.host}-console-failed.log")
+            for path in (config.overlay, config.qemu_log, config.pidfile):
+                path.unlink(missing_ok=True)
+            for nic in config.labs:
+                if nic.socket not in links.hubs:
+                    nic.socket.unlink(missing_ok=True)
+        self.vms.clear()
 
     def _reuse(self, booted: reuse.Booted, sysctls: Mapping[str, Mapping[str, str]],
                started: float) -> dict[str, LabHost]:
