@@ -2,7 +2,8 @@
 reset (the first run's sockets drained, its sysctls undone) and measures on its own.
 
 Opt-in with TCPLAB_VM_TESTS=1 (two TCG runs on one boot: about 3 minutes), like the other
-VM tests beyond the one CI runs (docs/vm.md).
+VM tests beyond the one CI runs (docs/vm.md). Each scenario brings its own N (scenario
+files written here), so the sysctls sized from N differ between the two runs.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 from orchestrator.backends.vm.limits import sized_sysctls
 
 ROOT = Path(__file__).resolve().parents[2]
-N_TIMEWAIT, N_IDLE = 400, 300
+N_S2C, N_IDLE = 300, 200
 
 pytestmark = [
     pytest.mark.root,
@@ -36,15 +37,21 @@ pytestmark = [
 def test_two_scenarios_share_one_boot_and_measure_independently(tmp_path: Path) -> None:
     env = {**os.environ, "TCPLAB_STATE_DIR": str(tmp_path / "state")}
     before = set(Path("/var/tmp").glob("tcplab-vm-*"))
-    # timewait first: it leaves 400 TIME-WAIT sockets and sysctls sized for its N behind
+    # s2c first: its teardown leaves TIME-WAIT sockets and sysctls sized for its N behind
+    s2c = (ROOT / "scenarios" / "s2c.yaml").read_text().replace("connections: 10000",
+                                                                f"connections: {N_S2C}")
+    idle = (ROOT / "scenarios" / "idle.yaml").read_text().replace("connections: 10000",
+                                                                  f"connections: {N_IDLE}")
+    (tmp_path / "s2c-small.yaml").write_text(s2c)
+    (tmp_path / "idle-small.yaml").write_text(idle)
     proc = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "run", "--scenario", "timewait idle",
-         "--backend", "vm", "--kernels", "6.1", "-n", str(N_TIMEWAIT), "--json",
-         "--results", str(tmp_path / "results")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+        [sys.executable, "-m", "orchestrator.cli", "run", "--scenario",
+         f"{tmp_path / 's2c-small.yaml'} {tmp_path / 'idle-small.yaml'}", "--backend", "vm",
+         "--kernels", "6.1", "--json", "--results", str(tmp_path / "results")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-4000:]
     runs = json.loads(proc.stdout)["runs"]
-    assert [r["scenario"] for r in runs] == ["timewait", "idle"]
+    assert [r["scenario"] for r in runs] == ["s2c-small", "idle-small"]
     first, second = (json.loads((ROOT / r["result"]).read_text()) for r in runs)
     assert first["status"] == second["status"] == "complete"
 
@@ -61,12 +68,12 @@ def test_two_scenarios_share_one_boot_and_measure_independently(tmp_path: Path) 
 
     # complete: every checkpoint of each scenario reached
     assert [c["name"] for c in first["checkpoints"]] == [
-        "baseline", "established", "fin_wait2", "time_wait"]
-    tw = first["checkpoints"][-1]
-    assert tw["states"]["client"].get("TIME-WAIT", 0) == N_TIMEWAIT
+        "baseline", "established", "unread", "read"]
+    assert first["checkpoints"][1]["states"] == {"server": {"ESTAB": N_S2C},
+                                                 "client": {"ESTAB": N_S2C}}
 
-    # independent: the idle run starts from an empty VM (the 400 TIME-WAIT sockets ended)
-    # with the sysctls a fresh boot for N=300 gets, and counts only its own connections
+    # independent: the idle run starts from an empty VM (the s2c run's sockets ended) with
+    # the sysctls a fresh boot for its own N gets, and counts only its own connections
     base, est = second["checkpoints"][0], second["checkpoints"][1]
     assert base["states"] == {"server": {}, "client": {}} or all(
         set(s) <= {"LISTEN"} for s in base["states"].values()), base["states"]
@@ -75,7 +82,10 @@ def test_two_scenarios_share_one_boot_and_measure_independently(tmp_path: Path) 
         pinned = second["metadata"]["hosts"][name]["net_sysctls"]
         for key, value in sized_sysctls(N_IDLE).items():
             assert pinned[key] == value, (name, key)
-        assert sized_sysctls(N_IDLE) != sized_sysctls(N_TIMEWAIT)
+        assert sized_sysctls(N_IDLE) != sized_sysctls(N_S2C)
+        before_pinned = first["metadata"]["hosts"][name]["net_sysctls"]
+        for key, value in sized_sysctls(N_S2C).items():
+            assert before_pinned[key] == value, (name, key)
     for side in ("server", "client"):
         total = est["per_kernel"][side]["per_connection_bytes"]["total"]
         assert 3000 < total < 6000, (side, total)
