@@ -77,6 +77,7 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     # VMs booted once per kernel and reused by its next runs; repetitions boot fresh ones
     pool = VmPool(_note) if args.repeat == 1 and len(plans) > 1 else None
     old_term = signal.signal(signal.SIGTERM, _terminated) if pool is not None else None
+    held = _hold_lock(args, plans, together) if pool is not None else None
     try:
         _run_plans(args, plans, plan_kernels, together, sweep, pool, run_dirs, points,
                    failed, failed_points)
@@ -84,6 +85,8 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         if pool is not None:
             pool.close()
             signal.signal(signal.SIGTERM, old_term)
+        if held is not None:
+            held()
     if failed and not run_dirs:
         raise failed[0][2]
     results = [load_result(d) for d in run_dirs]
@@ -206,6 +209,34 @@ def _run_plans(args: argparse.Namespace, plans: list[Any], plan_kernels: list[st
             ui.phase("report", str(run_dir / "result.json"))
             run_dirs.append(run_dir)
             points.append(index)
+
+def _hold_lock(args: argparse.Namespace, plans: list[Any],
+               together: dict[Any, Any]) -> Callable[[], None] | None:
+    """Runs that keep VMs between them hold the machine-wide lock from the first to the
+    last (handed to each run like a parallel sweep hands it to its children): else another
+    command's run could take it in between while the kept VMs wait. Returns the release."""
+    from ..backends.vm.reuse import pool_key
+    from ..journal import HostLock
+
+    keys = [pool_key(p) for p in plans if p.backend != "vm" or not together]
+    if not any(k is not None and keys.count(k) > 1 for k in keys):
+        return None
+    lock = HostLock("runs on kept VMs", wait=args.wait, note=_note)
+    lock.acquire()
+    if lock.shared:  # a parallel sweep's child: the sweep holds it
+        return None
+    before = os.environ.get("TCPLAB_LOCK_FD")
+    os.environ["TCPLAB_LOCK_FD"] = str(lock.fd)
+
+    def release() -> None:
+        if before is None:
+            os.environ.pop("TCPLAB_LOCK_FD", None)
+        else:
+            os.environ["TCPLAB_LOCK_FD"] = before
+        lock.release()
+
+    return release
+
 
 def scenario_list(args: argparse.Namespace) -> list[str]:
     """--scenario "idle s2c" -> ["idle", "s2c"]: each is run, one after the other (on

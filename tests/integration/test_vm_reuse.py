@@ -48,7 +48,7 @@ def test_two_scenarios_share_one_boot_and_measure_independently(tmp_path: Path) 
         [sys.executable, "-m", "orchestrator.cli", "run", "--scenario",
          f"{tmp_path / 's2c-small.yaml'} {tmp_path / 'idle-small.yaml'}", "--backend", "vm",
          "--kernels", "6.1", "--json", "--results", str(tmp_path / "results")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     runs = json.loads(proc.stdout)["runs"]
     assert [r["scenario"] for r in runs] == ["s2c-small", "idle-small"]
