@@ -215,3 +215,30 @@ def test_closing_the_pool_removes_what_it_journalled(tmp_path, monkeypatch):
     assert [j.name for j in (tmp_path / "runs").iterdir()][0].startswith("vmpool-")
     assert pool.close() == []
     assert not made.exists() and list((tmp_path / "runs").iterdir()) == []
+
+
+# -- the lock across runs on kept VMs ------------------------------------------------------
+
+def test_runs_on_kept_vms_hold_the_lock_from_first_to_last(tmp_path, monkeypatch):
+    import fcntl
+    import os
+    from argparse import Namespace
+
+    from orchestrator.commands.run import _hold_lock
+
+    lock_file = tmp_path / "tcplab.lock"
+    monkeypatch.setenv("TCPLAB_LOCK", str(lock_file))
+    monkeypatch.delenv("TCPLAB_LOCK_FD", raising=False)
+    args = Namespace(wait=0)
+    assert _hold_lock(args, [_plan(), _plan(kernel="6.12")], {}) is None  # nothing kept
+    release = _hold_lock(args, [_plan(), _plan()], {})
+    assert release is not None
+    fd = int(os.environ["TCPLAB_LOCK_FD"])
+    other = os.open(lock_file, os.O_RDWR)
+    with pytest.raises(BlockingIOError):  # held for the whole command
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert "runs on kept VMs" in lock_file.read_text() and fd > 2
+    release()
+    assert "TCPLAB_LOCK_FD" not in os.environ
+    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again
+    os.close(other)
