@@ -164,6 +164,7 @@ def _run_plans(args: argparse.Namespace, plans: list[Any], plan_kernels: list[st
                failed_points: list[tuple[int, LabError]]) -> None:
     """Run the plans in order (those of the parallel phase: its outcome), collecting each
     run's directory and plan index, or its failure."""
+    from ..backends.vm.reuse import pool_key
     from ..run.labrun import run_plan
     from ..ui import UI
 
@@ -191,7 +192,12 @@ def _run_plans(args: argparse.Namespace, plans: list[Any], plan_kernels: list[st
             ui.line(f"tcplab {__version__} · backend {plan.backend} · kernel {kernel_shown} · "
                     f"profile {plan.profile.name} · {sc.name} · N={sc.connections:,} · "
                     f"BYTES={sc.bytes:,}{tag}")
-            followed = rep + 1 < args.repeat or index + 1 < len(plans)
+            nxt = plans[index + 1] if index + 1 < len(plans) else None
+            # a VM's kernel is measured again only by a run on the same kept VMs
+            same_vms = nxt is not None and pool_key(nxt) is not None \
+                and pool_key(nxt) == pool_key(plan)
+            followed = rep + 1 < args.repeat or (
+                same_vms if plan.backend == "vm" else nxt is not None)
             try:
                 run_dir = run_plan(plan, ui, followed=followed, pool=pool)
             except LabError as exc:  # one run of several failing: the others still run
@@ -206,6 +212,9 @@ def _run_plans(args: argparse.Namespace, plans: list[Any], plan_kernels: list[st
                 ui.line(f"! {what} failed: {exc}")
                 ui.line("  going on with the other runs")
                 continue
+            finally:
+                if pool is not None and not same_vms:
+                    pool.discard()  # the next run boots other VMs: these stop now
             ui.phase("report", str(run_dir / "result.json"))
             run_dirs.append(run_dir)
             points.append(index)
