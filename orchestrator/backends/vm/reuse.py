@@ -35,6 +35,7 @@ from typing import Any
 from ...errors import RunError
 from ...journal import LOCAL_HANDLERS, Journal
 from ...runner import Runner
+from ..sshhost.backend import READ_SYSCTLS
 
 #: The VM's TCP sockets by state, from /proc/net/tcp and tcp6, but for those of port 22
 #: (sshd and tcplab's own SSH connections: the control network). Nothing else runs in a
@@ -62,18 +63,6 @@ print(json.dumps(out))
 
 #: ``ss`` filter: every TCP socket but the control network's (port 22).
 NOT_CONTROL = "! ( sport = :22 or dport = :22 )"
-
-#: Reads the current value of each sysctl named in argv[1] (a JSON list); None if absent.
-READ_SYSCTLS = r"""
-import json, sys
-out = {}
-for name in json.loads(sys.argv[1]):
-    try:
-        out[name] = " ".join(open("/proc/sys/" + name.replace(".", "/")).read().split())
-    except OSError:
-        out[name] = None
-print(json.dumps(out))
-"""
 
 #: How long the previous run's sockets may take to go once ``ss -K`` ended what it can
 #: (TIME-WAIT lasts 60 s, an orphan in FIN-WAIT-2 tcp_fin_timeout, 60 s by default).
