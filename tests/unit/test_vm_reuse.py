@@ -242,3 +242,44 @@ def test_runs_on_kept_vms_hold_the_lock_from_first_to_last(tmp_path, monkeypatch
     assert "TCPLAB_LOCK_FD" not in os.environ
     fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again
     os.close(other)
+
+
+# -- a boot that panicked is booted again ------------------------------------------------
+
+def test_the_vms_of_a_panicked_boot_are_stopped_and_their_files_cleared(tmp_path):
+    """Stand-in qemus (a sleep whose command line names the VM, as qemu's does): the one
+    whose console shows a panic makes the boot count as panicked; both are stopped, their
+    overlays, logs and link socket removed, the consoles kept as *-console-failed.log."""
+    import time as _time
+
+    from orchestrator.backends.vm import qemu
+    from orchestrator.backends.vm.backend import VmBackend
+    from orchestrator.backends.vm.network import LabLinks, LabNic
+    from orchestrator.journal import process_start_time
+
+    link = tmp_path / "lab0.sock"
+    link.write_text("")
+    backend = VmBackend.__new__(VmBackend)
+    backend.vms = {}
+    for index, host in enumerate(("server", "client"), 1):
+        name = f"tcplab-unit{index}-{host}"
+        proc = subprocess.Popen(["bash", "-c", f'exec -a "qemu-system-x86_64 -name {name}" '
+                                 "sleep 300"], start_new_session=True)
+        _time.sleep(0.2)
+        nic = LabNic(mac=qemu.mac(index, 2), address=f"198.18.0.{index + 1}/24", socket=link,
+                     listen=index == 1)
+        config = qemu.VmConfig(name=name, host=host, index=index, kernel=None, rootfs="",
+                               workdir=tmp_path, labs=[nic], public_key="")
+        for path in (config.overlay, config.qemu_log, config.pidfile):
+            path.write_text("x")
+        config.console.write_text("[5.9] Kernel panic - not syncing: Fatal exception in "
+                                  "interrupt\n" if host == "client" else "booting\n")
+        backend.vms[host] = qemu.Vm(config, proc, _time.monotonic(), proc.pid,
+                                    process_start_time(proc.pid))
+    assert backend._panicked()
+    procs = [vm.proc for vm in backend.vms.values()]
+    backend._stop_vms(LabLinks(nics={}, hubs=[]))
+    assert all(p.poll() is not None for p in procs) and backend.vms == {}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["client-console-failed.log",
+                                                          "server-console-failed.log"]
+    assert "Kernel panic" in (tmp_path / "client-console-failed.log").read_text()
