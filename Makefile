@@ -28,7 +28,7 @@ ARGS ?=
 RESULTS ?= results
 SITE ?= site
 
-RUN_ARGS = --scenario $(SCENARIO) \
+RUN_ARGS = --scenario "$(SCENARIO)" \
   $(if $(PROFILE),--profile $(PROFILE)) \
   $(foreach p,$(PROFILES),--profile $(p)) \
   $(if $(BACKEND),--backend $(BACKEND)) \

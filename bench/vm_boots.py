@@ -44,6 +44,7 @@ from orchestrator.backends.vm.backend import (  # noqa: E402
     DEFAULT_MEMORY_MB,
     _wait_banner,
 )
+from orchestrator.backends.vm.network import LabNic  # noqa: E402
 from orchestrator.errors import LabError  # noqa: E402
 
 ADDRESSES = ("198.18.0.2/24", "198.18.0.3/24")
@@ -79,7 +80,7 @@ def refetch(spec: str) -> None:
 
 
 def boot_once(kernel: kernels.Kernel, image: str, accel: str, key: Path, vms: int,
-              keep: Path, label: str) -> tuple[float, float]:
+              keep: Path, label: str, append: str = "") -> tuple[float, float]:
     """One boot of ``vms`` VMs; returns (seconds to ready, seconds to ssh). Raises LabError."""
     workdir = Path(tempfile.mkdtemp(prefix="tcplab-vmboots-", dir="/var/tmp"))
     public = key.with_suffix(".pub").read_text().split()[1]
@@ -87,16 +88,19 @@ def boot_once(kernel: kernels.Kernel, image: str, accel: str, key: Path, vms: in
     runners: list[HostRunner] = []
     try:
         for index in range(vms):
+            nic = LabNic(mac=qemu.mac(index + 1, 2), address=ADDRESSES[index],
+                         socket=workdir / "lab.sock", listen=index == 0)
             config = qemu.VmConfig(
                 name=f"tcplab-vmboots-{workdir.name[-8:]}-{HOSTS[index]}", host=HOSTS[index],
                 index=index + 1, kernel=kernel, rootfs=image, workdir=workdir,
-                lab_address=ADDRESSES[index], link=workdir / "lab.sock",
-                link_server=index == 0, public_key=public, memory_mb=DEFAULT_MEMORY_MB,
+                labs=[nic], public_key=public, cmdline=append, memory_mb=DEFAULT_MEMORY_MB,
                 cpus=DEFAULT_CPUS, accel=accel)
+            if index > 0:
+                first = started[0]
+                qemu.wait_link(nic.socket, "the first VM's qemu", first.alive,
+                               first.config.qemu_log)
             vm = qemu.start(config)
             started.append(vm)
-            if index == 0:
-                qemu.wait_link(vm)
         ready = ssh = 0.0
         for index, vm in enumerate(started):
             ready = max(ready, qemu.wait_booted(vm))
@@ -127,7 +131,7 @@ def boot_once(kernel: kernels.Kernel, image: str, accel: str, key: Path, vms: in
 
 
 def run_kernel(spec: str, n: int, vms: int, refetch_every: int, image: str, key: Path,
-               keep: Path) -> list[Boot]:
+               keep: Path, append: str = "") -> list[Boot]:
     boots = []
     accel = None
     kernel = kernels.fetch(spec, lambda m: None)
@@ -144,7 +148,7 @@ def run_kernel(spec: str, n: int, vms: int, refetch_every: int, image: str, key:
                 fetch_s = ""
             accel = accel or qemu.accelerator(kernel, lambda m: print(m, flush=True))
             boot.ready_s, boot.ssh_s = boot_once(kernel, image, accel, key, vms, keep,
-                                                 f"{spec}-boot{number}")
+                                                 f"{spec}-boot{number}", append)
             boot.ok = True
             print(f"{spec} boot {number}/{n}: ready {boot.ready_s:.1f} s, ssh {boot.ssh_s:.1f} s"
                   f"{fetch_s}", flush=True)
@@ -168,6 +172,21 @@ def summary(spec: str, boots: list[Boot], vms: int) -> str:
     return line
 
 
+def use_qemu(cpu: str, accel: str) -> None:
+    """Boot with ``-cpu CPU`` and/or ``-accel ACCEL`` instead of tcplab's choice (a
+    measurement, not a setting)."""
+    argv = qemu.VmConfig.argv
+
+    def patched(self: qemu.VmConfig) -> list[str]:
+        out = argv(self)
+        for flag, value in (("-cpu", cpu), ("-accel", accel)):
+            if value:
+                out[out.index(flag) + 1] = value
+        return out
+
+    qemu.VmConfig.argv = patched  # type: ignore[method-assign]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kernels", default="6.1 6.12", help='e.g. "6.1 6.12"')
@@ -179,7 +198,15 @@ def main() -> int:
     parser.add_argument("--keep", type=Path,
                         default=ROOT / "bench" / "results" / time.strftime("vm-boots-%Y%m%d-%H%M%S"),
                         help="where failed boots' console and qemu logs are kept")
+    parser.add_argument("--append", default="",
+                        help="more kernel command line, as hosts.NAME.cmdline in a lab file")
+    parser.add_argument("--cpu", default="",
+                        help="qemu -cpu model under TCG instead of tcplab's (max)")
+    parser.add_argument("--accel", default="",
+                        help="qemu -accel instead of tcplab's, e.g. tcg,thread=single")
     args = parser.parse_args()
+    if args.cpu or args.accel:
+        use_qemu(args.cpu, args.accel)
     signal.signal(signal.SIGTERM, _sigterm)
     qemu.need_tools()
     image = rootfs.ensure(resources.images_dir(), lambda m: print(m, flush=True)).path
@@ -190,7 +217,7 @@ def main() -> int:
                        check=True, stdin=subprocess.DEVNULL)
         for spec in args.kernels.split():
             results[spec] = run_kernel(spec, args.n, args.vms, args.refetch_every, image, key,
-                                       args.keep)
+                                       args.keep, args.append)
     for spec, boots in results.items():
         print(summary(spec, boots, args.vms))
     return 0 if all(b.ok for boots in results.values() for b in boots) else 1

@@ -137,7 +137,8 @@ def build_parser() -> Parser:
 
     run = add("run", "run a scenario, print and save a report")
     run.add_argument("--scenario", "-s", help="a name in scenarios/ or a path (required unless "
-                     "--bundle gives it)")
+                     "--bundle gives it); several (\"idle s2c\") run one after the other, "
+                     "on VMs booted once per kernel")
     run.add_argument("--bundle", type=Path, metavar="FILE",
                      help="rerun the setup of a bundle (tcplab export): its lab file, profile, "
                           "scenario, N, bytes, family, server model; options given here win")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .. import __version__, runner
+from ..backends.vm.reuse import VmPool
 from ..errors import InputError, LabError, RunError
 from . import _shown
 
@@ -36,19 +38,22 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     from .. import repeats
     from ..plan import make_plan
     from ..report import text as report_text
-    from ..report.html import write_report
+    from ..report.html import REPORT_FILE, write_report
     from ..results import load_result
-    from ..run.labrun import run_plan
-    from ..ui import UI
 
     root = Path.cwd()  # the user's own files: results/ lands here unless --results
     _refuse_stale()
     profiles = args.profile or [None]
     kernels = _kernel_list(args)
+    scenarios = scenario_list(args)
     sweep = None
     if getattr(args, "sweep", None):
         from . import sweeping
 
+        if len(scenarios) > 1:
+            raise InputError(f"--sweep/SWEEP runs one setup over one key's values; got "
+                             f"{len(scenarios)} scenarios (--scenario/SCENARIO): sweep each "
+                             "scenario on its own")
         sweep = sweeping.check(args, profiles, kernels)
         plan_kernels = [kernels[0]] * len(sweep.values)
         plans = [make_plan(_options(args, root, profiles[0], kernels[0],
@@ -57,10 +62,11 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         sweep_dir = sweeping.new_sweep_dir(args.results or root / "results", plans[0], sweep)
         for plan in plans:
             plan.options.results_dir = sweep_dir
-    else:
-        pairs = [(p, k) for p in profiles for k in kernels]
-        plan_kernels = [k for _, k in pairs]
-        plans = [make_plan(_options(args, root, p, k)) for p, k in pairs]  # all validated first
+    else:  # kernel by kernel: the runs of one kernel reuse its VMs (backends/vm/reuse.py)
+        triples = [(s, p, k) for k in kernels for s in scenarios for p in profiles]
+        plan_kernels = [k for _, _, k in triples]
+        plans = [make_plan(_options(args, root, p, k, scenario=s))  # all validated first
+                 for s, p, k in triples]
     run_dirs: list[Path] = []
     points: list[int] = []  # the plan (sweep point) of each run in run_dirs
     failed_points: list[tuple[int, LabError]] = []
@@ -68,44 +74,19 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     if args.json:  # stdout carries the JSON alone; the tables stay unprinted
         out = _silent
     together = _parallel(args, plan_kernels, plans, profiles)
-    for index, plan in enumerate(plans):
-        kernel = plan_kernels[index]
-        if together and kernel in together:  # measured by the parallel phase: its outcome
-            run_dir, error = together[kernel]
-            if run_dir is not None:
-                run_dirs.append(run_dir)
-            else:
-                what = f"kernel {kernel} · profile {plan.profile.name}"
-                failed.append((str(kernel), what, RunError(error or "failed")))
-            continue
-        for rep in range(args.repeat):
-            ui = UI(phases=4, quiet=args.quiet, verbose=args.verbose)
-            runner.TRACE = ui.command if ui.verbose else None
-            sc = plan.scenario
-            tag = f" · run {rep + 1}/{args.repeat}" if args.repeat > 1 else ""
-            if sweep is not None:
-                tag = f" · {sweep.key}={sweep.labels[index]}" + tag
-            label = (plan.lab.hosts[0].kernel or "6.1") if plan.backend == "vm" else "host"
-            kernel_shown = label if plan.backend == "vm" else os.uname().release
-            ui.line(f"tcplab {__version__} · backend {plan.backend} · kernel {kernel_shown} · "
-                    f"profile {plan.profile.name} · {sc.name} · N={sc.connections:,} · "
-                    f"BYTES={sc.bytes:,}{tag}")
-            followed = rep + 1 < args.repeat or index + 1 < len(plans)
-            try:
-                run_dir = run_plan(plan, ui, followed=followed)
-            except LabError as exc:  # one run of several failing: the others still run
-                # (an Interrupted is no LabError: Ctrl-C ends them all)
-                if len(plans) * args.repeat == 1:
-                    raise
-                what = f"kernel {label} · profile {plan.profile.name}{tag}"
-                failed.append((label, what, exc))
-                failed_points.append((index, exc))
-                ui.line(f"! {what} failed: {exc}")
-                ui.line("  going on with the other runs")
-                continue
-            ui.phase("report", str(run_dir / "result.json"))
-            run_dirs.append(run_dir)
-            points.append(index)
+    # VMs booted once per kernel and reused by its next runs; repetitions boot fresh ones
+    pool = VmPool(_note) if args.repeat == 1 and len(plans) > 1 else None
+    old_term = signal.signal(signal.SIGTERM, _terminated) if pool is not None else None
+    held = _hold_lock(args, plans, together) if pool is not None else None
+    try:
+        _run_plans(args, plans, plan_kernels, together, sweep, pool, run_dirs, points,
+                   failed, failed_points)
+    finally:
+        if pool is not None:
+            pool.close()
+            signal.signal(signal.SIGTERM, old_term)
+        if held is not None:
+            held()
     if failed and not run_dirs:
         raise failed[0][2]
     results = [load_result(d) for d in run_dirs]
@@ -114,13 +95,16 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     elif len(kernels) > 1:  # KERNELS="6.1 6.12 host": one comparison of the kernels
         from ..report import kernels as kernels_compare
 
-        out("")
-        text, written = kernels_compare.report(results, run_dirs, args.results or root / "results",
-                                               {k: str(e) for k, _w, e in failed})
-        out(text)
-        out("runs: " + " ".join(str(d) for d in run_dirs))
-        out(f"comparison: {_shown(written)}")
-        out(f"comparison: {_shown(written.with_name(written.stem + '.html'))} (charts)")
+        for name in dict.fromkeys(r.scenario.name for r in results):  # one per scenario
+            mine = [i for i, r in enumerate(results) if r.scenario.name == name]
+            out("")
+            text, written = kernels_compare.report(
+                [results[i] for i in mine], [run_dirs[i] for i in mine],
+                args.results or root / "results", {k: str(e) for k, _w, e in failed})
+            out(text)
+            out("runs: " + " ".join(str(run_dirs[i]) for i in mine))
+            out(f"comparison: {_shown(written)}")
+            out(f"comparison: {_shown(written.with_name(written.stem + '.html'))} (charts)")
     elif len(run_dirs) == 1:
         from ..report import kernels as kernels_compare
 
@@ -134,7 +118,7 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         out("")
         if args.repeat > 1:
             out(repeats.render(repeats.summarize(results)))
-        if len(profiles) > 1:  # PROFILES="a b": one side-by-side comparison of the profiles
+        if len(profiles) > 1 and len(scenarios) == 1:  # PROFILES="a b": side by side
             from ..report import compare
             from ..report.html import write_text_atomic
 
@@ -149,7 +133,11 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
             write_text_atomic(written, compare_html(results))
             out(f"comparison: {_shown(written)}")
         out("runs: " + " ".join(str(d) for d in run_dirs))
-    reports = [write_report(run_dir) for run_dir in run_dirs]
+    # a parallel sweep's children wrote their runs' reports: not drawn again here (the
+    # charts take seconds each on a loaded machine)
+    drawn = {d for dirs, _ in together.values() for d in dirs}
+    reports = [run_dir / REPORT_FILE if run_dir in drawn and (run_dir / REPORT_FILE).exists()
+               else write_report(run_dir) for run_dir in run_dirs]
     for report in reports:
         out(f"report: {_shown(report)}")
     doc = headline(results, run_dirs, reports)
@@ -167,6 +155,119 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
               "the others completed and are compared above", file=sys.stderr)
         return 1
     return 0
+
+
+def _run_plans(args: argparse.Namespace, plans: list[Any], plan_kernels: list[str | None],
+               together: dict[str | None, tuple[list[Path], str | None]], sweep: Any,
+               pool: VmPool | None, run_dirs: list[Path], points: list[int],
+               failed: list[tuple[str, str, LabError]],
+               failed_points: list[tuple[int, LabError]]) -> None:
+    """Run the plans in order (those of the parallel phase: its outcome), collecting each
+    run's directory and plan index, or its failure."""
+    from ..backends.vm.reuse import pool_key
+    from ..run.labrun import run_plan
+    from ..ui import UI
+
+    taken: set[str | None] = set()
+    for index, plan in enumerate(plans):
+        kernel = plan_kernels[index]
+        if together and kernel in together:  # measured by the parallel phase: its outcome
+            if kernel not in taken:
+                taken.add(kernel)
+                dirs, error = together[kernel]
+                run_dirs.extend(dirs)
+                if error is not None:
+                    what = f"kernel {kernel} · profile {plan.profile.name}"
+                    failed.append((str(kernel), what, RunError(error)))
+            continue
+        for rep in range(args.repeat):
+            ui = UI(phases=4, quiet=args.quiet, verbose=args.verbose)
+            runner.TRACE = ui.command if ui.verbose else None
+            sc = plan.scenario
+            tag = f" · run {rep + 1}/{args.repeat}" if args.repeat > 1 else ""
+            if sweep is not None:
+                tag = f" · {sweep.key}={sweep.labels[index]}" + tag
+            label = (plan.lab.hosts[0].kernel or "6.1") if plan.backend == "vm" else "host"
+            kernel_shown = label if plan.backend == "vm" else os.uname().release
+            ui.line(f"tcplab {__version__} · backend {plan.backend} · kernel {kernel_shown} · "
+                    f"profile {plan.profile.name} · {sc.name} · N={sc.connections:,} · "
+                    f"BYTES={sc.bytes:,}{tag}")
+            nxt = plans[index + 1] if index + 1 < len(plans) else None
+            # a VM's kernel is measured again only by a run on the same kept VMs
+            same_vms = nxt is not None and pool_key(nxt) is not None \
+                and pool_key(nxt) == pool_key(plan)
+            followed = rep + 1 < args.repeat or (
+                same_vms if plan.backend == "vm" else nxt is not None)
+            try:
+                run_dir = run_plan(plan, ui, followed=followed, pool=pool)
+            except LabError as exc:  # one run of several failing: the others still run
+                # (an Interrupted is no LabError: Ctrl-C ends them all)
+                if len(plans) * args.repeat == 1:
+                    raise
+                what = f"kernel {label} · profile {plan.profile.name}{tag}"
+                if len({p.scenario.name for p in plans}) > 1:
+                    what += f" · {sc.name}"
+                failed.append((label, what, exc))
+                failed_points.append((index, exc))
+                ui.line(f"! {what} failed: {exc}")
+                ui.line("  going on with the other runs")
+                continue
+            finally:
+                if pool is not None and not same_vms:
+                    pool.discard()  # the next run boots other VMs: these stop now
+            ui.phase("report", str(run_dir / "result.json"))
+            run_dirs.append(run_dir)
+            points.append(index)
+
+def _hold_lock(args: argparse.Namespace, plans: list[Any],
+               together: dict[Any, Any]) -> Callable[[], None] | None:
+    """Runs that keep VMs between them hold the machine-wide lock from the first to the
+    last (handed to each run like a parallel sweep hands it to its children): else another
+    command's run could take it in between while the kept VMs wait. Returns the release."""
+    from ..backends.vm.reuse import pool_key
+    from ..journal import HostLock
+
+    keys = [pool_key(p) for p in plans if p.backend != "vm" or not together]
+    if not any(k is not None and keys.count(k) > 1 for k in keys):
+        return None
+    lock = HostLock("runs on kept VMs", wait=args.wait, note=_note)
+    lock.acquire()
+    if lock.shared:  # a parallel sweep's child: the sweep holds it
+        return None
+    before = os.environ.get("TCPLAB_LOCK_FD")
+    os.environ["TCPLAB_LOCK_FD"] = str(lock.fd)
+
+    def release() -> None:
+        if before is None:
+            os.environ.pop("TCPLAB_LOCK_FD", None)
+        else:
+            os.environ["TCPLAB_LOCK_FD"] = before
+        lock.release()
+
+    return release
+
+
+def scenario_list(args: argparse.Namespace) -> list[str]:
+    """--scenario "idle s2c" -> ["idle", "s2c"]: each is run, one after the other (on
+    one kernel's VMs booted once); a single name or path as given."""
+    names = str(args.scenario).replace(",", " ").split()
+    if len(names) > 1 and args.bundle is None:
+        if len(set(names)) != len(names):
+            raise InputError(f"--scenario/SCENARIO: a scenario is named twice in "
+                             f"{args.scenario!r}; name each once")
+        return names
+    return [args.scenario]
+
+
+def _note(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def _terminated(signum: int, _frame: Any) -> None:
+    """SIGTERM between two runs while VMs are kept: the pool's cleanup runs (finally)."""
+    from ..run.ending import Interrupted
+
+    raise Interrupted(f"interrupted by {signal.Signals(signum).name}; cleaned up", signum)
 
 
 def _options(args: argparse.Namespace, root: Path, profile: str | None, kernel: str | None,
@@ -199,16 +300,17 @@ def _silent(_text: str) -> None:
 
 
 def _parallel(args: argparse.Namespace, kernels: list[str | None], plans: list[Any],
-              profiles: list[Any]) -> dict[str | None, tuple[Path | None, str | None]]:
-    """The VM kernels of a sweep, several at once where memory allows (commands/sweep.py);
-    {} when they run one after the other (one VM kernel, repetitions, profiles, a bundle,
-    --parallel 1 or memory for one)."""
+              profiles: list[Any]) -> dict[str | None, tuple[list[Path], str | None]]:
+    """The VM kernels of a sweep, several at once where memory allows (commands/sweep.py):
+    kernel -> (its runs' directories, why it failed or None); each kernel's child runs its
+    scenarios on VMs booted once. {} when they run one after the other (one VM kernel,
+    repetitions, profiles, a --sweep, a bundle, --parallel 1 or memory for one)."""
     from ..journal import HostLock
     from ..ui import UI
     from . import sweep
 
-    vm = [(k, p) for k, p in zip(kernels, plans, strict=True) if p.backend == "vm"]
-    if (len(vm) < 2 or len(set(kernels)) < len(kernels)  # sweep points share one kernel
+    vm = list({k: p for k, p in zip(kernels, plans, strict=True) if p.backend == "vm"}.items())
+    if (len(vm) < 2 or getattr(args, "sweep", None)  # sweep points share one kernel
             or args.repeat > 1 or len(profiles) > 1 or args.bundle is not None
             or os.environ.get("TCPLAB_LOCK_FD")):
         return {}

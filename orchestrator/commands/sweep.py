@@ -1,7 +1,8 @@
 """Several VM kernels of one sweep at once (``KERNELS="5.10 6.1 6.12 host"``).
 
 Each VM kernel's run is its own ``tcplab run`` in a child process (the same options, that
-one kernel, ``--json``): a child journals what it creates and cleans up on its own exit,
+one kernel, ``--json``; with several scenarios, the child runs them all on VMs it boots
+once, backends/vm/reuse.py): a child journals what it creates and cleans up on its own exit,
 Ctrl-C or SIGTERM exactly like a run started by hand, so nothing here owns a VM. How
 many run at once is decided from memory (``slots``): each kernel needs its VMs' memory
 plus qemu's own, and this machine keeps ``RESERVE_MB`` free; ``--parallel K`` caps it.
@@ -94,25 +95,26 @@ class Child:
             else:
                 self.show(f"[{self.kernel}] {line}")
 
-    def finish(self) -> tuple[Path | None, str | None]:
-        """(run directory, None) or (None, why it failed); waits for the child."""
+    def finish(self) -> tuple[list[Path], str | None]:
+        """(its runs' directories, None), or with why it failed (the runs that completed
+        are kept: a child of several scenarios may fail in one); waits for the child."""
         out, _ = self.proc.communicate()
         self.reader.join(timeout=5)
         self.args_file.unlink(missing_ok=True)
-        run_dir = None
+        run_dirs: list[Path] = []
         try:
             runs = json.loads(out or "{}").get("runs") or []
-            run_dir = Path(runs[0]["result"]).parent if runs else None
+            run_dirs = [Path(run["result"]).parent for run in runs]
         except (json.JSONDecodeError, KeyError, TypeError):
             pass
-        if self.proc.returncode == 0 and run_dir is not None:
-            return run_dir, None
+        if self.proc.returncode == 0 and run_dirs:
+            return run_dirs, None
         why = self.errors[0] if self.errors else f"its run exited with status {self.proc.returncode}"
-        return None, why
+        return run_dirs, why
 
 
 def run_parallel(kernels: list[str], args: argparse.Namespace, width: int, lock_fd: int,
-                 show: Callable[[str], None]) -> dict[str, tuple[Path | None, str | None]]:
+                 show: Callable[[str], None]) -> dict[str, tuple[list[Path], str | None]]:
     """Run each kernel's VMs in a child, ``width`` at a time; kernel -> (run dir, error).
 
     Ctrl-C reaches the children from the terminal; SIGTERM sent to us alone is passed on.
@@ -121,7 +123,7 @@ def run_parallel(kernels: list[str], args: argparse.Namespace, width: int, lock_
     from ..run.ending import Interrupted
 
     pending, running = list(kernels), []
-    done: dict[str, tuple[Path | None, str | None]] = {}
+    done: dict[str, tuple[list[Path], str | None]] = {}
     stopped: list[int] = []
 
     def forward(signum: int, _frame: Any) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import faults, sysctls
 from ..backends import Backend, LabHost, backend_class
+from ..backends.vm.reuse import VmPool, pool_key
 from ..conditions.session import LinkSession, asked_record
 from ..errors import LabError, RunError
 from ..journal import HostLock, Journal, state_root
@@ -38,9 +39,11 @@ def _raise_interrupt(signum: int, _frame: Any) -> None:
 
 
 class LabRun:
-    def __init__(self, plan: Plan, ui: UI, followed: bool = False) -> None:
+    def __init__(self, plan: Plan, ui: UI, followed: bool = False,
+                 pool: VmPool | None = None) -> None:
         self.plan, self.ui = plan, ui
         self.followed = followed  # another run of this command follows on the same hosts
+        self.pool = pool  # VMs kept across this command's runs (backends/vm/reuse.py)
         self.results_dir = plan.options.results_dir or plan.options.root / "results"
         self.backend: Backend | None = None
         self.sides: Sides | None = None
@@ -72,6 +75,12 @@ class LabRun:
         backend = self.backend = backend_class(plan.backend)(
             plan.lab, run_dir.name, journal, plan.options.root, self.ui.line,
             family=plan.options.family)
+        if self.pool is not None:  # a VM run may take the kept VMs; any other stops them
+            use = getattr(backend, "use_pool", None)
+            if use is not None:
+                use(self.pool, pool_key(plan))
+            else:
+                self.pool.discard()
         old = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
         started, error = time.time(), None
         try:
@@ -100,6 +109,8 @@ class LabRun:
                     self.link.close()  # the delay lines, reaped (the undo would kill them)
                 teardown(backend, self.sides, snapshots, self.ui.line,
                          followed=self.followed, release_wait=self.plan.options.release_wait)
+                if self.pool is not None and error is not None:
+                    self.pool.discard()  # a failed run's VMs are not trusted again
                 lock.release()
                 for s, handler in old.items():
                     signal.signal(s, handler)
@@ -185,8 +196,8 @@ class LabRun:
 
 
 def run_plan(plan: Plan, ui: UI, on_done: Callable[[Path], None] | None = None,
-             followed: bool = False) -> Path:
-    run_dir = LabRun(plan, ui, followed).execute()
+             followed: bool = False, pool: VmPool | None = None) -> Path:
+    run_dir = LabRun(plan, ui, followed, pool).execute()
     if on_done:
         on_done(run_dir)
     return run_dir

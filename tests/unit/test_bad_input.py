@@ -453,6 +453,13 @@ CASES = [
           "net.core.somaxconn=128,4096"),
          "--sweep/SWEEP runs one setup over one key's values; got 2 profiles "
          "(--profile/PROFILES): sweep each profile on its own"),
+    Case("sweep-with-scenarios",
+         (*RUN, "-s", "idle s2c", "--sweep", "net.core.somaxconn=128,4096"),
+         "--sweep/SWEEP runs one setup over one key's values; got 2 scenarios "
+         "(--scenario/SCENARIO): sweep each scenario on its own"),
+    Case("scenario-twice",
+         (*RUN, "-s", "idle s2c idle"),
+         "--scenario/SCENARIO: a scenario is named twice in 'idle s2c idle'; name each once"),
     Case("link-unknown-key",
          (*RUN, "-s", "idle", "--link", "dealy=25ms"),
          "--link/LINK: dealy: unknown key; expected one of delay, jitter, loss, rate, queue"),

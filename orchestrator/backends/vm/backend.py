@@ -40,7 +40,7 @@ from typing import Any
 from ... import resources
 from ...config import HostSpec
 from ...errors import InputError, RunError
-from ...journal import LOCAL_HANDLERS, process_start_time
+from ...journal import LOCAL_HANDLERS, Journal, process_start_time
 from ...runner import wait_for
 from ..base import LabHost
 from ..common import (
@@ -53,8 +53,9 @@ from ..common import (
     short_id,
 )
 from ..sshhost import HostRunner, SshBackend, Target, probe
-from . import network, qemu
+from . import network, qemu, reuse
 from .kernels import Kernel
+from .reuse import VmPool
 
 DEFAULT_KERNEL = "6.1"
 DEFAULT_MEMORY_MB = 1024
@@ -86,6 +87,22 @@ class VmBackend(SshBackend):
         self.accel: str | None = None
         self.workdir = WORK_PARENT / f"tcplab-vm-{short_id(self.run_id)}"
         self.timings: dict[str, float] = {}
+        self.pool: VmPool | None = None  # booted VMs kept across this command's runs
+        self.pool_key: str | None = None
+
+    def use_pool(self, pool: VmPool, key: str | None) -> None:
+        """Take the VMs from ``pool`` when its kept ones match ``key`` (reuse.pool_key),
+        else boot them there for the runs that follow; a None key boots as usual."""
+        if key is not None:
+            self.pool, self.pool_key = pool, key
+        else:
+            pool.discard()
+
+    def _pooled(self) -> bool:
+        """The pool holds this run's VMs: they outlive the run."""
+        pool = getattr(self, "pool", None)
+        return pool is not None and pool.booted is not None \
+            and pool.booted.vms is self.vms
 
     def kernel_spec(self, name: str) -> str:
         spec = next(h for h in self.lab.hosts if h.name == name)
@@ -103,6 +120,13 @@ class VmBackend(SshBackend):
         from . import kernels, rootfs
 
         started = time.monotonic()
+        if self.pool is not None:
+            booted = self.pool.offer(self.pool_key)
+            if booted is not None:
+                return self._reuse(booted, sysctls, started)
+        journal = self.pool.journal() if self.pool is not None else self.journal
+        if self.pool is not None:  # the VMs are the pool's: named after it, not this run
+            self.workdir = WORK_PARENT / f"tcplab-vm-{short_id(journal.run_id)}"
         for spec in self.lab.hosts:
             label = self.kernel_spec(spec.name)
             if label not in {k.label for k in self.kernels_used.values()}:
@@ -117,39 +141,34 @@ class VmBackend(SshBackend):
         self.timings["rootfs"] = round(time.monotonic() - t0, 1)
         self.accel = qemu.accelerator(next(iter(self.kernels_used.values())),
                                       lambda m: self.log(m))
-        self.journal.record("path", path=str(self.workdir))
+        journal.record("path", path=str(self.workdir))
         self.workdir.mkdir(mode=0o700)
-        key = make_key(self.journal.dir, self.run_id)
+        key = make_key(journal.dir, journal.run_id)
         public = key.with_suffix(".pub").read_text().split()[1]
         links = network.plan_links(self.lab, self.workdir)
         order = network.start_order(self.lab)
         t0 = time.monotonic()
         openers: dict[Path, tuple[str, Callable[[], bool], Path | None]] = {}
         for path in links.hubs:
-            hub = self._start_hub(path)
+            hub = self._start_hub(path, journal)
             openers[path] = (f"the switch of {path.name} (pid {hub.pid})",
                              lambda hub=hub: hub.poll() is None, None)
-        for index, spec in enumerate(order, 1):
-            memory, cpus = vm_size(spec)
-            config = qemu.VmConfig(
-                name=object_name(self.run_id, spec.name), host=spec.name,
-                index=index, kernel=self.kernels_used[spec.name], rootfs=self.rootfs.path,
-                workdir=self.workdir, labs=links.nics[spec.name], public_key=public,
-                cmdline=spec.cmdline, memory_mb=memory, cpus=cpus, accel=self.accel)
-            for nic in config.labs:  # a connecting qemu finds its link's socket at start
-                if not nic.listen:
-                    qemu.wait_link(nic.socket, *openers[nic.socket])
-            self.journal.record("vm", name=config.name, pidfile=str(config.pidfile),
-                                host=spec.name)
-            vm = qemu.start(config)
-            self.journal.record("process", pid=vm.pid, start=vm.start_ticks, host=spec.name)
-            self.vms[spec.name] = vm
-            for nic in config.labs:
-                if nic.listen:
-                    openers[nic.socket] = (f"{spec.name}: qemu", vm.alive, config.qemu_log)
+        for attempt in (1, 2):
+            self._start_vms(journal, public, links, order, dict(openers))
+            try:
+                for spec in order:
+                    qemu.wait_booted(self.vms[spec.name])
+                break
+            except RunError as exc:
+                if attempt == 2 or not self._panicked():
+                    raise
+                self.log(f"      {exc}; booting the VMs again, once (under TCG a kernel can "
+                         "trip over its own code patching while it boots: docs/vm.md)")
+                self._stop_vms(links)
+                self.timings["boot_retries"] = 1
         for spec in order:
             vm = self.vms[spec.name]
-            seconds = qemu.wait_booted(vm)
+            seconds = vm.boot_seconds or 0.0
             _wait_banner(vm)
             target = Target("127.0.0.1", "root", vm.config.ssh_port, str(key))
             runner = HostRunner(spec.name, target, ctl_port=22,
@@ -173,15 +192,111 @@ class VmBackend(SshBackend):
                 host.runner.run(argv)
             if host.spec.nat:  # loads nf_conntrack: its sysctls exist from here on
                 host.runner.run(["nft", "-f", "-"], stdin=nat_ruleset(self.lab))
+        boot_values: dict[str, dict[str, str | None]] = {}
         for name, host in self.hosts.items():
             wanted = dict(sysctls.get(name, {}))
             _refuse_missing(host, wanted, self.facts[name]["release"])
+            if self.pool is not None:  # what a later run's reset restores
+                boot_values[name] = reuse.read_boot_sysctls(host.runner, wanted)
             host.sysctls = self.apply_sysctls(host, wanted)
             read_fd_limits(host)
         self.timings["up"] = round(time.monotonic() - started, 1)
+        if self.pool is not None:
+            self.pool.keep(reuse.Booted(
+                booted_by=self.run_id, vms=self.vms, runners=self.runners, facts=self.facts,
+                info={name: host.info for name, host in self.hosts.items()},
+                kernels_used=self.kernels_used, rootfs=self.rootfs, accel=self.accel,
+                hubs=self.hubs, timings=dict(self.timings), boot_sysctls=boot_values,
+                touched={name: set(sysctls.get(name, {})) for name in self.hosts}))
         return self.hosts
 
-    def _start_hub(self, path: Path) -> subprocess.Popen:
+    def _start_vms(self, journal: Journal, public: str, links: network.LabLinks,
+                   order: list[HostSpec],
+                   openers: dict[Path, tuple[str, Callable[[], bool], Path | None]]) -> None:
+        """Start every VM's qemu (journalled first), in ``order``: a connecting qemu waits
+        for its link's socket, which a listening VM (or a switch: ``openers``) opens."""
+        for index, spec in enumerate(order, 1):
+            memory, cpus = vm_size(spec)
+            config = qemu.VmConfig(
+                name=object_name(journal.run_id, spec.name), host=spec.name,
+                index=index, kernel=self.kernels_used[spec.name], rootfs=self.rootfs.path,
+                workdir=self.workdir, labs=links.nics[spec.name], public_key=public,
+                cmdline=spec.cmdline, memory_mb=memory, cpus=cpus, accel=self.accel)
+            for nic in config.labs:  # a connecting qemu finds its link's socket at start
+                if not nic.listen:
+                    qemu.wait_link(nic.socket, *openers[nic.socket])
+            journal.record("vm", name=config.name, pidfile=str(config.pidfile), host=spec.name)
+            vm = qemu.start(config)
+            journal.record("process", pid=vm.pid, start=vm.start_ticks, host=spec.name)
+            self.vms[spec.name] = vm
+            for nic in config.labs:
+                if nic.listen:
+                    openers[nic.socket] = (f"{spec.name}: qemu", vm.alive, config.qemu_log)
+
+    def _panicked(self) -> bool:
+        return any("Kernel panic" in qemu.read_console(vm.config.console)
+                   for vm in self.vms.values())
+
+    def _stop_vms(self, links: network.LabLinks) -> None:
+        """Stop the VMs of a failed boot and clear their files for the next (the consoles
+        kept as ``<host>-console-failed.log``; the switches stay)."""
+        for vm in self.vms.values():
+            qemu.stop(vm.pid, vm.start_ticks, vm.config.name)
+            vm.proc.wait(timeout=30)
+            config = vm.config
+            if config.console.exists():
+                config.console.rename(config.workdir / f"{config.host}-console-failed.log")
+            for path in (config.overlay, config.qemu_log, config.pidfile):
+                path.unlink(missing_ok=True)
+            for nic in config.labs:
+                if nic.socket not in links.hubs:
+                    nic.socket.unlink(missing_ok=True)
+        self.vms.clear()
+
+    def _reuse(self, booted: reuse.Booted, sysctls: Mapping[str, Mapping[str, str]],
+               started: float) -> dict[str, LabHost]:
+        """The VMs an earlier run of this command booted, reset to what a fresh boot would
+        give this run (reuse.py) and checked; nothing is booted."""
+        self.vms, self.runners, self.facts = booted.vms, booted.runners, booted.facts
+        self.kernels_used, self.rootfs, self.accel = booted.kernels_used, booted.rootfs, booted.accel
+        self.hubs = booted.hubs
+        for name, vm in self.vms.items():
+            boot_id = self.runners[name].run(["cat", "/proc/sys/kernel/random/boot_id"],
+                                             check=False, timeout=30).stdout.strip()
+            if not vm.alive() or boot_id != self.facts[name].get("boot_id"):
+                raise RunError(f"{name}: the VM that run {booted.booted_by} booted is no "
+                               f"longer running its kernel ({qemu.tail(vm.config.console)})")
+        drained = reuse.drain(self.runners, self.log)
+        for spec in self.lab.hosts:
+            name = spec.name
+            info = {**booted.info[name], "vm": {**booted.info[name]["vm"], "reused": {
+                "booted_by": booted.booted_by, "run_on_vms": booted.runs + 1,
+                "drain_seconds": drained}}}
+            host = self.hosts[name] = LabHost(spec, self.runners[name], info=info)
+            wanted = dict(sysctls.get(name, {}))
+            _refuse_missing(host, wanted, self.facts[name]["release"])
+            write = reuse.reset_host_sysctls(host.runner, name, booted, wanted)
+            host.sysctls = self.apply_sysctls(host, write)
+            reuse.check_sysctls(host.runner, name, booted, wanted)
+            read_fd_limits(host)
+        booted.runs += 1
+        self.timings = {"boot": 0.0, "drain": drained,
+                        "up": round(time.monotonic() - started, 1)}
+        self.log(f"      {', '.join(self.vms)}: the VMs of run {booted.booted_by} again (run "
+                 f"{booted.runs} on them; sockets drained in {drained:.1f} s, sysctls reset "
+                 "to a fresh boot's, checked)")
+        return self.hosts
+
+    def down(self) -> list[str]:
+        """As the ssh backend's, but VMs the pool keeps for the next run stay up, and
+        their SSH connections open: only this run's own journal is undone."""
+        if not self._pooled():
+            return super().down()
+        problems = self.journal.undo(self.undo_handlers(), self.log)
+        self._down = True
+        return problems
+
+    def _start_hub(self, path: Path, journal: Journal) -> subprocess.Popen:
         """The switch of a network of more than two VMs (hub.py), listening on ``path``.
         Journalled once started; it also exits by itself when the run's directory (and
         its socket) goes, so it never outlives the run."""
@@ -194,8 +309,8 @@ class VmBackend(SshBackend):
                                     stderr=subprocess.STDOUT, start_new_session=True)
         finally:
             log.close()
-        self.journal.record("process", pid=proc.pid, start=process_start_time(proc.pid),
-                            host=f"switch {path.name}")
+        journal.record("process", pid=proc.pid, start=process_start_time(proc.pid),
+                       host=f"switch {path.name}")
         self.hubs.append(proc)
         return proc
 
@@ -221,10 +336,13 @@ class VmBackend(SshBackend):
         return {**LOCAL_HANDLERS, **vm_undo_handlers()}
 
     def runners_reusable(self) -> bool:
-        return False  # the VMs are gone after down()
+        return self._pooled()  # else the VMs are gone after down()
 
     def end_time_wait(self) -> None:
-        """Nothing to end: the VMs, and their TIME_WAIT sockets, are gone with the run."""
+        """Nothing to end where the VMs go with the run; kept VMs: this run's TIME_WAIT
+        sockets ended at once (``ss -K``), the next run's reset checks none is left."""
+        if self._pooled():
+            super().end_time_wait()
 
     def metadata(self) -> dict[str, Any]:
         out = super().metadata()

@@ -286,6 +286,10 @@ def panic_cause(console: str) -> str:
     return f"{panic}" + (f" (after: {first})" if first else "")
 
 
+def read_console(path: Path) -> str:
+    return _read(path)
+
+
 def _read(path: Path) -> str:
     try:
         return path.read_text(errors="replace")
