@@ -103,6 +103,17 @@ ELSEWHERE = {
         "tests/integration/test_netns_sweep.py",
     "make lab SCENARIO=pressure PROFILE=small-tcp-mem ARGS=--allow-host-sysctls":
         "tests/integration/test_netns_pressure.py",
+    '.venv/bin/tcplab run -b netns -s slow-readers -n 5 --link "delay=10ms rate=100mbit" '
+    '--repeat 5': "run once for docs/conditions.md (Determinism); tests/unit/test_repeats.py "
+                  "renders the --repeat table",
+    '.venv/bin/tcplab run -b netns -s slow-readers -n 5 -p tests/integration/profiles/reno.yaml '
+    '--link "delay=10ms rate=100mbit" --repeat 5': "run once for docs/conditions.md (Determinism)",
+    '.venv/bin/tcplab run -b netns -s slow-readers --link "delay=10ms rate=200mbit" --repeat 5':
+        "run once for docs/conditions.md (Determinism)",
+    '.venv/bin/tcplab run -b netns -s bulk --bytes 33554432 --link "delay=10ms rate=50mbit" '
+    '--repeat 5': "run once for docs/conditions.md (Determinism)",
+    '.venv/bin/tcplab run -b netns -s bulk --link "delay=10ms rate=200mbit" --repeat 5':
+        "run once for docs/conditions.md (Determinism)",
     ".venv/bin/tcplab run -b netns -s pressure -p small-tcp-mem --allow-host-sysctls":
         "tests/integration/test_netns_pressure.py (the same run, tcp_mem restored)",
     '.venv/bin/tcplab run -b netns -s slow-readers -n 16 --bytes 25165824 -p default '
