@@ -77,8 +77,9 @@ class LineChannel(ABC):
         """The next JSON line, or None on timeout. Raises RunError when the process ended."""
 
     @abstractmethod
-    def close(self) -> None:
-        """Stop the process (politely, then by force) and release the channel."""
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the process (politely for up to ``timeout`` s, then by force) and release
+        the channel."""
 
     def ended_error(self) -> str | None:
         """Why the process is gone (a message naming the host), or None while it runs.
@@ -197,13 +198,13 @@ class LocalChannel(QueueChannel):
         except (BrokenPipeError, ValueError):
             raise RunError(self._ended_message()) from None
 
-    def close(self) -> None:
+    def close(self, timeout: float = 10.0) -> None:
         try:
             self.proc.stdin.close()
         except OSError:
             pass
         try:
-            self.proc.wait(timeout=10)
+            self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             try:
                 os.killpg(self.proc.pid, 9)

@@ -29,6 +29,10 @@ SIDE_ROLES = ("server", "client")
 PEER_ROLE = {"server": "client", "client": "server"}
 
 
+#: Seconds a stalled side gets to exit before it is killed (a live one gets 10).
+STALLED_GRACE_S = 0.5
+
+
 class Sides:
     """The side processes of a run, by host name."""
 
@@ -44,6 +48,9 @@ class Sides:
         #: by host: our clock minus the side's as the backend measured it (ssh: round
         #: trips with a bound); preferred to ``offsets`` for the timeline
         self.measured: dict[str, float] = {}
+        #: hosts whose side stopped answering: not waited for at close (a stalled side
+        #: does not read its stdin, so the polite exit would only cost its full timeout)
+        self.stalled: set[str] = set()
 
     def of(self, role: str) -> list[str]:
         """The hosts of a role that run a side."""
@@ -79,6 +86,7 @@ class Sides:
                 role = self.roles.get(host, host)
                 if msg is None:
                     if time.monotonic() - last[host] > self.stall:
+                        self.stalled.add(host)
                         raise RunError(f"{channel.host} ({role}): no answer to {op} "
                                        f"for {self.stall:.0f} s; the side stalled")
                     continue
@@ -153,12 +161,12 @@ class Sides:
                 raise RunError(f"{problem}; {during} discarded")
 
     def close(self) -> None:
-        for channel in self.channels.values():
+        for host, channel in self.channels.items():
             try:
                 channel.send({"op": "exit"})
             except LabError:
                 pass
-            channel.close()
+            channel.close(STALLED_GRACE_S if host in self.stalled else 10.0)
 
 
 def side_hosts(hosts: dict[str, LabHost]) -> list[LabHost]:

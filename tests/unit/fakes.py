@@ -66,6 +66,7 @@ class FakeChannel(LineChannel):
         self.replies = deque(replies or [])
         self.sent: list[dict] = []
         self.closed = False
+        self.close_timeout: float | None = None
 
     def send(self, obj: dict) -> None:
         self.sent.append(obj)
@@ -73,8 +74,8 @@ class FakeChannel(LineChannel):
     def receive(self, timeout: float) -> dict | None:
         return self.replies.popleft() if self.replies else None
 
-    def close(self) -> None:
-        self.closed = True
+    def close(self, timeout: float = 10.0) -> None:
+        self.closed, self.close_timeout = True, timeout
 
 
 def lab_host(name: str, role: str, runner: Runner | None = None,

@@ -12,7 +12,7 @@ from orchestrator.errors import RunError
 from orchestrator.journal import Journal
 from orchestrator.measure import probes
 from orchestrator.run.checkpoint import per_host, tw_capped, unmet, wait_for
-from orchestrator.run.sides import Sides
+from orchestrator.run.sides import STALLED_GRACE_S, Sides
 from orchestrator.run.steps import StepState, level_expect, level_plans, run_step
 from orchestrator.scenario import Expect, Step
 
@@ -100,6 +100,10 @@ def test_a_stalled_side_fails_the_run_naming_its_host() -> None:
     with pytest.raises(RunError) as err:
         sides.do(["server", "lab-c2"], {"op": "connect"})
     assert str(err.value) == "lab-c2 (client): no answer to connect for 1 s; the side stalled"
+    # at teardown the stalled side is not given the polite 10 s a live one gets
+    sides.close()
+    assert sides.channels["lab-c2"].close_timeout == STALLED_GRACE_S
+    assert sides.channels["server"].close_timeout == 10.0
 
 
 class _UI:
