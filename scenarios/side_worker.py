@@ -103,10 +103,21 @@ class Worker:
         self.deferred: list = []  # connect with accept=false: [[port, count]] to accept later
         self.epoll = select.epoll() if cfg.get("server_model") == "epoll" else None
         self.stall = float(cfg.get("stall", 30))
+        self.beat_at = 0.0  # when a foreground transfer last said it is alive
 
     def emit(self, obj: dict) -> None:
         self.out.write(json.dumps(obj) + "\n")
         self.out.flush()
+
+    def beat(self, op: str) -> None:
+        """Say "alive" (a progress line of 0) every third of the stall time while a
+        foreground transfer lasts: one that still moves data however slowly (a sender
+        whose congestion control came out of memory pressure pacing at a few KB/s) is not
+        a stalled side; the transfer itself fails after ``stall`` s with no data at all."""
+        now = time.monotonic()
+        if now - self.beat_at >= max(0.1, self.stall / 3):
+            self.beat_at = now
+            self.emit({"progress": 0, "op": op})
 
     def serve(self) -> None:
         for line in self.chan.makefile("r"):
@@ -212,6 +223,7 @@ class Worker:
 
     def _flush(self, idle: float | None = None) -> None:
         """Write pending bytes; stop when done, or after `idle` s without progress."""
+        self.beat_at = time.monotonic()
         poller = select.poll()
         fds = {}
         for s in list(self.pending):
@@ -242,6 +254,8 @@ class Worker:
                 last = time.monotonic()
             elif idle is not None and time.monotonic() - last > idle:
                 return
+            if idle is not None:  # the foreground send: the orchestrator waits on it
+                self.beat("send")
 
     def op_read(self, msg: dict) -> dict:
         """Read msg["bytes"] from every connection; "rate" limits bytes/s per connection.
@@ -255,22 +269,25 @@ class Worker:
                                            daemon=True)
             self.reader.start()
             return {"reading": want * len(self.fds)}
-        return {"read": self._read(want, rate), **self._transfer()}
+        return {"read": self._read(want, rate, beat=True), **self._transfer()}
 
     def _transfer(self) -> dict:
         done, self.transfer = self.transfer, None
         return {"transfer": done} if done else {}
 
-    def _read(self, want: int, rate: float) -> int:
+    def _read(self, want: int, rate: float, beat: bool = False) -> int:
+        """Read ``want`` bytes from every connection; ``beat``: a foreground read, which
+        says it is alive while it lasts (a background one has the join say so)."""
+        self.beat_at = time.monotonic()
         remaining = {}
         for s in self.socks:
             s.setblocking(False)
             remaining[s.fileno()] = [s, want]
         goodput = Goodput(want)
         if rate and remaining:
-            total = self._read_paced(remaining, rate, goodput)
+            total = self._read_paced(remaining, rate, goodput, beat)
         else:
-            total = self._read_all(remaining, goodput)
+            total = self._read_all(remaining, goodput, beat)
         self.transfer = goodput.summary()
         return total
 
@@ -287,7 +304,7 @@ class Worker:
             goodput.done()
         return len(data)
 
-    def _read_all(self, remaining: dict, goodput: "Goodput") -> int:
+    def _read_all(self, remaining: dict, goodput: "Goodput", beat: bool = False) -> int:
         poller = select.poll()
         for fd in remaining:
             poller.register(fd, select.POLLIN)
@@ -304,12 +321,15 @@ class Worker:
                 if entry[1] == 0:
                     del remaining[fd]
                     poller.unregister(fd)
+            if beat:
+                self.beat("read")
             if time.monotonic() - last > self.stall:
                 raise TimeoutError(f"{len(remaining)} connections delivered no data for "
                                    f"{self.stall:.0f} s (read {total} bytes)")
         return total
 
-    def _read_paced(self, remaining: dict, rate: float, goodput: "Goodput") -> int:
+    def _read_paced(self, remaining: dict, rate: float, goodput: "Goodput",
+                    beat: bool = False) -> int:
         """Each connection read at ``rate`` bytes/s from the start: by time t it has read
         at most rate * t. Reads come in chunks of 20 ms' worth (at least 4 KiB; 20 us per
         connection's worth with many connections, so a pass over them all stays cheap next
@@ -324,8 +344,10 @@ class Worker:
                    if rate * elapsed - done[fd] >= min(chunk, remaining[fd][1])]
             if not due:  # the next connection's chunk is due when the slowest one's is
                 behind = min(done[fd] for fd in remaining)
-                time.sleep(max(0.001, (behind + chunk) / rate - elapsed))
+                time.sleep(min(max(0.001, (behind + chunk) / rate - elapsed), self.stall / 3))
                 last = time.monotonic()
+                if beat:
+                    self.beat("read")
                 continue
             ready = {fd for fd, _ in _poll_in(due, 0.02)}
             for fd in due:
@@ -340,6 +362,8 @@ class Worker:
                     last = time.monotonic()
                 if entry[1] == 0:
                     del remaining[fd]
+            if beat:
+                self.beat("read")
             if time.monotonic() - last > self.stall:
                 raise TimeoutError(f"{len(remaining)} connections delivered no data for "
                                    f"{self.stall:.0f} s (read {total} bytes)")

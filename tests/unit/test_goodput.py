@@ -170,3 +170,37 @@ def test_join_says_it_is_alive_while_a_transfer_outlasts_the_stall_timer() -> No
     there.settimeout(1)
     lines = [json.loads(x) for x in there.recv(65536).decode().splitlines()]
     assert 3 <= len(lines) <= 6 and all(x == {"progress": 0, "op": "join"} for x in lines)
+
+
+def test_a_foreground_read_says_it_is_alive_while_data_trickles() -> None:
+    """A read that still gets data, however slowly, outlasts --stall (after memory
+    pressure, a BBR sender can pace a connection at a few KB/s for minutes): it emits a
+    progress line of 0 every third of the stall time, then its reply."""
+    import json
+    import threading
+
+    here, there = socket.socketpair()
+    a, b = socket.socketpair()
+    worker = side_worker.Worker({"role": "client", "stall": 0.6}, [], {}, here)
+    worker.fds = [a.detach()]
+
+    def trickle() -> None:
+        for _ in range(12):
+            b.send(b"y" * 10)
+            time.sleep(0.1)
+    threading.Thread(target=trickle).start()
+    started = time.monotonic()
+    reply = worker.op_read({"op": "read", "bytes": 120})
+    assert time.monotonic() - started >= 1.0 and reply["read"] == 120
+    there.settimeout(1)
+    lines = [json.loads(x) for x in there.recv(65536).decode().splitlines()]
+    assert 3 <= len(lines) <= 7 and all(x == {"progress": 0, "op": "read"} for x in lines)
+
+
+def test_a_foreground_read_that_gets_nothing_still_fails_after_the_stall_time() -> None:
+    here, _there = socket.socketpair()
+    a, _b = socket.socketpair()
+    worker = side_worker.Worker({"role": "client", "stall": 0.5}, [], {}, here)
+    worker.fds = [a.detach()]
+    with pytest.raises(TimeoutError, match=r"^1 connections delivered no data for 0 s \(read 0 bytes\)$"):
+        worker.op_read({"op": "read", "bytes": 10})
