@@ -160,6 +160,7 @@ def make_plan(opts: RunOptions) -> Plan:
             "tcplab save those values and restore them after the run, or use --backend netns")
     per_ns = {k: v for k, v in profile.sysctls.items() if classes[k] == "namespace"}
     host_sysctls = {h.name: {**h.sysctls, **per_ns} for h in lab.hosts}
+    _check_congestion_control(lab, profile)
     for name, pinned in topology.router_sysctls(lab).items():
         host_sysctls[name].update(pinned)
 
@@ -360,6 +361,30 @@ def _ssh_sysctl_source(lab: Lab, profile: Profile) -> tuple[Path, list[str]]:
         if keys:
             return f, keys
     return profile.path, sorted(profile.sysctls)
+
+
+CONGESTION_CONTROL = "net.ipv4.tcp_congestion_control"
+
+
+def _check_congestion_control(lab: Lab, profile: Profile) -> None:
+    """A network namespace takes only the algorithms the machine allows: the kernel says
+    EPERM at the write, once a host-wide sysctl may already be changed; say it first."""
+    asked = [(f"{lab.path}: hosts.{h.name}.{key_path('sysctls', CONGESTION_CONTROL)}",
+              h.sysctls[CONGESTION_CONTROL]) for h in lab.hosts if CONGESTION_CONTROL in h.sysctls]
+    if CONGESTION_CONTROL in profile.sysctls:
+        where = next((f for f in reversed(profile.files) if CONGESTION_CONTROL in _keys_of(f)),
+                     profile.path)
+        asked.append((f"{where}: {key_path('sysctls', CONGESTION_CONTROL)}",
+                      profile.sysctls[CONGESTION_CONTROL]))
+    if not asked:
+        return
+    allowed = sysctls.read_host("net.ipv4.tcp_allowed_congestion_control")
+    for where, value in asked:
+        if value not in allowed.split():
+            raise InputError(
+                f"{where} {value!r}: outside the first network namespace the kernel takes only "
+                f"the algorithms this machine allows (net.ipv4.tcp_allowed_congestion_control: "
+                f"{allowed}); choose one of those, or add {value} to that list on the machine")
 
 
 def _keys_of(path: Path) -> set[str]:

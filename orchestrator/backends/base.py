@@ -101,7 +101,7 @@ class Backend(ABC):
                 f"{k}: wanted {v!r}, got {values.get(k)!r} ({data['errors'].get(k, 'not applied')})"
                 for k, v in bad.items()
             )
-            raise RunError(f"{host.name}: sysctls did not take: {detail}")
+            raise RunError(f"{host.name}: sysctls did not take: {detail}{_hint(bad, data['errors'], values)}")
         return values
 
     def netns_pid(self, host: LabHost, side: LineChannel) -> int | None:
@@ -146,3 +146,14 @@ class Backend(ABC):
     def per_host_memory(self, host: LabHost) -> dict[str, Any] | None:
         """Backend-specific per-host memory accounting (cgroups), if any."""
         return None
+
+
+def _hint(bad: Mapping[str, str], errors: Mapping[str, str], values: Mapping[str, str]) -> str:
+    """What to do about a value the kernel refused, where the reason is known."""
+    key = "net.ipv4.tcp_congestion_control"
+    if key in bad and "not permitted" in errors.get(key, "").lower():
+        allowed = values.get("net.ipv4.tcp_allowed_congestion_control", "?")
+        return (f". Outside the first network namespace the kernel takes only the algorithms "
+                f"the machine allows (net.ipv4.tcp_allowed_congestion_control: {allowed}): "
+                f"choose one of those, or add {bad[key]} to that list on the machine")
+    return ""

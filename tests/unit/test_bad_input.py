@@ -460,6 +460,13 @@ CASES = [
     Case("scenario-twice",
          (*RUN, "-s", "idle s2c idle"),
          "--scenario/SCENARIO: a scenario is named twice in 'idle s2c idle'; name each once"),
+    Case("congestion-control-not-allowed",
+         (*RUN, "-s", "idle", "-p", "{root}/mine.yaml"),
+         "{root}/mine.yaml: sysctls.\"net.ipv4.tcp_congestion_control\" 'vegas': outside the "
+         "first network namespace the kernel takes only the algorithms this machine allows "
+         "(net.ipv4.tcp_allowed_congestion_control: {allowed}); choose one of those, or add "
+         "vegas to that list on the machine",
+         files=(("mine.yaml", "sysctls:\n  net.ipv4.tcp_congestion_control: vegas\n"),)),
     Case("link-unknown-key",
          (*RUN, "-s", "idle", "--link", "dealy=25ms"),
          "--link/LINK: dealy: unknown key; expected one of delay, jitter, loss, rate, queue"),
@@ -537,7 +544,8 @@ def test_bad_input(lab: Lab, capsys: pytest.CaptureFixture, case: Case) -> None:
             (lab.root / rel).write_bytes(content)
         else:
             lab.write(rel, str(content))
-    fill = {"root": str(lab.root), "release": RELEASE}
+    allowed = " ".join(Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control").read_text().split())
+    fill = {"root": str(lab.root), "release": RELEASE, "allowed": allowed}
     argv = case.argv_fn() if case.argv_fn else case.argv
     msg = lab.fail(capsys, [a.format(**fill) for a in argv])
     if case.regex:
