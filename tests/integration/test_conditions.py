@@ -186,7 +186,7 @@ def test_loss_brings_retransmissions_and_an_out_of_order_queue(tmp_path: Path) -
     four losses per round trip), so some reader holds out-of-order data at almost any
     moment."""
     result, run_dir = run(tmp_path, "loss", "delay=25ms rate=100mbit loss=1%", "--bytes",
-                          str(96 * 2**20), "--stall", "120", profile=BBR)
+                          str(32 * 2**20), "--stall", "120", profile=BBR)
     assert result["metadata"]["link"]["link"]["loss_pct"] == 1.0
     last = TRANSFERRING[-1]
     sent = senders(run_dir, last)

@@ -116,6 +116,8 @@ ELSEWHERE = {
         "run once for docs/conditions.md (Determinism)",
     ".venv/bin/tcplab run -b netns -s pressure -p small-tcp-mem --allow-host-sysctls":
         "tests/integration/test_netns_pressure.py (the same run, tcp_mem restored)",
+    ".venv/bin/tcplab run -b vm -s pressure -n 400 -p small-tcp-mem":
+        "tests/integration/test_vm_backend.py (opt-in: the same run in TCG VMs)",
     '.venv/bin/tcplab run -b netns -s slow-readers -n 16 --bytes 25165824 -p default '
     '--sweep "delay=0ms,5ms,25ms,50ms"':
         "run for docs/conditions.md's RTT tables (~10 min each); "

@@ -405,10 +405,10 @@ def test_ssh_docs_example_runs_as_written(ssh_lab: SshLab, tmp_path: Path) -> No
 
 
 def test_ssh_repeats_without_the_60_s_wait(ssh_lab: SshLab, tmp_path: Path) -> None:
-    """timewait at N=2,000, twice: the run ends its own TIME_WAIT sockets (ss -K), so the
+    """timewait at N=500, twice: the run ends its own TIME_WAIT sockets (ss -K), so the
     second run starts at once and finds none at its baseline; nothing waits 60 s."""
     lab = ssh_lab.lab_file()
-    proc = tcplab(tmp_path, "run", "--scenario", "timewait", "-n", "2000", "--repeat", "2",
+    proc = tcplab(tmp_path, "run", "--scenario", "timewait", "-n", "500", "--repeat", "2",
                   "--lab", str(lab), "--allow-host-sysctls",
                   "--results", str(tmp_path / "results"))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -417,7 +417,7 @@ def test_ssh_repeats_without_the_60_s_wait(ssh_lab: SshLab, tmp_path: Path) -> N
     assert len(results) == 2
     for result in results:
         tw = next(c for c in result["checkpoints"] if c["name"] == "time_wait")
-        assert tw["states"]["client"] == {"TIME-WAIT": 2000}
+        assert tw["states"]["client"] == {"TIME-WAIT": 500}
     assert "waiting up to 60 s" not in proc.stderr
     assert "baseline: waiting" not in proc.stderr
     assert tw_sockets(ssh_lab.ns["client"]) == 0 and tw_sockets(ssh_lab.ns["server"]) == 0
