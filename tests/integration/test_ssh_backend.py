@@ -118,8 +118,14 @@ class SshLab:
                                               hostkey=self.tmp / "hostkey",
                                               authorized=self.tmp / "authorized_keys",
                                               pidfile=self.tmp / f"sshd-{role}.pid"))
+            # An empty /root for the sessions: sshd runs each command through root's login
+            # shell, and bash sources ~/.bashrc under sshd; this machine's initialises pyenv
+            # (0.16 s per command, 4-6 s per run) - a plain host's does not.
             self.procs.append(subprocess.Popen(
-                ["ip", "netns", "exec", self.ns[role], SSHD, "-D", "-e", "-f", str(cfg)],
+                ["ip", "netns", "exec", self.ns[role], "unshare", "--mount",
+                 "--propagation", "private", "sh", "-c",
+                 'mount -t tmpfs -o mode=0700 tcplab-test-root /root && exec "$@"', "sshd",
+                 SSHD, "-D", "-e", "-f", str(cfg)],
                 stdout=subprocess.DEVNULL, stderr=open(self.tmp / f"sshd-{role}.log", "w")))
         for role in self.names:
             self._wait_port(self.addr[role])

@@ -227,7 +227,7 @@ CASES = [
     Case("unknown-profile",
          (*RUN, "-s", "idle", "-p", "small"),
          "unknown profile 'small': no {root}/lab/profiles/small.yaml; known profiles: conntrack-large, default, "
-         "large-buffers, lean-server, small-buffers, small-tcp-mem, tw-reuse"),
+         "fixed-buffers, large-buffers, lean-server, small-buffers, small-tcp-mem, tw-reuse"),
     Case("unknown-backend",
          ("run", "-s", "idle", "-b", "kvm"),
          "tcplab run: argument --backend/-b: invalid choice: 'kvm' (choose from 'netns', "
@@ -241,7 +241,7 @@ CASES = [
     Case("include-unknown-profile",
          (*RUN, "-s", "idle", "-p", "{root}/mine.yaml"),
          "{root}/mine.yaml: include[0]: unknown profile 'smal-buffers': no "
-         "{root}/lab/profiles/smal-buffers.yaml; known profiles: conntrack-large, default, large-buffers, "
+         "{root}/lab/profiles/smal-buffers.yaml; known profiles: conntrack-large, default, fixed-buffers, large-buffers, "
          "lean-server, small-buffers, small-tcp-mem, tw-reuse",
          files=(("mine.yaml", "include: [smal-buffers]\n"),)),
     Case("sysctl-missing-on-kernel",
@@ -507,7 +507,7 @@ CASES = [
     Case("profiles-show-unknown",
          ("profiles", "show", "larg-buffers"),
          "unknown profile 'larg-buffers': no {root}/lab/profiles/larg-buffers.yaml; known "
-         "profiles: conntrack-large, default, large-buffers, lean-server, small-buffers, small-tcp-mem, tw-reuse"),
+         "profiles: conntrack-large, default, fixed-buffers, large-buffers, lean-server, small-buffers, small-tcp-mem, tw-reuse"),
     # kernels resolve against the captured Debian index (tests/unit/conftest.py)
     Case("kernel-not-in-archive",
          ("run", "-s", "idle", "--kernels", "6.1 4.19 host"),

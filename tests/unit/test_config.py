@@ -71,7 +71,7 @@ def test_large_buffers_values_are_normalised_strings(tmp_path: Path) -> None:
 
 def test_every_shipped_profile_loads() -> None:
     names = [n for n, _ in config.list_profiles(PROFILES)]
-    assert names == ["conntrack-large", "default", "large-buffers", "lean-server", "small-buffers",
+    assert names == ["conntrack-large", "default", "fixed-buffers", "large-buffers", "lean-server", "small-buffers",
                      "small-tcp-mem", "tw-reuse"]
     for name in names:
         assert config.load_profile(name, PROFILES).files[0] == PROFILES / "default.yaml"
@@ -178,7 +178,7 @@ def test_profile_value_error_names_the_included_file(pdir: Path) -> None:
 def test_unknown_profile_lists_the_known_ones() -> None:
     msg = message(config.load_profile, "huge", PROFILES)
     assert msg == (f"unknown profile 'huge': no {PROFILES / 'huge.yaml'}; known profiles: "
-                   "conntrack-large, default, large-buffers, lean-server, small-buffers, small-tcp-mem, tw-reuse")
+                   "conntrack-large, default, fixed-buffers, large-buffers, lean-server, small-buffers, small-tcp-mem, tw-reuse")
     assert message(config.load_profile, "/nonexistent/p.yaml", PROFILES) == (
         "/nonexistent/p.yaml: profile file not found")
 
