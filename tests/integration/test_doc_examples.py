@@ -116,6 +116,13 @@ ELSEWHERE = {
     '--repeat 5': "run once for docs/conditions.md (Determinism)",
     '.venv/bin/tcplab run -b netns -s bulk --link "delay=10ms rate=200mbit" --repeat 5':
         "run once for docs/conditions.md (Determinism)",
+    '.venv/bin/tcplab run -b netns -s slow-readers -n 10 -p fixed-buffers --link '
+    '"delay=10ms rate=100mbit" --repeat 5': "run once for docs/conditions.md (Determinism)",
+    '.venv/bin/tcplab run -b netns -s tests/integration/scenarios/slow-readers-256k.yaml -p '
+    'fixed-buffers --link "delay=10ms rate=100mbit" --repeat 5':
+        "run once for docs/conditions.md (Determinism)",
+    '.venv/bin/tcplab run -b netns -s bulk -n 4 --bytes 33554432 -p fixed-buffers --link '
+    '"delay=10ms rate=50mbit" --repeat 5': "run once for docs/conditions.md (Determinism)",
     ".venv/bin/tcplab run -b netns -s pressure -p small-tcp-mem --allow-host-sysctls":
         "tests/integration/test_netns_pressure.py (the same run, tcp_mem restored)",
     ".venv/bin/tcplab run -b vm -s pressure -n 400 -p small-tcp-mem":
