@@ -8,7 +8,8 @@ Rules (documented in docs/analysis.md):
   at least ``TRACKS_MIN`` objects per connection. Smaller changes are drift.
 * Caches known to grow for other reasons are never attributed: ``proc_inode_cache``
   (something scanning ``/proc/<pid>/fd`` adds one per open socket while it runs) and
-  its dentries (subtracted from ``dentry``), and process-heap caches. ``nf_conntrack``
+  its dentries and LSM blobs (subtracted from ``dentry`` and ``lsm_inode_cache``), and
+  process-heap caches. ``nf_conntrack``
   is real per-connection memory, but not socket memory: it is its own category.
 * Merged caches (SLUB) are reported under the name slabinfo prints, with their aliases.
 """
@@ -36,6 +37,10 @@ NOT_SOCKET = {
     "cred_jar": "processes", "kernfs_node_cache": "sysfs", "radix_tree_node": "page cache",
     "buffer_head": "page cache", "ext4_inode_cache": "files", "shmem_inode_cache": "files",
 }
+#: Objects every inode brings along, one per proc inode a /proc/<pid>/fd scanner makes:
+#: its dentry, and the LSM blob (security_inode_alloc; its own cache since 6.1 where an
+#: LSM needs one) - set apart by the growth of proc_inode_cache.
+PER_PROC_INODE = {"dentry": "dentries", "lsm_inode_cache": "LSM inode blobs"}
 CONNTRACK = ("nf_conntrack",)
 #: Socket caches SLUB may merge into a line named after a NOT_SOCKET cache (on 6.1 the
 #: "pid" line counts tcp_bind_bucket, "anon_vma_chain" tcp_bind2_bucket): such a line
@@ -81,17 +86,20 @@ def cache_deltas(base: Mapping[str, SlabLine], now: Mapping[str, SlabLine], conn
         line = c or b
         assert line is not None
         note = ""
-        if name == "dentry" and proc_growth > 0:
-            # /proc/<pid>/fd lookups add a dentry with each proc inode: not socket memory.
+        what = PER_PROC_INODE.get(name)
+        if what and proc_growth > 0:
+            # /proc/<pid>/fd lookups add a dentry and an LSM blob with each proc inode:
+            # not socket memory.
             share = min(proc_growth, max(objs, 0))
             objs -= share
-            note = f"{share:,} dentries of /proc fd lookups set apart"
-        elif name == "dentry" and proc_growth < 0:
-            # and when the kernel reclaims those inodes, their dentries go with them: a
-            # shrink that is not the sockets' either (it made small runs' totals negative)
+            note = f"{share:,} {what} of /proc fd lookups set apart"
+        elif what and proc_growth < 0:
+            # and when the kernel reclaims those inodes, their dentries and blobs go with
+            # them: a shrink that is not the sockets' either (it made small runs' totals
+            # negative)
             share = max(proc_growth, min(objs, 0))
             objs -= share
-            note = f"{-share:,} dentries of reclaimed /proc fd lookups set apart"
+            note = f"{-share:,} {what} of reclaimed /proc fd lookups set apart"
         nbytes = round(objs * slab_footprint(line, page_size))
         per_conn_objs = objs / own
         merged_socket = [a for a in aliases.get(name, []) if a in SOCKET_ALIASES]

@@ -96,6 +96,10 @@ def load_result(run: Path) -> Result:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise InputError(f"{path}: no result here; pass a run directory under results/") from None
+    except UnicodeDecodeError as exc:  # a bundle or other binary file under that name
+        raise InputError(f"{path}: not a readable tcplab result (not UTF-8 text: byte "
+                         f"{exc.start}); a bundle (.tar.gz) is read by `tcplab compare` "
+                         "or `run --bundle`, or `tcplab import` it first") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: not a readable tcplab result ({exc})") from None
     schema = data.get("schema") if isinstance(data, dict) else None

@@ -213,6 +213,35 @@ def test_dentries_of_reclaimed_proc_inodes_are_set_apart_too() -> None:
     assert "9,992 dentries of reclaimed /proc fd lookups set apart" in rows["dentry"]["reason"]
 
 
+def test_lsm_blobs_of_proc_inodes_are_set_apart() -> None:
+    """CI, idle N=2,000 with the ledger: a scanner looked at both sides' 2,000 fds
+    (proc_inode_cache +4,025) and lsm_inode_cache grew 8,088, 4 blobs per connection where
+    the sockets hold 2: the ledger's 64 B per connection against slabinfo's 129 B."""
+    n = 2000
+    base = {"proc_inode_cache": slab("proc_inode_cache", 500, 696, 23),
+            "lsm_inode_cache": slab("lsm_inode_cache", 30_000, 32, 128),
+            "dentry": slab("dentry", 40_000)}
+    now = {"proc_inode_cache": slab("proc_inode_cache", 500 + 4025, 696, 23),
+           "lsm_inode_cache": slab("lsm_inode_cache", 30_000 + 8088, 32, 128),
+           "dentry": slab("dentry", 40_000 + 4164 + 4025)}
+    rows = {r["cache"]: r for r in analysis.cache_deltas(base, now, n, {})}
+    lsm = rows["lsm_inode_cache"]
+    assert lsm["objects"] == 8088 - 4025
+    assert lsm["objects_per_connection"] == pytest.approx(2.03, abs=0.01) and lsm["attributed"]
+    assert "4,025 LSM inode blobs of /proc fd lookups set apart" in lsm["reason"]
+    assert rows["dentry"]["objects"] == 4164
+    # reclaimed at small N: the blobs go with the inodes, set apart up to the cache's own
+    # change (as the dentries are)
+    n = 4
+    base["proc_inode_cache"] = slab("proc_inode_cache", 20_000, 696, 23)
+    now["proc_inode_cache"] = slab("proc_inode_cache", 10_000, 696, 23)
+    now["lsm_inode_cache"] = slab("lsm_inode_cache", 30_000 - 10_000 + 2 * n, 32, 128)
+    rows = {r["cache"]: r for r in analysis.cache_deltas(base, now, n, {})}
+    assert rows["lsm_inode_cache"]["objects"] == 0
+    assert "9,992 LSM inode blobs of reclaimed /proc fd lookups set apart" in rows[
+        "lsm_inode_cache"]["reason"]
+
+
 def test_tracks_min_puts_a_tenth_of_an_object_per_connection_in_drift() -> None:
     n = 2000
     base = {"kmalloc-64": slab("kmalloc-64", 10_000, 64, 64), "TCP": slab("TCP", 100, 2368, 13)}

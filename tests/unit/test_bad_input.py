@@ -393,6 +393,12 @@ CASES = [
          "{root}/run/result.json: not a readable tcplab result (Expecting ',' delimiter: line 1 "
          "column 30 (char 29))",
          files=(("run/result.json", '{"schema": "tcplab.result/1" "checkpoints": ['),)),
+    Case("report-binary-result",
+         ("report", "{root}/run"),
+         "{root}/run/result.json: not a readable tcplab result (not UTF-8 text: byte 1); a "
+         "bundle (.tar.gz) is read by `tcplab compare` or `run --bundle`, or `tcplab import` "
+         "it first",
+         files=(("run/result.json", b"\x1f\x8b\x08\x00 a gzip stream"),)),
     Case("report-not-a-result",
          ("report", "{root}/run"),
          "{root}/run/result.json: not a tcplab result (schema None)",
@@ -541,6 +547,7 @@ def test_bad_input(lab: Lab, capsys: pytest.CaptureFixture, case: Case) -> None:
             source, old, new = content
             lab.edit(source, old, new, to=rel)
         elif isinstance(content, bytes):
+            (lab.root / rel).parent.mkdir(parents=True, exist_ok=True)
             (lab.root / rel).write_bytes(content)
         else:
             lab.write(rel, str(content))
