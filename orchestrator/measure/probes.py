@@ -86,9 +86,12 @@ RELEASE_CACHES = ("TCP", "TCPv6", "tw_sock_TCP", "tw_sock_TCPv6", "request_sock_
                   "sock_inode_cache")
 
 
-def quiesce(kernel: MeasuredKernel, timeout: float = 60.0, window: float = 0.5,
+def quiesce(kernel: MeasuredKernel, timeout: float = 60.0, window: float = 0.25,
             tolerance: int = 16) -> float:
     """Before a baseline: wait while the socket caches are shrinking; returns seconds waited.
+
+    Every run pays one ``window`` (it was 0.5 s); a namespace being freed drops far more
+    than ``tolerance`` objects within a quarter second.
 
     A namespace or container deleted shortly before (an earlier run killed and wiped,
     another program's) closes its sockets from a kernel workqueue, seconds later. A
