@@ -35,8 +35,7 @@ ELSEWHERE = {
     'make lab SCENARIO=idle KERNELS="6.1 host" N=5000': "tests/integration/test_vm_backend.py",
     'make lab SCENARIO=idle KERNELS="6.1 6.12 host"': "tests/integration/test_vm_backend.py",
     "make lab SCENARIO=timewait BACKEND=vm KERNELS=6.12 N=4000":
-        "tests/integration/test_vm_kernels.py (opt-in: the same run at N=10,000, xfail under "
-        "TCG as docs/vm.md says)",
+        "tests/integration/test_vm_kernels.py (opt-in: this very command)",
     'make lab SCENARIO=s2c KERNELS="5.10 6.1 6.12 6.16 6.18 7 host" N=2000':
         "run once for docs/kernels.md (11 min); tests/unit/test_kernel_sweep.py renders its "
         "report, tests/integration/test_report_browser.py draws it",
