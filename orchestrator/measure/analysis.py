@@ -87,19 +87,16 @@ def cache_deltas(base: Mapping[str, SlabLine], now: Mapping[str, SlabLine], conn
         assert line is not None
         note = ""
         what = PER_PROC_INODE.get(name)
-        if what and proc_growth > 0:
-            # /proc/<pid>/fd lookups add a dentry and an LSM blob with each proc inode:
-            # not socket memory.
-            share = min(proc_growth, max(objs, 0))
+        if what and proc_growth:
+            # /proc/<pid>/fd lookups add a dentry and an LSM blob with each proc inode, and
+            # take them along when the kernel reclaims the inode: neither change is the
+            # sockets' (the shrink made small runs' totals negative). Set apart up to this
+            # cache's own change in the same direction, never more.
+            share = (min(proc_growth, max(objs, 0)) if proc_growth > 0
+                     else max(proc_growth, min(objs, 0)))
             objs -= share
-            note = f"{share:,} {what} of /proc fd lookups set apart"
-        elif what and proc_growth < 0:
-            # and when the kernel reclaims those inodes, their dentries and blobs go with
-            # them: a shrink that is not the sockets' either (it made small runs' totals
-            # negative)
-            share = max(proc_growth, min(objs, 0))
-            objs -= share
-            note = f"{-share:,} {what} of reclaimed /proc fd lookups set apart"
+            reclaimed = "reclaimed " if proc_growth < 0 else ""
+            note = f"{abs(share):,} {what} of {reclaimed}/proc fd lookups set apart"
         nbytes = round(objs * slab_footprint(line, page_size))
         per_conn_objs = objs / own
         merged_socket = [a for a in aliases.get(name, []) if a in SOCKET_ALIASES]
